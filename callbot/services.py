@@ -1,0 +1,195 @@
+"""Starting, watching and stopping the product's processes (web app, action server, Rasa)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from callbot.settings import PROJECT_ROOT, Settings
+from knowledge_base.errors import CallbotError
+
+
+class PortInUse(CallbotError):
+    pass
+
+
+class ServiceFailed(CallbotError):
+    pass
+
+
+@dataclass
+class Service:
+    name: str
+    port_key: str  # attribute of Settings.ports
+    command: list[str]
+    health_path: str
+    startup_timeout_s: float
+    cwd: Path = PROJECT_ROOT
+    env: dict[str, str] | None = None
+
+    def port(self, settings: Settings) -> int:
+        return int(getattr(settings.ports, self.port_key))
+
+
+def service_specs(settings: Settings) -> list[Service]:
+    py = sys.executable
+    rasa = settings.rasa_venv / "bin" / "rasa"
+    return [
+        Service("web", "web", [py, "-m", "callbot.webapp"], "/health", 60),
+        Service("actions", "actions", [py, "-m", "rasa_sdk", "--actions", "actions", "--port", str(settings.ports.actions)],
+                "/health", 60),
+        Service("rasa", "rasa",
+                [str(rasa), "run", "--enable-api", "--cors", "*", "--port", str(settings.ports.rasa),
+                 "--model", str(settings.bot_dir / "models"), "--endpoints", str(settings.bot_dir / "endpoints.yml"),
+                 "--credentials", str(settings.bot_dir / "credentials.yml")],
+                "/", 240, env={"RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3"}),
+    ]
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def check_ports(settings: Settings, services: list[Service]) -> None:
+    busy = [(s, s.port(settings)) for s in services if not port_is_free(settings.host, s.port(settings))]
+    if busy:
+        lines = [
+            f"port {port} ({s.name}) is already in use by another process; stop it (`callbot down` if it is ours, "
+            f"or `ss -ltnp 'sport = :{port}'` to find it) or choose another port with CALLBOT_PORTS__{s.port_key.upper()}=…"
+            for s, port in busy
+        ]
+        raise PortInUse("Cannot start: " + "; ".join(lines) + ". Nothing was started.")
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return 200 <= resp.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+class Supervisor:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.run_dir = settings.home / "run"
+        self.log_dir = settings.home / "log"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def pidfile(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def start(self, services: list[Service], on_ready: Callable[[Service], None] | None = None) -> None:
+        check_ports(self.settings, services)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env_base = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        try:
+            for svc in services:
+                log = open(self.log_dir / f"{svc.name}.log", "ab")  # noqa: SIM115 (owned by the child)
+                proc = subprocess.Popen(svc.command, cwd=svc.cwd, stdout=log, stderr=subprocess.STDOUT,
+                                        env={**env_base, **(svc.env or {})}, start_new_session=True)
+                self.procs[svc.name] = proc
+                self.pidfile(svc.name).write_text(str(proc.pid))
+            for svc in services:
+                self._wait_healthy(svc)
+                if on_ready:
+                    on_ready(svc)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_healthy(self, svc: Service) -> None:
+        url = self.settings.url(svc.port_key) + svc.health_path
+        deadline = time.monotonic() + svc.startup_timeout_s
+        proc = self.procs[svc.name]
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = _tail(self.log_dir / f"{svc.name}.log")
+                raise ServiceFailed(f"{svc.name} exited with code {proc.returncode} while starting. Last log lines "
+                                    f"({self.log_dir / (svc.name + '.log')}):\n{tail}")
+            if healthy(url):
+                return
+            time.sleep(0.5)
+        raise ServiceFailed(f"{svc.name} did not answer {url} within {svc.startup_timeout_s:.0f} s; "
+                            f"see {self.log_dir / (svc.name + '.log')}.")
+
+    def stop(self) -> list[str]:
+        """Stop our processes (this run's, or those recorded in pid files)."""
+        stopped = []
+        pids: dict[str, int] = {name: p.pid for name, p in self.procs.items()}
+        if self.run_dir.is_dir():
+            for pf in self.run_dir.glob("*.pid"):
+                with contextlib.suppress(ValueError):
+                    pids.setdefault(pf.stem, int(pf.read_text().strip()))
+        for name, pid in pids.items():
+            try:
+                os.killpg(pid, signal.SIGTERM)
+                stopped.append(name)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + 15
+        for name, pid in pids.items():
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.2)
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+            self.pidfile(name).unlink(missing_ok=True)
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        self.procs.clear()
+        return stopped
+
+    def status(self, services: list[Service]) -> list[tuple[str, int, bool, bool]]:
+        rows = []
+        for svc in services:
+            pid_alive = False
+            pf = self.pidfile(svc.name)
+            if pf.is_file():
+                try:
+                    pid_alive = _alive(int(pf.read_text().strip()))
+                except ValueError:
+                    pid_alive = False
+            rows.append((svc.name, svc.port(self.settings), pid_alive,
+                         healthy(self.settings.url(svc.port_key) + svc.health_path)))
+        return rows
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

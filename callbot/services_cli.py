@@ -1,0 +1,98 @@
+"""`callbot up | down | status` and `callbot bot train`."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from callbot.cli import app, err, out
+from callbot.context import get_store
+from callbot.rasa_project import model_is_current, train
+from callbot.services import Service, Supervisor, service_specs
+from callbot.settings import get_settings
+from knowledge_base.errors import CallbotError
+
+bot_app = typer.Typer(help="The Rasa project in bot/.", no_args_is_help=True)
+app.add_typer(bot_app, name="bot")
+
+
+@bot_app.command("train")
+def bot_train(force: Annotated[bool, typer.Option(help="Train even if the model is current.")] = False) -> None:
+    """Train the Rasa model if config.yml or bot/ changed since the last training."""
+    with err.status("Training the Rasa model (about 1–2 minutes)…"):
+        trained = train(get_settings(), force=force)
+    out.print("Rasa model trained." if trained else "Rasa model is up to date.")
+
+
+def _urls() -> list[tuple[str, str]]:
+    s = get_settings()
+    web, rasa = s.url("web"), s.url("rasa")
+    return [("chat widget", f"{web}/chat"), ("admin UI", f"{web}/admin"), ("knowledge-base & NLU API", f"{web}/api"),
+            ("Rasa HTTP API", f"{rasa}/status"), ("Rasa REST channel", f"{rasa}/webhooks/rest/webhook"),
+            ("action server", f"{s.url('actions')}/health")]
+
+
+@app.command("up")
+def up(detach: Annotated[bool, typer.Option("--detach", "-d", help="Start in the background and return.")] = False) -> None:
+    """Start the web app, the action server and Rasa; Ctrl-C stops them all."""
+    settings = get_settings()
+    get_store().migrate()
+    if not model_is_current(settings):
+        raise CallbotError("The Rasa model is missing or older than config.yml/bot/; run `callbot bot train` first.")
+    supervisor = Supervisor(settings)
+    specs = service_specs(settings)
+
+    def ready(svc: Service) -> None:
+        err.print(f"  {svc.name} is up on port {svc.port(settings)}")
+
+    err.print("Starting services (Rasa takes about a minute to load)…")
+    supervisor.start(specs, on_ready=ready)
+    for label, url in _urls():
+        out.print(f"{label:>26}: {url}")
+    if detach:
+        out.print("Running in the background; `callbot down` stops everything.")
+        supervisor.procs.clear()  # the pid files keep track of them now
+        return
+
+    stopping = False
+
+    def _stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    out.print("Press Ctrl-C to stop.")
+    try:
+        while not stopping:
+            for name, proc in supervisor.procs.items():
+                if proc.poll() is not None:
+                    err.print(f"[red]{name} exited with code {proc.returncode}[/red]; stopping the others (log: {settings.home / 'log' / (name + '.log')}).")
+                    stopping = True
+                    break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    err.print("Stopping…")
+    supervisor.stop()
+    err.print("All services stopped.")
+
+
+@app.command("down")
+def down() -> None:
+    """Stop services started by `callbot up --detach`."""
+    stopped = Supervisor(get_settings()).stop()
+    out.print(f"Stopped: {', '.join(stopped)}" if stopped else "Nothing was running.")
+
+
+@app.command("status")
+def status() -> None:
+    """Which services are running and answering."""
+    settings = get_settings()
+    table = Table("service", "port", "process", "answering")
+    for name, port, alive, ok in Supervisor(settings).status(service_specs(settings)):
+        table.add_row(name, str(port), "running" if alive else "-", "yes" if ok else "no")
+    out.print(table)

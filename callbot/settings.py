@@ -1,0 +1,91 @@
+"""All configuration in one place.
+
+Values come from (highest first): environment variables ``CALLBOT_*`` (nested with ``__``,
+e.g. ``CALLBOT_PORTS__WEB=8100``), the YAML file named by ``CALLBOT_CONFIG`` (default
+``callbot.yml`` in the project root, optional), then these defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Ports(BaseModel):
+    web: int = 8000
+    rasa: int = 5005
+    actions: int = 5055
+
+
+class NluSettings(BaseModel):
+    model: str = "auto"  # auto = best ALBERT-sim in the cache, else e5-small
+    exact_index_limit: int = 50_000  # above this many questions use an approximate FAISS index
+    top_k: int = 5
+    timeout_s: float = 3.0  # Rasa-side client timeout
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CALLBOT_", env_nested_delimiter="__", extra="ignore")
+
+    home: Path = PROJECT_ROOT / "var"  # runtime state: SQLite file, pid files, logs
+    cache_dir: Path = Field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "callbot")
+    database_url: str = ""  # empty = SQLite file in `home`
+    sqlite_busy_timeout_s: float = 5.0
+    host: str = "127.0.0.1"
+    ports: Ports = Ports()
+    nlu: NluSettings = NluSettings()
+    rasa_venv: Path = PROJECT_ROOT / ".venv-rasa"
+    bot_dir: Path = PROJECT_ROOT / "bot"
+    log_level: str = "INFO"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'callbot.db'}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.cache_dir / "models"
+
+    def url(self, service: str) -> str:
+        return f"http://{self.host}:{getattr(self.ports, service)}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = Path(os.environ.get("CALLBOT_CONFIG", PROJECT_ROOT / "callbot.yml"))
+        if not path.is_file():
+            return {}
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise SystemExit(f"Configuration file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise SystemExit(f"Configuration file {path} must be a mapping of settings.")
+        return data
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

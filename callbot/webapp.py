@@ -1,0 +1,54 @@
+"""The web app: knowledge-base API, NLU API, chat widget and admin pages (Sanic, one process)."""
+
+from __future__ import annotations
+
+import logging
+
+from sanic import Request, Sanic
+from sanic.response import HTTPResponse, json
+
+from callbot.context import get_store
+from callbot.logs import setup_logging
+from callbot.settings import get_settings
+from knowledge_base import api as kb_api
+from knowledge_base.errors import CallbotError
+
+log = logging.getLogger("callbot.web")
+
+
+def create_app() -> Sanic:
+    app = Sanic("callbot")
+    app.config.REQUEST_MAX_SIZE = 60 * 1024 * 1024
+    app.blueprint(kb_api.bp)
+    from callbot import pages
+
+    app.blueprint(pages.bp)
+
+    @app.get("/health")
+    async def health(_request: Request) -> HTTPResponse:
+        return json({"status": "ok", "kb_version": get_store().kb_version()})
+
+    @app.get("/api")
+    async def api_index(_request: Request) -> HTTPResponse:
+        return json({"endpoints": sorted({f"{'/'.join(r.methods)} /{r.path}" for r in app.router.routes})})
+
+    @app.exception(CallbotError)
+    async def callbot_error(_request: Request, exc: CallbotError) -> HTTPResponse:
+        return json({"error": str(exc)}, status=kb_api.error_status(exc))
+
+    @app.before_server_start
+    async def migrate(_app: Sanic) -> None:
+        get_store().migrate()
+
+    return app
+
+
+def main() -> None:
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    app = create_app()
+    app.run(host=settings.host, port=settings.ports.web, single_process=True, access_log=False, motd=False)
+
+
+if __name__ == "__main__":
+    main()

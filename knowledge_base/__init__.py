@@ -1,0 +1,1 @@
+"""Knowledge base: scenarios, intents, extension questions, rules, records; SQLAlchemy 2 store."""

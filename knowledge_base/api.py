@@ -1,0 +1,115 @@
+"""Knowledge-base REST API (Sanic blueprint): read intents, curate extension questions, import, export."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, json, text
+
+from callbot.context import get_kb
+from knowledge_base.errors import CallbotError, ImportRejected, NotFound
+from knowledge_base.models import QuestionSource, ReviewStatus
+
+bp = Blueprint("kb", url_prefix="/kb")
+
+
+def _body(request: Request) -> dict[str, Any]:
+    try:
+        data = request.json
+    except Exception:  # sanic raises BadRequest subclasses for malformed JSON
+        raise CallbotError("Request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise CallbotError("Request body must be a JSON object.")
+    return data
+
+
+def _actor(request: Request) -> str:
+    return request.headers.get("X-Callbot-User", "api")[:64]
+
+
+@bp.get("/version")
+async def version(_request: Request) -> HTTPResponse:
+    return json({"version": get_kb().store.kb_version()})
+
+
+@bp.get("/stats")
+async def stats(_request: Request) -> HTTPResponse:
+    return json(vars(get_kb().counts()))
+
+
+@bp.get("/scenarios")
+async def scenarios(_request: Request) -> HTTPResponse:
+    return json(get_kb().scenarios())
+
+
+@bp.get("/scenarios/<code:str>/intents")
+async def scenario_intents(_request: Request, code: str) -> HTTPResponse:
+    return json(get_kb().intents(code))
+
+
+@bp.get("/intents/<intent_id:int>")
+async def intent(_request: Request, intent_id: int) -> HTTPResponse:
+    return json(get_kb().intent(intent_id))
+
+
+@bp.post("/intents/<intent_id:int>/questions")
+async def add_question(request: Request, intent_id: int) -> HTTPResponse:
+    body = _body(request)
+    try:
+        source = QuestionSource(body.get("source", "manual"))
+        status = ReviewStatus(body.get("status", "approved"))
+    except ValueError as exc:
+        raise CallbotError(str(exc)) from None
+    q = get_kb().add_question(intent_id, str(body.get("text", "")), _actor(request), source, status)
+    return json(q, status=201)
+
+
+@bp.patch("/questions/<question_id:int>")
+async def edit_question(request: Request, question_id: int) -> HTTPResponse:
+    body = _body(request)
+    status = body.get("status")
+    try:
+        status_enum = ReviewStatus(status) if status is not None else None
+    except ValueError:
+        raise CallbotError(f"status must be one of pending, approved, rejected (got {status!r}).") from None
+    return json(get_kb().update_question(question_id, _actor(request), body.get("text"), status_enum))
+
+
+@bp.delete("/questions/<question_id:int>")
+async def delete_question(request: Request, question_id: int) -> HTTPResponse:
+    get_kb().delete_question(question_id, _actor(request))
+    return json({"deleted": question_id})
+
+
+@bp.get("/export")
+async def export(request: Request) -> HTTPResponse:
+    fmt = request.args.get("format", "json")
+    if fmt not in ("json", "yaml", "csv"):
+        raise CallbotError("format must be json, yaml or csv.")
+    body = get_kb().export(fmt, request.args.get("scenario"))
+    ctype = {"json": "application/json", "yaml": "application/yaml", "csv": "text/csv"}[fmt]
+    return text(body, content_type=f"{ctype}; charset=utf-8")
+
+
+@bp.post("/import")
+async def import_file(request: Request) -> HTTPResponse:
+    upload = request.files.get("file") if request.files else None
+    if upload is None:
+        raise CallbotError("Send the file as multipart form field 'file' (.yaml, .yml, .json or .csv).")
+    name = Path(upload.name or "upload.yaml").name
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(upload.body)
+        try:
+            report = get_kb().import_files([path], actor=_actor(request))
+        except ImportRejected as exc:
+            problems = [p.replace(str(path), name) for p in exc.problems]
+            return json({"error": "import rejected; nothing was written", "problems": problems}, status=422)
+    return json({"created": dict(report.created), "updated": dict(report.updated), "version": report.version})
+
+
+def error_status(exc: CallbotError) -> int:
+    return 404 if isinstance(exc, NotFound) else 400

@@ -1,0 +1,307 @@
+"""SQLAlchemy 2 models of the knowledge base and the records kept around it."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    # Store the value strings; portable across SQLite and PostgreSQL without native enum types.
+    return Enum(cls, values_callable=lambda e: [m.value for m in e], native_enum=False, length=32)
+
+
+class ScenarioKind(enum.StrEnum):
+    outbound = "outbound"
+    inbound = "inbound"
+
+
+class IntentKind(enum.StrEnum):
+    dialogue = "dialogue"
+    faq = "faq"
+
+
+class QuestionSource(enum.StrEnum):
+    manual = "manual"
+    generated = "generated"
+    mined = "mined"
+
+
+class ReviewStatus(enum.StrEnum):
+    pending = "pending"
+    approved = "approved"
+    rejected = "rejected"
+
+
+class StepKind(enum.StrEnum):
+    opening = "opening"
+    identity_check = "identity_check"
+    notice = "notice"
+    confirm = "confirm"
+    disclosure = "disclosure"
+    handling = "handling"
+    closing = "closing"
+
+
+class Severity(enum.StrEnum):
+    block = "block"
+    warn = "warn"
+
+
+class MatchType(enum.StrEnum):
+    literal = "literal"
+    regex = "regex"
+
+
+class Outcome(enum.StrEnum):
+    completed = "completed"
+    confirmed = "confirmed"
+    refused = "refused"
+    callback = "callback"
+    wrong_person = "wrong_person"
+    handed_over = "handed_over"
+    complained = "complained"
+    dropped = "dropped"
+
+
+class Role(enum.StrEnum):
+    admin = "admin"
+    editor = "editor"
+    reviewer = "reviewer"
+    viewer = "viewer"
+
+
+class Timestamped:
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Scenario(Timestamped, Base):
+    """An outbound call scene (新股中签缴款通知 …) or the inbound FAQ domain."""
+
+    __tablename__ = "scenario"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[ScenarioKind] = mapped_column(_enum(ScenarioKind))
+    description: Mapped[str] = mapped_column(Text, default="")
+    language: Mapped[str] = mapped_column(String(8), default="zh")
+    include_faq: Mapped[bool] = mapped_column(Boolean, default=True)
+    variables: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+    steps: Mapped[list[ScriptStep]] = relationship(
+        back_populates="scenario", cascade="all, delete-orphan", order_by="ScriptStep.position"
+    )
+    intents: Mapped[list[Intent]] = relationship(
+        back_populates="scenario", cascade="all, delete-orphan", order_by="Intent.id"
+    )
+
+
+class ScriptStep(Timestamped, Base):
+    """One step of a call script (话术): what the bot says and where each answer leads."""
+
+    __tablename__ = "script_step"
+    __table_args__ = (UniqueConstraint("scenario_id", "code"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scenario_id: Mapped[int] = mapped_column(ForeignKey("scenario.id", ondelete="CASCADE"), index=True)
+    code: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    kind: Mapped[StepKind] = mapped_column(_enum(StepKind), default=StepKind.handling)
+    prompt: Mapped[str] = mapped_column(Text)
+    reprompt: Mapped[str] = mapped_column(Text, default="")
+    expected_intents: Mapped[list[str]] = mapped_column(JSON, default=list)
+    transitions: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    terminal: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    scenario: Mapped[Scenario] = relationship(back_populates="steps")
+
+
+class Intent(Timestamped, Base):
+    """A dialogue intent (affirm, busy …) or an FAQ, scoped to one scenario."""
+
+    __tablename__ = "intent"
+    __table_args__ = (UniqueConstraint("scenario_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scenario_id: Mapped[int] = mapped_column(ForeignKey("scenario.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[IntentKind] = mapped_column(_enum(IntentKind))
+    category: Mapped[str] = mapped_column(String(64), default="")
+    standard_question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    scenario: Mapped[Scenario] = relationship(back_populates="intents")
+    extension_questions: Mapped[list[ExtensionQuestion]] = relationship(
+        back_populates="intent", cascade="all, delete-orphan", order_by="ExtensionQuestion.id"
+    )
+
+
+class ExtensionQuestion(Timestamped, Base):
+    """A paraphrase (扩展问) attached to an intent, with its provenance and review state."""
+
+    __tablename__ = "extension_question"
+    __table_args__ = (UniqueConstraint("intent_id", "text"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    intent_id: Mapped[int] = mapped_column(ForeignKey("intent.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(String(200))
+    source: Mapped[QuestionSource] = mapped_column(_enum(QuestionSource), default=QuestionSource.manual)
+    status: Mapped[ReviewStatus] = mapped_column(_enum(ReviewStatus), default=ReviewStatus.approved)
+    author: Mapped[str] = mapped_column(String(64), default="system")
+    reviewed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    intent: Mapped[Intent] = relationship(back_populates="extension_questions")
+
+
+class ComplianceRule(Timestamped, Base):
+    """Prohibited wording the bot must never say (保本保收益, 零风险 …)."""
+
+    __tablename__ = "compliance_rule"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(32), unique=True)
+    pattern: Mapped[str] = mapped_column(Text)
+    match_type: Mapped[MatchType] = mapped_column(_enum(MatchType), default=MatchType.literal)
+    severity: Mapped[Severity] = mapped_column(_enum(Severity), default=Severity.block)
+    legal_basis: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    suggestion: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class ComplaintLabel(Timestamped, Base):
+    """A node of the complaint taxonomy (two levels: category → label)."""
+
+    __tablename__ = "complaint_label"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    parent_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class KnowledgeBaseState(Base):
+    """Single row holding the knowledge-base version; bumped on every committed KB edit."""
+
+    __tablename__ = "kb_state"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class StaffUser(Timestamped, Base):
+    __tablename__ = "staff_user"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[Role] = mapped_column(_enum(Role), default=Role.viewer)
+    password_hash: Mapped[str] = mapped_column(String(200), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class AuditEntry(Base):
+    """One knowledge-base change: who, what, before/after."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))  # create | update | delete
+    entity: Mapped[str] = mapped_column(String(64))
+    entity_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    changes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    kb_version: Mapped[int] = mapped_column(Integer)
+
+
+class Campaign(Timestamped, Base):
+    """An outbound calling campaign: one scenario, many contacts."""
+
+    __tablename__ = "campaign"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    scenario_id: Mapped[int] = mapped_column(ForeignKey("scenario.id"))
+    status: Mapped[str] = mapped_column(String(16), default="draft")  # draft|running|paused|done
+    max_concurrent_calls: Mapped[int] = mapped_column(Integer, default=4)
+    contacts: Mapped[list[CampaignContact]] = relationship(back_populates="campaign", cascade="all, delete-orphan")
+
+
+class CampaignContact(Timestamped, Base):
+    __tablename__ = "campaign_contact"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"), index=True)
+    customer_name: Mapped[str] = mapped_column(String(100))
+    phone: Mapped[str] = mapped_column(String(32))  # stored in full to dial; masked in logs and exports
+    variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|calling|done|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    campaign: Mapped[Campaign] = relationship(back_populates="contacts")
+
+
+class Conversation(Base):
+    """A call or chat, with its outcome; turns hold the transcript."""
+
+    __tablename__ = "conversation"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(128), unique=True)  # Rasa sender id
+    channel: Mapped[str] = mapped_column(String(16))  # voice | chat | outbound
+    scenario_id: Mapped[int | None] = mapped_column(ForeignKey("scenario.id"), nullable=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("campaign_contact.id"), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    outcome: Mapped[Outcome | None] = mapped_column(_enum(Outcome), nullable=True)
+    outcome_detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    complaint_labels: Mapped[list[str]] = mapped_column(JSON, default=list)
+    handed_over: Mapped[bool] = mapped_column(Boolean, default=False)
+    turns: Mapped[list[ConversationTurn]] = relationship(
+        back_populates="conversation", cascade="all, delete-orphan", order_by="ConversationTurn.seq"
+    )
+
+
+class ConversationTurn(Base):
+    __tablename__ = "conversation_turn"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversation.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    speaker: Mapped[str] = mapped_column(String(8))  # user | bot
+    text: Mapped[str] = mapped_column(Text)
+    intent: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    matched_question: Mapped[str | None] = mapped_column(Text, nullable=True)
+    ranking: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    conversation: Mapped[Conversation] = relationship(back_populates="turns")
+
+
+# Entities whose edits change what the bot knows: they bump the KB version and are audited.
+KB_ENTITIES: tuple[type[Base], ...] = (Scenario, ScriptStep, Intent, ExtensionQuestion, ComplianceRule, ComplaintLabel)
+AUDITED_ENTITIES: tuple[type[Base], ...] = (*KB_ENTITIES, StaffUser, Campaign)

@@ -1,0 +1,161 @@
+"""Knowledge-base operations shared by the CLI, the web API and the action server."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from knowledge_base.db import Store
+from knowledge_base.errors import CallbotError, NotFound
+from knowledge_base.exporter import export_document, render
+from knowledge_base.importer import ImportReport, apply_batch, existing_intents, validate_files
+from knowledge_base.models import (
+    ComplaintLabel,
+    ComplianceRule,
+    ExtensionQuestion,
+    Intent,
+    QuestionSource,
+    ReviewStatus,
+    Scenario,
+    utcnow,
+)
+from knowledge_base.schema import QuestionText
+
+_question_text = TypeAdapter(QuestionText)
+
+
+@dataclass
+class KnowledgeBaseCounts:
+    scenarios: int
+    intents: int
+    faq_intents: int
+    extension_questions: int
+    approved_questions: int
+    compliance_rules: int
+    complaint_labels: int
+    version: int
+
+
+class KnowledgeBase:
+    def __init__(self, store: Store):
+        self.store = store
+
+    # -- import / export -------------------------------------------------
+    def import_files(self, paths: Sequence[Path], actor: str = "import") -> ImportReport:
+        with self.store.session(actor) as session:
+            batch = validate_files(paths, existing_intents(session))
+            report = apply_batch(session, batch, actor)
+        report.version = self.store.kb_version()
+        return report
+
+    def export(self, fmt: str, scenario: str | None = None, status: ReviewStatus | None = None) -> str:
+        with self.store.session() as session:
+            if scenario and session.scalar(select(Scenario.id).where(Scenario.code == scenario)) is None:
+                raise NotFound(f"Scenario {scenario!r} does not exist; `callbot kb scenarios` lists them.")
+            return render(export_document(session, scenario, status), fmt)
+
+    # -- reads -------------------------------------------------------------
+    def counts(self) -> KnowledgeBaseCounts:
+        with self.store.session() as s:
+            return KnowledgeBaseCounts(
+                scenarios=s.scalar(select(func.count(Scenario.id))) or 0,
+                intents=s.scalar(select(func.count(Intent.id))) or 0,
+                faq_intents=s.scalar(select(func.count(Intent.id)).where(Intent.kind == "faq")) or 0,
+                extension_questions=s.scalar(select(func.count(ExtensionQuestion.id))) or 0,
+                approved_questions=s.scalar(select(func.count(ExtensionQuestion.id)).where(ExtensionQuestion.status == ReviewStatus.approved)) or 0,
+                compliance_rules=s.scalar(select(func.count(ComplianceRule.id))) or 0,
+                complaint_labels=s.scalar(select(func.count(ComplaintLabel.id))) or 0,
+                version=self.store.kb_version(),
+            )
+
+    def scenarios(self) -> list[dict[str, Any]]:
+        with self.store.session() as s:
+            rows = s.execute(
+                select(Scenario, func.count(Intent.id)).join(Intent, isouter=True).group_by(Scenario.id).order_by(Scenario.id)
+            ).all()
+            return [{"code": sc.code, "name": sc.name, "kind": sc.kind.value, "include_faq": sc.include_faq,
+                     "variables": sc.variables, "intents": n} for sc, n in rows]
+
+    def intents(self, scenario: str) -> list[dict[str, Any]]:
+        with self.store.session() as s:
+            sc = self._scenario(s, scenario)
+            return [self._intent_dict(it) for it in sc.intents]
+
+    def intent(self, intent_id: int) -> dict[str, Any]:
+        with self.store.session() as s:
+            return self._intent_dict(self._intent(s, intent_id), with_questions=True)
+
+    # -- extension-question edits (each one a committed, audited KB change) --
+    def add_question(self, intent_id: int, text: str, author: str, source: QuestionSource = QuestionSource.manual,
+                     status: ReviewStatus = ReviewStatus.approved) -> dict[str, Any]:
+        clean = self._clean(text)
+        with self.store.session(author) as s:
+            intent = self._intent(s, intent_id)
+            if any(q.text == clean for q in intent.extension_questions):
+                raise CallbotError(f"Intent {intent.name!r} already has the extension question {clean!r}.")
+            q = ExtensionQuestion(intent=intent, text=clean, author=author, source=source, status=status)
+            s.add(q)
+            s.flush()
+            return self._question_dict(q)
+
+    def update_question(self, question_id: int, actor: str, text: str | None = None, status: ReviewStatus | None = None) -> dict[str, Any]:
+        with self.store.session(actor) as s:
+            q = s.get(ExtensionQuestion, question_id)
+            if q is None:
+                raise NotFound(f"Extension question {question_id} does not exist.")
+            if text is not None:
+                q.text = self._clean(text)
+            if status is not None and status != q.status:
+                q.status = status
+                q.reviewed_by, q.reviewed_at = actor, utcnow()
+            s.flush()
+            return self._question_dict(q)
+
+    def delete_question(self, question_id: int, actor: str) -> None:
+        with self.store.session(actor) as s:
+            q = s.get(ExtensionQuestion, question_id)
+            if q is None:
+                raise NotFound(f"Extension question {question_id} does not exist.")
+            s.delete(q)
+
+    # -- helpers -------------------------------------------------------------
+    @staticmethod
+    def _clean(text: str) -> str:
+        try:
+            return _question_text.validate_python(text)
+        except ValidationError as exc:
+            raise CallbotError(f"Invalid extension question: {exc.errors()[0]['msg']} (at most 200 characters, no control characters).") from None
+
+    @staticmethod
+    def _scenario(s: Session, code: str) -> Scenario:
+        sc = s.scalar(select(Scenario).where(Scenario.code == code))
+        if sc is None:
+            known = ", ".join(s.scalars(select(Scenario.code)))
+            raise NotFound(f"Scenario {code!r} does not exist. Known scenarios: {known or '(none — run `callbot kb demo`)'}.")
+        return sc
+
+    @staticmethod
+    def _intent(s: Session, intent_id: int) -> Intent:
+        it = s.get(Intent, intent_id)
+        if it is None:
+            raise NotFound(f"Intent {intent_id} does not exist.")
+        return it
+
+    @staticmethod
+    def _question_dict(q: ExtensionQuestion) -> dict[str, Any]:
+        return {"id": q.id, "intent_id": q.intent_id, "text": q.text, "source": q.source.value, "status": q.status.value,
+                "author": q.author, "reviewed_by": q.reviewed_by}
+
+    def _intent_dict(self, it: Intent, with_questions: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": it.id, "scenario": it.scenario.code, "name": it.name, "kind": it.kind.value,
+                               "category": it.category, "standard_question": it.standard_question, "answer": it.answer,
+                               "question_count": len(it.extension_questions)}
+        if with_questions:
+            out["extension_questions"] = [self._question_dict(q) for q in it.extension_questions]
+        return out

@@ -1,0 +1,76 @@
+"""A sentence encoder over a transformers checkpoint described by ``callbot_encoder.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from knowledge_base.errors import CallbotError
+
+REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "callbot_encoder.json")
+
+
+class ModelFilesMissing(CallbotError):
+    pass
+
+
+class SentenceEncoder:
+    """Encodes text to L2-normalised float32 vectors (mean or [CLS] pooling, optional prefix)."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
+        if missing:
+            raise ModelFilesMissing(
+                f"Model directory {path} is missing {', '.join(missing)}; rebuild it "
+                "(`callbot model base` for e5-small) or point --model at a complete checkpoint."
+            )
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.path = path
+        self.meta: dict[str, Any] = json.loads((path / "callbot_encoder.json").read_text())
+        self.name: str = self.meta.get("name", path.name)
+        self.pooling: str = self.meta.get("pooling", "mean")
+        self.prefix: str = self.meta.get("prefix", "")
+        self.max_length: int = int(self.meta.get("max_length", 128))
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        kwargs: dict[str, Any] = {"dtype": torch.float32}
+        if self.meta.get("kind") == "e5":
+            kwargs["add_pooling_layer"] = False
+        self.model = AutoModel.from_pretrained(path, **kwargs).eval()
+        self._torch = torch
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        torch = self._torch
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch: less padding
+        batches = range(0, len(texts), batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, desc=f"encoding with {self.name}", unit="batch")
+        with torch.inference_mode():
+            for start in batches:
+                idx = order[start : start + batch_size]
+                batch = self.tokenizer(
+                    [self.prefix + texts[i] for i in idx], padding=True, truncation=True,
+                    max_length=self.max_length, return_tensors="pt",
+                )
+                hidden = self.model(**batch).last_hidden_state
+                if self.pooling == "cls":
+                    vec = hidden[:, 0]
+                else:
+                    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    vec = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+                vec = torch.nn.functional.normalize(vec, dim=-1)
+                out[idx] = vec.numpy()
+        return out

