@@ -153,7 +153,3 @@ def main() -> None:
         err.print(f"[red]internal error[/red]: {type(exc).__name__}: {exc}. Re-run with CALLBOT_DEBUG=1 for the traceback "
                   "and report it.", highlight=False)
         sys.exit(70)
-
-
-if __name__ == "__main__":
-    main()

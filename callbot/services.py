@@ -52,7 +52,8 @@ def service_specs(settings: Settings) -> list[Service]:
                 [str(rasa), "run", "--enable-api", "--cors", "*", "--port", str(settings.ports.rasa),
                  "--model", str(settings.bot_dir / "models"), "--endpoints", str(settings.bot_dir / "endpoints.yml"),
                  "--credentials", str(settings.bot_dir / "credentials.yml")],
-                "/", 240, env={"RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3"}),
+                "/", 240, env={"RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3",
+                               "CALLBOT_NLU_URL": settings.url("web"), "CALLBOT_NLU_TIMEOUT": str(settings.nlu.timeout_s)}),
     ]
 
 

@@ -12,7 +12,7 @@ from rich.table import Table
 from callbot.cli import app, err, out
 from callbot.context import get_store
 from callbot.rasa_project import model_is_current, train
-from callbot.services import Service, Supervisor, service_specs
+from callbot.services import Service, Supervisor, check_ports, service_specs
 from callbot.settings import get_settings
 from knowledge_base.errors import CallbotError
 
@@ -40,11 +40,12 @@ def _urls() -> list[tuple[str, str]]:
 def up(detach: Annotated[bool, typer.Option("--detach", "-d", help="Start in the background and return.")] = False) -> None:
     """Start the web app, the action server and Rasa; Ctrl-C stops them all."""
     settings = get_settings()
+    supervisor = Supervisor(settings)
+    specs = service_specs(settings)
+    check_ports(settings, specs)  # before touching anything else: a clear message, nothing started
     get_store().migrate()
     if not model_is_current(settings):
         raise CallbotError("The Rasa model is missing or older than config.yml/bot/; run `callbot bot train` first.")
-    supervisor = Supervisor(settings)
-    specs = service_specs(settings)
 
     def ready(svc: Service) -> None:
         err.print(f"  {svc.name} is up on port {svc.port(settings)}")

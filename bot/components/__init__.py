@@ -1,0 +1,1 @@
+"""Rasa-side components. They run inside Rasa's Python 3.10 environment: no torch, no project imports."""

@@ -1,0 +1,96 @@
+"""Shared fixtures: a migrated SQLite store per test, the demo document, a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from knowledge_base.db import Store
+from knowledge_base.demo import write_demo_file
+from knowledge_base.service import KnowledgeBase
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(f"sqlite:///{tmp_path / 'kb.db'}", busy_timeout_s=0.5)
+    s.migrate()
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def kb(store: Store) -> KnowledgeBase:
+    return KnowledgeBase(store)
+
+
+@pytest.fixture(scope="session")
+def demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_demo_file(tmp_path_factory.mktemp("demo") / "demo.yaml")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """Start a throw-away PostgreSQL 15 server (as the postgres user) and yield its URL."""
+    if not (PG_BIN / "initdb").exists():
+        pytest.fail("PostgreSQL server binaries are missing: run `make install` (installs the Debian package postgresql).")
+    data = Path(tempfile.mkdtemp(prefix="callbot-pg-"))
+    port = free_port()
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_pg:
+        shutil.chown(data, "postgres", "postgres")
+    pgdata = data / "data"
+    subprocess.run([*as_pg, str(PG_BIN / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(pgdata), "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+                    "-l", str(data / "log"), "-w", "start"], check=True, capture_output=True)
+    try:
+        subprocess.run([*as_pg, str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "callbot"],
+                       check=True, capture_output=True)
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/callbot"
+    finally:
+        subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "stop"], capture_output=True)
+        time.sleep(0.2)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def store_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Makes further independent SQLite stores within one test."""
+    made: list[Store] = []
+
+    def make() -> Store:
+        s = Store(f"sqlite:///{tmp_path / f'kb{len(made)}.db'}")
+        s.migrate()
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.dispose()
+
+
+@pytest.fixture(scope="session")
+def e5_model_dir() -> Path:
+    """The real e5-small checkpoint, built once into the user's model cache (idempotent, offline)."""
+    from callbot.settings import get_settings
+    from nlu.model_cache import ensure_base_model
+
+    path, _built = ensure_base_model(get_settings().models_dir)
+    return path

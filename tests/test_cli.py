@@ -1,0 +1,93 @@
+"""The `callbot` command as a user runs it: help everywhere, export, and clear errors for bad situations."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CALLBOT = [str(Path(sys.executable).parent / "callbot")]  # the installed console script
+SUBCOMMANDS = [[], ["up"], ["down"], ["status"], ["kb"], ["kb", "import"], ["kb", "export"], ["kb", "demo"], ["kb", "stats"],
+               ["kb", "scenarios"], ["db"], ["db", "upgrade"], ["model"], ["model", "base"], ["model", "list"], ["bot"], ["bot", "train"]]
+
+
+def run(args: list[str], home: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "CALLBOT_HOME": str(home), "CALLBOT_CACHE_DIR": str(home / "cache"), **env}
+    return subprocess.run([*CALLBOT, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("sub", SUBCOMMANDS, ids=lambda s: " ".join(s) or "callbot")
+def test_every_subcommand_has_help(sub: list[str], tmp_path: Path) -> None:
+    result = run([*sub, "--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+
+
+def test_demo_then_export_json(tmp_path: Path) -> None:
+    assert run(["kb", "demo"], tmp_path).returncode == 0
+    result = run(["kb", "export", "--format", "json"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert len([s for s in doc["scenarios"] if s["kind"] == "outbound"]) >= 3
+    assert sum(1 for s in doc["scenarios"] for it in s["intents"] if it["kind"] == "faq") >= 40
+    bad = run(["kb", "export", "--format", "xml"], tmp_path)
+    assert bad.returncode == 1 and "use --format json, yaml or csv" in bad.stderr
+
+
+def test_import_of_malformed_file_names_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schema_version: 1\nscenarios:\n  - code: x\n    name: [unclosed\n", encoding="utf-8")
+    result = run(["kb", "import", str(bad)], tmp_path)
+    assert result.returncode == 3
+    assert f"{bad}:" in result.stderr and "YAML syntax error" in result.stderr and "nothing was written" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_locked_database_gives_a_clear_message_and_keeps_data(tmp_path: Path) -> None:
+    assert run(["kb", "demo"], tmp_path).returncode == 0
+    extra = tmp_path / "extra.csv"
+    extra.write_text("scenario,intent,kind,standard_question,answer,text\nfaq,faq_new_one,faq,新问题,新答案,新的扩展问\n", encoding="utf-8")
+    holder = sqlite3.connect(tmp_path / "callbot.db")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = run(["kb", "import", str(extra)], tmp_path, CALLBOT_SQLITE_BUSY_TIMEOUT_S="0.3")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.returncode == 1
+    assert "is locked by another process" in result.stderr and "Nothing was changed" in result.stderr
+    assert "Traceback" not in result.stderr
+    stats = run(["kb", "export", "--format", "csv", "--scenario", "faq"], tmp_path)
+    assert "faq_new_one" not in stats.stdout
+    assert run(["kb", "import", str(extra)], tmp_path).returncode == 0  # and works once the lock is gone
+
+
+def test_port_in_use_is_named_and_nothing_starts(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = run(["up", "--detach"], tmp_path, CALLBOT_PORTS__WEB=str(port))
+    assert result.returncode == 1
+    assert f"port {port} (web) is already in use" in result.stderr and "CALLBOT_PORTS__WEB" in result.stderr
+    assert not (tmp_path / "run").exists() or not list((tmp_path / "run").glob("*.pid"))
+
+
+def test_missing_model_cache_says_how_to_build_it(tmp_path: Path) -> None:
+    code = ("from nlu.model_cache import resolve_model; from pathlib import Path; import sys; "
+            "resolve_model(Path(sys.argv[1]), 'e5-small')")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0 and "Run `callbot model base`" in result.stderr
+
+
+def test_unknown_scenario_export(tmp_path: Path) -> None:
+    run(["kb", "demo"], tmp_path)
+    result = run(["kb", "export", "--scenario", "no_such"], tmp_path)
+    assert result.returncode == 4 and "Scenario 'no_such' does not exist" in result.stderr
