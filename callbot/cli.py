@@ -129,7 +129,7 @@ def model_list() -> None:
 
 # --------------------------------------------------------------------- services
 def _register_services() -> None:
-    from callbot import services_cli  # noqa: F401  (registers up/down/status/bot commands)
+    from callbot import nlu_cli, services_cli  # noqa: F401  (register their commands)
 
 
 def main() -> None:

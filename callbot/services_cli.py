@@ -15,6 +15,7 @@ from callbot.rasa_project import model_is_current, train
 from callbot.services import Service, Supervisor, check_ports, service_specs
 from callbot.settings import get_settings
 from knowledge_base.errors import CallbotError
+from nlu.model_cache import resolve_model
 
 bot_app = typer.Typer(help="The Rasa project in bot/.", no_args_is_help=True)
 app.add_typer(bot_app, name="bot")
@@ -44,6 +45,7 @@ def up(detach: Annotated[bool, typer.Option("--detach", "-d", help="Start in the
     specs = service_specs(settings)
     check_ports(settings, specs)  # before touching anything else: a clear message, nothing started
     get_store().migrate()
+    resolve_model(settings.models_dir, settings.nlu.model)  # a missing encoder is named before anything starts
     if not model_is_current(settings):
         raise CallbotError("The Rasa model is missing or older than config.yml/bot/; run `callbot bot train` first.")
 

@@ -12,6 +12,7 @@ from callbot.logs import setup_logging
 from callbot.settings import get_settings
 from knowledge_base import api as kb_api
 from knowledge_base.errors import CallbotError
+from nlu import api as nlu_api
 
 log = logging.getLogger("callbot.web")
 
@@ -20,6 +21,7 @@ def create_app() -> Sanic:
     app = Sanic("callbot")
     app.config.REQUEST_MAX_SIZE = 60 * 1024 * 1024
     app.blueprint(kb_api.bp)
+    app.blueprint(nlu_api.bp)
     from callbot import pages
 
     app.blueprint(pages.bp)
@@ -37,8 +39,11 @@ def create_app() -> Sanic:
         return json({"error": str(exc)}, status=kb_api.error_status(exc))
 
     @app.before_server_start
-    async def migrate(_app: Sanic) -> None:
+    async def prepare(_app: Sanic) -> None:
         get_store().migrate()
+        from nlu.service import get_matcher
+
+        get_matcher()  # load the encoder and build the indexes before the first request
 
     return app
 

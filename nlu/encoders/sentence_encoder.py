@@ -29,6 +29,9 @@ class SentenceEncoder:
             )
         import torch
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
         if threads:
             torch.set_num_threads(threads)

@@ -1,0 +1,92 @@
+"""`callbot nlu match | embed | eval | calibrate`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from callbot.cli import app, out
+from callbot.context import get_store
+from knowledge_base.errors import CallbotError
+
+nlu_app = typer.Typer(help="Intent matching, sentence embeddings, evaluation.", no_args_is_help=True)
+app.add_typer(nlu_app, name="nlu")
+
+
+@nlu_app.command("match")
+def match(
+    text: Annotated[str, typer.Argument(help="What the caller said.")],
+    scenario: Annotated[Optional[str], typer.Option("--scenario", "-s", help="Scenario code (default: all dialogue intents + FAQ).")] = None,
+    k: Annotated[int, typer.Option("-k", help="How many intents to list.")] = 3,
+    model: Annotated[Optional[str], typer.Option(help="e5-small, albert-sim or a checkpoint path (default from settings).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full JSON result.")] = False,
+) -> None:
+    """Match TEXT against the knowledge base and show the top-k intents."""
+    from nlu.service import get_matcher
+
+    get_store().migrate()
+    result = get_matcher(model).match(text, scenario, k).as_dict()
+    if as_json:
+        out.print_json(json.dumps(result, ensure_ascii=False))
+        return
+    table = Table("intent", "kind", "scenario", "score", "matched question", title=f"{result['decision']} → {result['intent']['name']}")
+    for r in result["ranking"]:
+        table.add_row(r["intent"], r["kind"], r["scenario"], f"{r['score']:.4f}", r["question"])
+    out.print(table)
+    out.print(f"kb version {result['kb_version']} · model {result['model']} · {result['latency_ms']:.1f} ms")
+
+
+@nlu_app.command("embed")
+def embed(
+    input: Annotated[Path, typer.Option("--input", "-i", help="UTF-8 text file, one sentence per line (empty lines allowed).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the .npy matrix.")],
+    model: Annotated[str, typer.Option(help="e5-small, albert-sim or a checkpoint path.")] = "e5-small",
+    batch_size: Annotated[int, typer.Option(help="Sentences per forward pass.")] = 64,
+) -> None:
+    """Write float32 L2-normalised vectors, one row per input line, in input order."""
+    from nlu.service import load_encoder
+
+    if not input.is_file():
+        raise CallbotError(f"Input file {input} does not exist.")
+    raw = input.read_bytes()
+    if b"\x00" in raw:
+        raise CallbotError(f"{input} looks binary (contains NUL bytes); give a UTF-8 text file, one sentence per line.")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise CallbotError(f"{input}:{line}: not valid UTF-8; convert it (e.g. `iconv -f GBK -t UTF-8`).") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line; it is not an extra empty sentence
+    lines = [line.rstrip("\r") for line in lines]
+    encoder, _ = load_encoder(model)
+    vecs = encoder.encode(lines, batch_size=batch_size, progress=len(lines) > 200).astype(np.float32)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "wb") as fh:
+        np.save(fh, vecs)
+    out.print(f"Wrote {vecs.shape[0]}×{vecs.shape[1]} float32 vectors to {output} ({encoder.name}).")
+
+
+@nlu_app.command("eval")
+def evaluate(
+    test: Annotated[Path, typer.Option("--test", "-t", help='JSON lines: {"text", "intent", "scenario"}.')],
+    model: Annotated[Optional[str], typer.Option(help="e5-small, albert-sim or a checkpoint path.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the JSON report here.")] = None,
+) -> None:
+    """Top-1/2/3 accuracy, per-intent recall and the confusions, as JSON."""
+    from nlu.evaluation import evaluate_file
+    from nlu.service import get_matcher
+
+    get_store().migrate()
+    report = evaluate_file(get_matcher(model), test)
+    text = json.dumps(report, ensure_ascii=False, indent=2)
+    if output:
+        output.write_text(text + "\n", encoding="utf-8")
+    sys.stdout.write(text + "\n")

@@ -1,0 +1,45 @@
+"""NLU HTTP API (Sanic blueprint): POST /nlu/parse, GET /nlu/status."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, json
+
+from knowledge_base.errors import CallbotError
+from nlu.service import get_matcher
+
+bp = Blueprint("nlu", url_prefix="/nlu")
+MAX_BODY_TEXT = 10_000
+
+
+@bp.post("/parse")
+async def parse(request: Request) -> HTTPResponse:
+    try:
+        body = request.json
+    except Exception:
+        raise CallbotError('Request body is not valid JSON; send {"text": "...", "scenario": "..."}.') from None
+    if not isinstance(body, dict):
+        raise CallbotError('Request body must be a JSON object like {"text": "...", "scenario": "..."}.')
+    text = body.get("text")
+    scenario = body.get("scenario") or None
+    if scenario is not None and not isinstance(scenario, str):
+        raise CallbotError("scenario must be a string (a scenario code) or null.")
+    try:
+        k = max(1, min(int(body.get("k", 5)), 50))
+    except (TypeError, ValueError):
+        raise CallbotError("k must be an integer between 1 and 50.") from None
+    if isinstance(text, str) and len(text) > MAX_BODY_TEXT:
+        text = text[:MAX_BODY_TEXT]
+    matcher = get_matcher()
+    # Encoding is CPU work: keep the event loop free for other requests.
+    result = await asyncio.get_running_loop().run_in_executor(None, matcher.match, text, scenario, k)
+    return json(result.as_dict())
+
+
+@bp.get("/status")
+async def status(_request: Request) -> HTTPResponse:
+    m = get_matcher()
+    return json({"model": m.encoder.name, "kb_version": m.kb_version, "scenarios": m.scenarios(),
+                 "thresholds": vars(m.thresholds), "last_refresh": m.last_refresh})

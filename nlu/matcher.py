@@ -1,0 +1,268 @@
+"""Scenario-scoped intent matching: cached question vectors in FAISS, max-over-questions intent scores."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import faiss
+import numpy as np
+from sqlalchemy import select
+
+from knowledge_base.db import Store
+from knowledge_base.errors import NotFound
+from knowledge_base.models import ExtensionQuestion, Intent, ReviewStatus, Scenario
+from nlu.text import normalise
+from nlu.vector_cache import VectorCache
+
+log = logging.getLogger(__name__)
+ALL = "*"  # the scope used when no scenario is given: every scenario's dialogue intents plus the FAQ set
+FAQ_SCENARIO = "faq"
+FALLBACK_INTENT = "nlu_fallback"
+
+
+class Encoder(Protocol):
+    name: str
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Decision rule, calibrated per model (nlu calibrate) and stored beside it as thresholds.json."""
+
+    fallback: float = 0.86  # top intent score below this: nlu_fallback
+    ambiguous_margin: float = 0.008  # top two intents closer than this: ask which one
+    temperature: float = 0.02  # softmax temperature turning scores into confidences
+
+    @classmethod
+    def for_model(cls, model_dir: Path | None) -> Thresholds:
+        path = model_dir / "thresholds.json" if model_dir else None
+        if path and path.is_file():
+            data = json.loads(path.read_text())
+            return cls(**{k: float(v) for k, v in data.items() if k in cls.__dataclass_fields__})
+        return cls()
+
+
+@dataclass(frozen=True)
+class QuestionEntry:
+    intent_id: int
+    intent: str
+    kind: str  # dialogue | faq
+    scenario: str
+    text: str
+    standard_question: str
+    is_standard: bool
+
+
+@dataclass
+class _Scope:
+    entries: list[QuestionEntry]
+    index: faiss.Index
+
+
+@dataclass
+class IntentScore:
+    intent_id: int
+    intent: str
+    kind: str
+    scenario: str
+    score: float
+    question: str
+    standard_question: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"intent_id": self.intent_id, "intent": self.intent, "kind": self.kind, "scenario": self.scenario,
+                "score": round(self.score, 4), "question": self.question, "standard_question": self.standard_question}
+
+
+@dataclass
+class MatchResult:
+    text: str
+    scenario: str | None
+    decision: str  # match | ambiguous | fallback
+    ranking: list[IntentScore]
+    confidences: list[float]
+    kb_version: int
+    model: str
+    latency_ms: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def top(self) -> IntentScore | None:
+        return self.ranking[0] if self.ranking else None
+
+    def rasa_intent(self, item: IntentScore | None) -> str:
+        if item is None:
+            return FALLBACK_INTENT
+        return "faq" if item.kind == "faq" else item.intent
+
+    def as_dict(self) -> dict[str, Any]:
+        top = self.top
+        name = FALLBACK_INTENT if self.decision == "fallback" else self.rasa_intent(top)
+        confidence = self.confidences[0] if self.confidences and self.decision != "fallback" else 0.0
+        seen: dict[str, float] = {}
+        for item, conf in zip(self.ranking, self.confidences, strict=True):
+            seen.setdefault(self.rasa_intent(item), conf)
+        return {
+            "text": self.text, "scenario": self.scenario, "decision": self.decision,
+            "intent": {"name": name, "confidence": round(confidence, 4)},
+            "intent_ranking": [{"name": n, "confidence": round(c, 4)} for n, c in seen.items()],
+            "matched": top.as_dict() if top and self.decision != "fallback" else None,
+            "ranking": [r.as_dict() for r in self.ranking],
+            "kb_version": self.kb_version, "model": self.model, "latency_ms": round(self.latency_ms, 2), **self.extra,
+        }
+
+
+class Matcher:
+    """Keeps FAISS indexes in step with the knowledge base; thread-safe refresh, lock-free reads."""
+
+    def __init__(self, store: Store, encoder: Encoder, cache_dir: Path, thresholds: Thresholds | None = None,
+                 exact_index_limit: int = 50_000, refresh_interval_s: float = 0.5):
+        self.store = store
+        self.encoder = encoder
+        self.thresholds = thresholds or Thresholds()
+        self.exact_index_limit = exact_index_limit
+        self.refresh_interval_s = refresh_interval_s
+        self.cache = VectorCache(cache_dir, encoder.name, encoder.dim)
+        self._scopes: dict[str, _Scope] = {}
+        self._scenario_faq: dict[str, bool] = {}
+        self._version: int | None = None
+        self._checked_at = 0.0
+        self._lock = threading.Lock()
+        self.last_refresh: dict[str, Any] = {}
+
+    # -- keeping up with the knowledge base -------------------------------------------------
+    def refresh(self, force: bool = False) -> bool:
+        """Rebuild indexes if the KB version moved; only new/edited texts are encoded. Returns True if rebuilt."""
+        now = time.monotonic()
+        if not force and now - self._checked_at < self.refresh_interval_s and self._version is not None:
+            return False
+        self._checked_at = now
+        version = self.store.kb_version()
+        if version == self._version and not force:
+            return False
+        with self._lock:
+            if version == self._version and not force:
+                return False
+            started = time.monotonic()
+            entries, faq_flags = self._load_entries()
+            texts = [e.text for e in entries]
+            missing = self.cache.missing(texts)
+            if missing:
+                self.cache.add(missing, self.encoder.encode(missing, progress=len(missing) > 500))
+            scopes: dict[str, list[QuestionEntry]] = {}
+            for e in entries:
+                scopes.setdefault(e.scenario, []).append(e)
+            scopes[ALL] = [e for e in entries if e.kind == "dialogue" or e.scenario == FAQ_SCENARIO]
+            self._scopes = {name: _Scope(es, self._build_index(self.cache.matrix([e.text for e in es]))) for name, es in scopes.items()}
+            self._scenario_faq = faq_flags
+            self._version = version
+            if missing or self.cache.kb_version != version:
+                self.cache.save(version, texts)
+            self.last_refresh = {"kb_version": version, "questions": len(entries), "encoded": len(missing),
+                                 "seconds": round(time.monotonic() - started, 3)}
+            log.info("NLU index rebuilt", extra={"fields": self.last_refresh})
+            return True
+
+    def _load_entries(self) -> tuple[list[QuestionEntry], dict[str, bool]]:
+        with self.store.session() as s:
+            scenarios = {sc.id: sc for sc in s.scalars(select(Scenario))}
+            intents = {it.id: it for it in s.scalars(select(Intent))}
+            entries: list[QuestionEntry] = []
+            for it in intents.values():
+                sc = scenarios[it.scenario_id]
+                entries.append(QuestionEntry(it.id, it.name, it.kind.value, sc.code, it.standard_question, it.standard_question, True))
+            rows = s.execute(select(ExtensionQuestion.intent_id, ExtensionQuestion.text).where(ExtensionQuestion.status == ReviewStatus.approved))
+            for intent_id, text in rows:
+                it = intents[intent_id]
+                entries.append(QuestionEntry(it.id, it.name, it.kind.value, scenarios[it.scenario_id].code, text, it.standard_question, False))
+            return entries, {sc.code: sc.include_faq for sc in scenarios.values()}
+
+    def _build_index(self, vectors: np.ndarray) -> faiss.Index:
+        dim = self.encoder.dim
+        if len(vectors) > self.exact_index_limit:
+            index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efSearch = 128
+        else:
+            index = faiss.IndexFlatIP(dim)
+        if len(vectors):
+            index.add(vectors)
+        return index
+
+    # -- matching ------------------------------------------------------------------------------
+    @property
+    def kb_version(self) -> int:
+        return self._version if self._version is not None else -1
+
+    def scenarios(self) -> list[str]:
+        return sorted(k for k in self._scopes if k != ALL)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self.encoder.encode([text])[0]
+
+    def match(self, text: str, scenario: str | None = None, k: int = 5) -> MatchResult:
+        started = time.perf_counter()
+        self.refresh()
+        clean = normalise(text)
+        scope_names = self._scope_names(scenario)
+        query = self.encode_query(clean)
+        ranking = self._rank(query, scope_names, k)
+        result = self._decide(clean, scenario, ranking)
+        result.latency_ms = (time.perf_counter() - started) * 1000
+        if clean != text.strip():
+            result.extra["normalised_text"] = clean
+        return result
+
+    def _scope_names(self, scenario: str | None) -> list[str]:
+        if not scenario:
+            return [ALL]
+        if scenario not in self._scopes and scenario not in self._scenario_faq:
+            known = ", ".join(self.scenarios()) or "(none)"
+            raise NotFound(f"Unknown scenario {scenario!r}. Known scenarios: {known}.")
+        names = [scenario] if scenario in self._scopes else []
+        if self._scenario_faq.get(scenario) and scenario != FAQ_SCENARIO and FAQ_SCENARIO in self._scopes:
+            names.append(FAQ_SCENARIO)
+        return names
+
+    def _rank(self, query: np.ndarray, scope_names: list[str], k: int) -> list[IntentScore]:
+        best: dict[tuple[str, str], IntentScore] = {}
+        for name in scope_names:
+            scope = self._scopes[name]
+            if not scope.entries:
+                continue
+            n = min(len(scope.entries), max(64, k * 16))  # enough neighbours to cover k distinct intents
+            scores, idx = scope.index.search(query[None, :].astype(np.float32), n)
+            for score, i in zip(scores[0], idx[0], strict=True):
+                if i < 0:
+                    continue
+                e = scope.entries[i]
+                # Dialogue intents with one name (affirm in every scenario) merge when matching across scenarios.
+                key = (e.intent, "") if name == ALL and e.kind == "dialogue" else (e.intent, e.scenario)
+                if key not in best or score > best[key].score:
+                    best[key] = IntentScore(e.intent_id, e.intent, e.kind, e.scenario, float(score), e.text, e.standard_question)
+        return sorted(best.values(), key=lambda r: -r.score)[:k]
+
+    def _decide(self, text: str, scenario: str | None, ranking: list[IntentScore]) -> MatchResult:
+        t = self.thresholds
+        if ranking:
+            scores = np.array([r.score for r in ranking])
+            exp = np.exp((scores - scores.max()) / t.temperature)
+            confidences = (exp / exp.sum()).tolist()
+        else:
+            confidences = []
+        if not ranking or ranking[0].score < t.fallback:
+            decision = "fallback"
+        elif len(ranking) > 1 and ranking[0].score - ranking[1].score < t.ambiguous_margin:
+            decision = "ambiguous"
+        else:
+            decision = "match"
+        return MatchResult(text, scenario, decision, ranking, confidences, self.kb_version, self.encoder.name)
