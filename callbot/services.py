@@ -50,7 +50,7 @@ def service_specs(settings: Settings) -> list[Service]:
                 "/health", 60),
         Service("rasa", "rasa",
                 [str(rasa), "run", "--enable-api", "--cors", "*", "--port", str(settings.ports.rasa),
-                 "--model", str(settings.bot_dir / "models"), "--endpoints", str(settings.bot_dir / "endpoints.yml"),
+                 "--model", str(settings.bot_dir / "models"), "--endpoints", str(settings.home / "run" / "endpoints.yml"),
                  "--credentials", str(settings.bot_dir / "credentials.yml")],
                 "/", 240, env={"RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3",
                                "CALLBOT_NLU_URL": settings.url("web"), "CALLBOT_NLU_TIMEOUT": str(settings.nlu.timeout_s)}),
@@ -99,6 +99,8 @@ class Supervisor:
     def start(self, services: list[Service], on_ready: Callable[[Service], None] | None = None) -> None:
         check_ports(self.settings, services)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # Rasa's endpoints come from the settings, so a changed action-server port needs no file edits.
+        (self.run_dir / "endpoints.yml").write_text(f'action_endpoint:\n  url: "{self.settings.url("actions")}/webhook"\n')
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env_base = {**os.environ, "PYTHONUNBUFFERED": "1"}
         try:

@@ -1,0 +1,111 @@
+"""The whole product started for real: web app + NLU, action server, Rasa; then stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+CALLBOT = str(Path(sys.executable).parent / "callbot")
+
+
+def http(method: str, url: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+@pytest.fixture(scope="module")
+def product(tmp_path_factory: pytest.TempPathFactory, e5_model_dir: Path) -> Iterator[dict[str, Any]]:
+    home = tmp_path_factory.mktemp("home")
+    ports = {"web": free_port(), "rasa": free_port(), "actions": free_port()}
+    env = {**os.environ, "CALLBOT_HOME": str(home), "CALLBOT_PORTS__WEB": str(ports["web"]),
+           "CALLBOT_PORTS__RASA": str(ports["rasa"]), "CALLBOT_PORTS__ACTIONS": str(ports["actions"])}
+    for step in (["kb", "demo"], ["bot", "train"]):
+        result = subprocess.run([CALLBOT, *step], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+    up = subprocess.run([CALLBOT, "up", "--detach"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert up.returncode == 0, up.stderr + up.stdout
+    assert f"http://127.0.0.1:{ports['web']}/chat" in up.stdout
+    try:
+        yield {"env": env, "home": home, "web": f"http://127.0.0.1:{ports['web']}", "rasa": f"http://127.0.0.1:{ports['rasa']}"}
+    finally:
+        down = subprocess.run([CALLBOT, "down"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0
+
+
+@pytest.mark.slow
+def test_chat_reaches_an_faq_answer_from_the_knowledge_base(product: dict[str, Any]) -> None:
+    status, intents = http("GET", product["web"] + "/kb/scenarios/faq/intents")
+    answer = next(i["answer"] for i in intents if i["name"] == "faq_open_account")
+    status, reply = http("POST", product["rasa"] + "/webhooks/rest/webhook", {"sender": "u1", "message": "我想开个户怎么弄"})
+    assert status == 200 and reply[0]["text"] == answer
+    status, reply = http("POST", product["web"] + "/chat/send", {"sender": "u2", "message": "我想开个户怎么弄"})
+    assert status == 200 and reply["messages"][0]["text"] == answer
+
+
+@pytest.mark.slow
+def test_knowledge_base_edit_is_matched_without_restart(product: dict[str, Any]) -> None:
+    _, intents = http("GET", product["web"] + "/kb/scenarios/faq/intents")
+    target = next(i for i in intents if i["name"] == "faq_reverse_repo_how_to")
+    sentence = "放假前闲钱搁哪儿能生点利息"
+    status, _ = http("POST", product["web"] + f"/kb/intents/{target['id']}/questions", {"text": sentence})
+    assert status == 201
+    deadline = time.monotonic() + 2.0
+    while True:
+        _, result = http("POST", product["web"] + "/nlu/parse", {"text": sentence, "scenario": "faq"})
+        if result["matched"] and result["matched"]["intent"] == "faq_reverse_repo_how_to" and result["matched"]["question"] == sentence:
+            break
+        assert time.monotonic() < deadline, f"edit not visible within 2 s: {result['matched']}"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"text": "   "}, 400, "text is empty"),
+        ({"text": "开户" * 5000}, 200, None),
+        ({"text": "😀😀\u0007\u200b"}, 200, None),
+        ({"text": "我想买ETF fund怎么操作"}, 200, None),
+        ({"text": "嗯", "scenario": "no_such_scene"}, 404, "Unknown scenario 'no_such_scene'"),
+        ({"scenario": "faq"}, 400, "text must be a string"),
+        ([1, 2], 400, "JSON object"),
+    ],
+    ids=["blank", "10k-chars", "emoji-control", "mixed-language", "unknown-scenario", "no-text", "not-object"],
+)
+def test_parse_handles_bad_input(product: dict[str, Any], body: Any, status: int, needle: str | None) -> None:
+    got, result = http("POST", product["web"] + "/nlu/parse", body)
+    assert got == status, result
+    if needle:
+        assert needle in result["error"]
+    else:
+        assert result["decision"] in ("match", "ambiguous", "fallback") and result["kb_version"] >= 1
+
+
+@pytest.mark.slow
+def test_dead_nlu_service_gives_nlu_fallback_not_a_crash(product: dict[str, Any]) -> None:
+    pid = int((product["home"] / "run" / "web.pid").read_text())
+    os.killpg(pid, signal.SIGTERM)
+    time.sleep(1.0)
+    status, parsed = http("POST", product["rasa"] + "/model/parse", {"text": "怎么开户"})
+    assert status == 200 and parsed["intent"]["name"] == "nlu_fallback"
+    assert parsed["callbot_nlu"]["error"] == "nlu_unavailable"
+    status, reply = http("POST", product["rasa"] + "/webhooks/rest/webhook", {"sender": "u3", "message": "怎么开户"})
+    assert status == 200 and reply and "没有听明白" in reply[0]["text"]
