@@ -129,7 +129,7 @@ def model_list() -> None:
 
 # --------------------------------------------------------------------- services
 def _register_services() -> None:
-    from callbot import nlu_cli, services_cli  # noqa: F401  (register their commands)
+    from callbot import model_cli, nlu_cli, services_cli  # noqa: F401  (register their commands)
 
 
 def main() -> None:

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     rasa_venv: Path = PROJECT_ROOT / ".venv-rasa"
     bot_dir: Path = PROJECT_ROOT / "bot"
     log_level: str = "INFO"
+    # Research-licence paraphrase corpora (LCQMC, BQ): used for training/measuring only, never shipped.
+    corpora_dir: Path | None = PROJECT_ROOT.parent / "shared" / "corpora"
 
     @property
     def db_url(self) -> str:

@@ -49,6 +49,8 @@ def ensure_base_model(models_dir: Path, force: bool = False) -> tuple[Path, bool
 
 def resolve_model(models_dir: Path, name: str) -> Path:
     """Map a model name (e5-small, albert-sim, auto) or a path to a checkpoint directory."""
+    if name.startswith("albert-sim-") and (models_dir / name).is_dir():
+        return models_dir / name
     if name not in ("e5-small", "albert-sim", "auto"):
         path = Path(name)
         if not path.is_dir():

