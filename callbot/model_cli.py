@@ -39,6 +39,29 @@ def model_distill(
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr)
     path = run_distill(s.models_dir, s.cache_dir, get_store(), _paths(corpora) if corpora else [], cfg, max_sentences, corpus_sentences)
     out.print(f"Distilled ALBERT-sim written to {path} (training curve: {path / 'training_curve.png'}).")
+    _verify(path)
+
+
+def _verify(path: Path) -> None:
+    import json
+
+    from nlu.model_cache import e5_dir
+    from nlu.model_quality import verify_albert
+
+    s = get_settings()
+    report = verify_albert(path, e5_dir(s.models_dir), get_store(), s.cache_dir / "vectors" / "quality")
+    out.print_json(json.dumps(report))
+    verdict = "it is now the default encoder (`auto`)" if report["better_than_e5"] else "e5-small stays the default encoder"
+    out.print(f"Measured against e5-small: {verdict}.")
+
+
+@model_app.command("verify")
+def model_verify(name: Annotated[str, typer.Argument(help="A model directory name in the cache, e.g. albert-sim-trained.")]) -> None:
+    """Measure an ALBERT-sim against e5-small and record whether it may be the default."""
+    path = get_settings().models_dir / name
+    if not (path / "callbot_encoder.json").is_file():
+        raise CallbotError(f"{path} is not a model directory; `callbot model list` shows what is in the cache.")
+    _verify(path)
 
 
 @model_app.command("train")
@@ -64,3 +87,28 @@ def model_train(
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, finance_ratio=finance_ratio, margin=margin, scale=scale)
     path = run_train(s.models_dir, get_store(), src, _paths(pairs), {n.strip() for n in finance.split(",")}, cfg, max_pairs)
     out.print(f"Trained ALBERT-sim written to {path} (training curve: {path / 'training_curve.png'}).")
+    _verify(path)
+
+
+@model_app.command("finetune")
+def model_finetune(
+    scenario: Annotated[str, typer.Option(help="Scenario code to tune for.")],
+    source: Annotated[Optional[Path], typer.Option(help="Model to start from (default: the best ALBERT-sim, else e5-small).")] = None,
+    steps: Annotated[int, typer.Option(help="Episodes.")] = 150,
+    general_pairs: Annotated[Optional[str], typer.Option(help="General paraphrase pair files mixed in against forgetting (and measured), comma-separated.")] = None,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-5,
+) -> None:
+    """Few-shot episodic fine-tuning for one scenario; the matcher then uses it for that scenario."""
+    import json
+
+    from nlu.albert.finetune import FinetuneConfig
+    from nlu.albert.pipeline import run_finetune
+    from nlu.model_cache import resolve_model
+
+    s = get_settings()
+    get_store().migrate()
+    src = source or resolve_model(s.models_dir, "auto")
+    path, report = run_finetune(s.models_dir, get_store(), scenario, src, _paths(general_pairs) if general_pairs else [],
+                                FinetuneConfig(steps=steps, lr=lr))
+    out.print_json(json.dumps(report, ensure_ascii=False))
+    out.print(f"Scenario model written to {path}; `callbot up` uses it for scenario {scenario}.")

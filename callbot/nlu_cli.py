@@ -90,3 +90,39 @@ def evaluate(
     if output:
         output.write_text(text + "\n", encoding="utf-8")
     sys.stdout.write(text + "\n")
+
+
+@nlu_app.command("calibrate")
+def calibrate_cmd(
+    model: Annotated[Optional[str], typer.Option(help="e5-small, albert-sim or a checkpoint path.")] = None,
+    max_queries: Annotated[int, typer.Option(help="Leave-one-out queries sampled from the knowledge base.")] = 800,
+) -> None:
+    """Calibrate match/ambiguous/fallback thresholds on the knowledge base; store them with the model."""
+    from nlu.calibration import calibrate, save_thresholds
+    from nlu.service import get_matcher
+
+    get_store().migrate()
+    matcher = get_matcher(model)
+    th, report = calibrate(matcher, max_queries=max_queries)
+    path = save_thresholds(matcher.encoder.path, th, report)
+    out.print_json(json.dumps(report, ensure_ascii=False))
+    out.print(f"Thresholds saved to {path}")
+
+
+@nlu_app.command("expand")
+def expand_cmd(
+    text: Annotated[str, typer.Argument(help="A standard or extension question to paraphrase.")],
+    n: Annotated[int, typer.Option("-n", help="How many paraphrases to keep.")] = 20,
+    method: Annotated[str, typer.Option(help="beam (the seed's method) or sample (SimBERT-style top-k sampling + rerank).")] = "beam",
+    scenario: Annotated[Optional[str], typer.Option("--scenario", "-s", help="Scenario whose questions count as existing.")] = None,
+    intent: Annotated[Optional[str], typer.Option(help="Drop candidates the matcher places in another intent than this one.")] = None,
+) -> None:
+    """Generate extension-question candidates for TEXT, filtered and ranked."""
+    from nlu.service import expand
+
+    get_store().migrate()
+    kept, generated = expand(text, n, method, scenario, intent)
+    table = Table("#", "candidate", "similarity", "nearest intent", title=f"{len(kept)} kept of {generated} generated ({method})")
+    for i, c in enumerate(kept, 1):
+        table.add_row(str(i), c.text, f"{c.similarity:.4f}", c.nearest_intent or "")
+    out.print(table)

@@ -30,6 +30,7 @@ class NluSettings(BaseModel):
     exact_index_limit: int = 50_000  # above this many questions use an approximate FAISS index
     top_k: int = 5
     timeout_s: float = 3.0  # Rasa-side client timeout
+    use_scenario_models: bool = True  # use albert-sim-ft-<scenario> models from `callbot model finetune`
 
 
 class Settings(BaseSettings):

@@ -67,6 +67,29 @@ async def add_question(request: Request, intent_id: int) -> HTTPResponse:
     return json(q, status=201)
 
 
+@bp.post("/intents/<intent_id:int>/expand")
+async def expand_intent(request: Request, intent_id: int) -> HTTPResponse:
+    """Generate paraphrases of the intent's standard question and store them as pending for review."""
+    import asyncio
+
+    from nlu.service import expand
+
+    body = _body(request) if request.body else {}
+    try:
+        n = int(body.get("n", 10))
+    except (TypeError, ValueError):
+        raise CallbotError("n must be an integer.") from None
+    method = str(body.get("method", "beam"))
+    kb = get_kb()
+    intent = kb.intent(intent_id)
+    loop = asyncio.get_running_loop()
+    kept, generated = await loop.run_in_executor(
+        None, lambda: expand(intent["standard_question"], n, method, intent["scenario"], intent["name"]))
+    stored = [kb.add_question(intent_id, c.text, author="generator", source=QuestionSource.generated,
+                              status=ReviewStatus.pending) | {"similarity": c.similarity} for c in kept]
+    return json({"intent_id": intent_id, "generated": generated, "stored": stored}, status=201)
+
+
 @bp.patch("/questions/<question_id:int>")
 async def edit_question(request: Request, question_id: int) -> HTTPResponse:
     body = _body(request)

@@ -39,16 +39,17 @@ class Encoder(Protocol):
 class Thresholds:
     """Decision rule, calibrated per model (nlu calibrate) and stored beside it as thresholds.json."""
 
-    fallback: float = 0.86  # top intent score below this: nlu_fallback
-    ambiguous_margin: float = 0.008  # top two intents closer than this: ask which one
-    temperature: float = 0.02  # softmax temperature turning scores into confidences
+    # Defaults are e5-small's calibration on the demo knowledge base (`callbot nlu calibrate`).
+    fallback: float = 0.93  # top intent score below this: nlu_fallback
+    ambiguous_margin: float = 0.01  # top two intents closer than this: ask which one
+    temperature: float = 0.01  # softmax temperature turning scores into confidences
 
     @classmethod
     def for_model(cls, model_dir: Path | None) -> Thresholds:
         path = model_dir / "thresholds.json" if model_dir else None
         if path and path.is_file():
             data = json.loads(path.read_text())
-            return cls(**{k: float(v) for k, v in data.items() if k in cls.__dataclass_fields__})
+            return cls(**{k: float(v) for k, v in data.items() if k in cls.__dataclass_fields__ and isinstance(v, (int, float))})
         return cls()
 
 
@@ -126,13 +127,17 @@ class Matcher:
     """Keeps FAISS indexes in step with the knowledge base; thread-safe refresh, lock-free reads."""
 
     def __init__(self, store: Store, encoder: Encoder, cache_dir: Path, thresholds: Thresholds | None = None,
-                 exact_index_limit: int = 50_000, refresh_interval_s: float = 0.5):
+                 exact_index_limit: int = 50_000, refresh_interval_s: float = 0.5,
+                 scope_encoders: dict[str, Encoder] | None = None):
         self.store = store
         self.encoder = encoder
         self.thresholds = thresholds or Thresholds()
         self.exact_index_limit = exact_index_limit
         self.refresh_interval_s = refresh_interval_s
-        self.cache = VectorCache(cache_dir, encoder.name, encoder.dim)
+        # A scenario fine-tuned with `callbot model finetune` gets its own encoder for its own scope.
+        self.scope_encoders = scope_encoders or {}
+        self.cache_dir = cache_dir
+        self.caches: dict[str, VectorCache] = {}
         self._scopes: dict[str, _Scope] = {}
         self._scenario_faq: dict[str, bool] = {}
         self._version: int | None = None
@@ -155,23 +160,46 @@ class Matcher:
                 return False
             started = time.monotonic()
             entries, faq_flags = self._load_entries()
-            texts = [e.text for e in entries]
-            missing = self.cache.missing(texts)
-            if missing:
-                self.cache.add(missing, self.encoder.encode(missing, progress=len(missing) > 500))
             scopes: dict[str, list[QuestionEntry]] = {}
             for e in entries:
                 scopes.setdefault(e.scenario, []).append(e)
             scopes[ALL] = [e for e in entries if e.kind == "dialogue" or e.scenario == FAQ_SCENARIO]
-            self._scopes = {name: _Scope(es, self._build_index(self.cache.matrix([e.text for e in es]))) for name, es in scopes.items()}
+            by_encoder: dict[str, list[str]] = {}
+            for name, es in scopes.items():
+                by_encoder.setdefault(self.encoder_for(name).name, []).extend(e.text for e in es)
+            encoded = 0
+            for name, es in scopes.items():
+                enc = self.encoder_for(name)
+                cache = self._cache(enc)
+                missing = cache.missing([e.text for e in es])
+                if missing:
+                    cache.add(missing, enc.encode(missing, progress=len(missing) > 500))
+                    encoded += len(missing)
+            self._scopes = {name: _Scope(es, self._build_index(self._cache(self.encoder_for(name)).matrix([e.text for e in es])))
+                            for name, es in scopes.items()}
             self._scenario_faq = faq_flags
             self._version = version
-            if missing or self.cache.kb_version != version:
-                self.cache.save(version, texts)
-            self.last_refresh = {"kb_version": version, "questions": len(entries), "encoded": len(missing),
-                                 "seconds": round(time.monotonic() - started, 3)}
+            for enc_name, texts in by_encoder.items():
+                cache = self.caches[enc_name]
+                if encoded or cache.kb_version != version:
+                    cache.save(version, texts)
+            self.last_refresh = {"kb_version": version, "questions": len(entries), "encoded": encoded,
+                                 "seconds": round(time.monotonic() - started, 3),
+                                 "scope_encoders": {k: v.name for k, v in self.scope_encoders.items()}}
             log.info("NLU index rebuilt", extra={"fields": self.last_refresh})
             return True
+
+    def encoder_for(self, scope: str) -> Encoder:
+        return self.scope_encoders.get(scope, self.encoder)
+
+    def _cache(self, encoder: Encoder) -> VectorCache:
+        if encoder.name not in self.caches:
+            self.caches[encoder.name] = VectorCache(self.cache_dir, encoder.name, encoder.dim)
+        return self.caches[encoder.name]
+
+    @property
+    def cache(self) -> VectorCache:
+        return self._cache(self.encoder)
 
     def _load_entries(self) -> tuple[list[QuestionEntry], dict[str, bool]]:
         with self.store.session() as s:
@@ -206,16 +234,12 @@ class Matcher:
     def scenarios(self) -> list[str]:
         return sorted(k for k in self._scopes if k != ALL)
 
-    def encode_query(self, text: str) -> np.ndarray:
-        return self.encoder.encode([text])[0]
-
     def match(self, text: str, scenario: str | None = None, k: int = 5) -> MatchResult:
         started = time.perf_counter()
         self.refresh()
         clean = normalise(text)
         scope_names = self._scope_names(scenario)
-        query = self.encode_query(clean)
-        ranking = self._rank(query, scope_names, k)
+        ranking = self._rank(clean, scope_names, k)
         result = self._decide(clean, scenario, ranking)
         result.latency_ms = (time.perf_counter() - started) * 1000
         if clean != text.strip():
@@ -233,12 +257,17 @@ class Matcher:
             names.append(FAQ_SCENARIO)
         return names
 
-    def _rank(self, query: np.ndarray, scope_names: list[str], k: int) -> list[IntentScore]:
+    def _rank(self, text: str, scope_names: list[str], k: int) -> list[IntentScore]:
         best: dict[tuple[str, str], IntentScore] = {}
+        queries: dict[str, np.ndarray] = {}
         for name in scope_names:
             scope = self._scopes[name]
             if not scope.entries:
                 continue
+            enc = self.encoder_for(name)
+            if enc.name not in queries:
+                queries[enc.name] = enc.encode([text])[0]
+            query = queries[enc.name]
             n = min(len(scope.entries), max(64, k * 16))  # enough neighbours to cover k distinct intents
             scores, idx = scope.index.search(query[None, :].astype(np.float32), n)
             for score, i in zip(scores[0], idx[0], strict=True):

@@ -47,6 +47,23 @@ def ensure_base_model(models_dir: Path, force: bool = False) -> tuple[Path, bool
     return target, True
 
 
+def best_albert(models_dir: Path) -> tuple[Path, dict] | None:
+    """The verified ALBERT-sim (not a per-scenario fine-tune) with the best measured quality."""
+    found = []
+    for stamp in models_dir.glob("albert-sim*/verified.json"):
+        if stamp.parent.name.startswith("albert-sim-ft-"):
+            continue
+        try:
+            report = json.loads(stamp.read_text())
+        except (OSError, ValueError):
+            continue
+        found.append((float(report.get("score", 0.0)), stamp.parent, report))
+    if not found:
+        return None
+    _score, path, report = max(found, key=lambda x: x[0])
+    return path, report
+
+
 def resolve_model(models_dir: Path, name: str) -> Path:
     """Map a model name (e5-small, albert-sim, auto) or a path to a checkpoint directory."""
     if name.startswith("albert-sim-") and (models_dir / name).is_dir():
@@ -57,9 +74,9 @@ def resolve_model(models_dir: Path, name: str) -> Path:
             raise ModelNotBuilt(f"Model path {path} is not a directory; give e5-small, albert-sim or a checkpoint directory.")
         return path
     if name in ("albert-sim", "auto"):
-        candidates = sorted(models_dir.glob("albert-sim*/verified.json"))
-        if candidates:
-            return candidates[-1].parent
+        best = best_albert(models_dir)
+        if best is not None and (name == "albert-sim" or best[1].get("better_than_e5")):
+            return best[0]
         if name == "albert-sim":
             raise ModelNotBuilt(
                 f"No ALBERT-sim model in {models_dir}; train one with `callbot model distill` then `callbot model train`, "

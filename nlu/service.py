@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,11 +19,63 @@ def load_encoder(name: str):  # type: ignore[no-untyped-def]
     return SentenceEncoder(path), path
 
 
+def vector_dir(db_url: str) -> Path:
+    """One vector cache per database: two knowledge bases never evict each other's vectors."""
+    return get_settings().cache_dir / "vectors" / hashlib.sha1(db_url.encode()).hexdigest()[:10]
+
+
 @lru_cache(maxsize=4)
 def get_matcher(model: str | None = None) -> Matcher:
     settings = get_settings()
     encoder, path = load_encoder(model or settings.nlu.model)
-    matcher = Matcher(get_store(), encoder, settings.cache_dir / "vectors", Thresholds.for_model(Path(path)),
-                      exact_index_limit=settings.nlu.exact_index_limit)
+    scope_encoders = {}
+    if settings.nlu.use_scenario_models:
+        from nlu.encoders.sentence_encoder import SentenceEncoder
+
+        for ft in sorted(settings.models_dir.glob("albert-sim-ft-*/callbot_encoder.json")):
+            scenario = ft.parent.name.removeprefix("albert-sim-ft-")
+            scope_encoders[scenario] = SentenceEncoder(ft.parent)
+    matcher = Matcher(get_store(), encoder, vector_dir(settings.db_url), Thresholds.for_model(Path(path)),
+                      exact_index_limit=settings.nlu.exact_index_limit, scope_encoders=scope_encoders)
     matcher.refresh(force=True)
     return matcher
+
+
+@lru_cache(maxsize=1)
+def get_generator():  # type: ignore[no-untyped-def]
+    """The generation head of the best trained ALBERT-sim (expansion needs GenF training)."""
+    from nlu.expansion import ExpanderUnavailable, Generator
+
+    models_dir = get_settings().models_dir
+    candidates = sorted(p.parent for p in models_dir.glob("albert-sim-trained*/callbot_encoder.json"))
+    if not candidates:
+        raise ExpanderUnavailable(
+            f"No trained ALBERT-sim in {models_dir}; run `callbot model distill` then `callbot model train --pairs …` "
+            "to enable paraphrase generation."
+        )
+    return Generator(candidates[-1])
+
+
+def expand(text: str, n: int = 20, method: str = "beam", scenario: str | None = None, intent: str | None = None):  # type: ignore[no-untyped-def]
+    """Generate, filter and rank paraphrases of ``text`` (see nlu.expansion)."""
+    from knowledge_base.errors import CallbotError
+    from nlu.expansion import filter_and_rank
+    from nlu.text import normalise
+
+    if method not in ("beam", "sample"):
+        raise CallbotError("method must be beam or sample.")
+    if not 1 <= n <= 100:
+        raise CallbotError("n must be between 1 and 100.")
+    source = normalise(text)
+    generator = get_generator()
+    raw = generator.beam(source, n) if method == "beam" else generator.sample(source, n)
+    matcher = get_matcher()
+    matcher.refresh()
+    scopes = matcher._scope_names(scenario)
+    existing = [e.text for name in scopes for e in matcher._scopes[name].entries]
+
+    def nearest(candidate: str) -> str | None:
+        top = matcher.match(candidate, scenario, k=1).top
+        return top.intent if top else None
+
+    return filter_and_rank(source, raw, matcher.encoder, existing, nearest if intent else None, intent, n=n), len(raw)

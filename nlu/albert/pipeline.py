@@ -71,3 +71,83 @@ def run_train(models_dir: Path, store: Store, src: Path, pair_files: list[Path],
 
 def default_corpora(names: tuple[str, ...] = ("lcqmc_train.tsv", "bq_train.tsv")) -> list[Path]:
     return [corpus_file(n) for n in names]
+
+
+PROBE_PAIRS = (("找我干嘛", "找他干嘛"), ("我同意", "我不同意"), ("是我本人办的", "不是我办的"))
+
+
+def scenario_questions(store: Store, scenario: str) -> dict[str, list[str]]:
+    from knowledge_base.models import Scenario
+
+    with store.session() as s:
+        sc = s.scalar(select(Scenario).where(Scenario.code == scenario))
+        if sc is None:
+            raise CallbotError(f"Scenario {scenario!r} does not exist; `callbot kb scenarios` lists them.")
+        out: dict[str, list[str]] = {}
+        for it in sc.intents:
+            qs = [it.standard_question] + [q.text for q in it.extension_questions if q.status == ReviewStatus.approved]
+            out[it.name] = list(dict.fromkeys(qs))
+        return out
+
+
+def _split(intents: dict[str, list[str]], seed: int = 21) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
+    import random
+
+    rng = random.Random(seed)
+    train, held = {}, []
+    for name, qs in intents.items():
+        qs = qs[:]
+        rng.shuffle(qs)
+        n_held = max(1, len(qs) // 5) if len(qs) >= 4 else 0
+        held += [(q, name) for q in qs[:n_held]]
+        train[name] = qs[n_held:]
+    return train, held
+
+
+def _scenario_accuracy(encoder, train: dict[str, list[str]], held: list[tuple[str, str]]) -> float:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    texts = [q for qs in train.values() for q in qs]
+    labels = [n for n, qs in train.items() for _ in qs]
+    vecs = encoder.encode(texts)
+    hv = encoder.encode([q for q, _ in held])
+    sims = hv @ vecs.T
+    correct = 0
+    for i, (_, gold) in enumerate(held):
+        scores: dict[str, float] = {}
+        for j, lab in enumerate(labels):
+            scores[lab] = max(scores.get(lab, -1.0), float(sims[i, j]))
+        correct += max(scores, key=scores.get) == gold
+    return float(np.round(correct / max(1, len(held)), 4))
+
+
+def measure(encoder, train: dict[str, list[str]], held: list[tuple[str, str]], dev) -> dict:  # type: ignore[no-untyped-def]
+    from nlu.similarity_eval import encoder_scores, evaluate_pairs
+
+    out: dict = {"scenario_heldout_accuracy": _scenario_accuracy(encoder, train, held), "probe_cosines": {}}
+    for a, b in PROBE_PAIRS:
+        v = encoder.encode([a, b])
+        out["probe_cosines"][f"{a} / {b}"] = round(float(v[0] @ v[1]), 4)
+    if dev:
+        out["general_dev"] = evaluate_pairs(encoder_scores(encoder, dev), dev)
+    return out
+
+
+def run_finetune(models_dir: Path, store: Store, scenario: str, src: Path, general_files: list[Path], cfg) -> tuple[Path, dict]:  # type: ignore[no-untyped-def]
+    from nlu.albert.finetune import finetune_scenario
+    from nlu.encoders.sentence_encoder import SentenceEncoder
+
+    intents = scenario_questions(store, scenario)
+    train, held = _split(intents)
+    general = kb_faq_pairs(store)
+    dev = []
+    for path in general_files:
+        general += [(p.a, p.b) for p in sample([p for p in read_pairs(path, "train") if p.label == 1], 20_000)]
+        dev += sample(read_pairs(path, "dev"), 1000, seed=11)
+    before = measure(SentenceEncoder(src), train, held, dev)
+    out = finetune_scenario(src, models_dir / f"albert-sim-ft-{scenario}", train, general, cfg, scenario)
+    after = measure(SentenceEncoder(out), train, held, dev)
+    report = {"scenario": scenario, "source": src.name, "before": before, "after": after,
+              "heldout_questions": len(held), "general_pairs": len(general)}
+    (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2))
+    return out, report

@@ -1,0 +1,27 @@
+"""Run benchmarks: `python -m benchmarks [similarity retrieval latency parse]` (all by default)."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+
+from benchmarks import latency, parse, retrieval, similarity
+
+SUITES = {"similarity": similarity.run, "retrieval": retrieval.run, "latency": latency.run, "parse": parse.run}
+
+
+def main() -> None:
+    console = Console()
+    names = sys.argv[1:] or list(SUITES)
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        console.print(f"unknown benchmark(s) {unknown}; choose from {list(SUITES)}")
+        sys.exit(2)
+    for name in names:
+        console.rule(name)
+        SUITES[name](console)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Shared helpers: which models are available, timing, result files."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from callbot.settings import get_settings
+
+RESULTS = get_settings().home / "bench"
+
+
+def available_models() -> list[tuple[str, Path]]:
+    models = get_settings().models_dir
+    out = []
+    for name in ("e5-small-v1", "albert-sim-init", "albert-sim-distilled", "albert-sim-distilled-research", "albert-sim-trained"):
+        if (models / name / "callbot_encoder.json").is_file():
+            out.append((name, models / name))
+    return out
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(samples_ms)
+    return {"p50": round(statistics.median(ordered), 3), "p95": round(ordered[int(0.95 * (len(ordered) - 1))], 3),
+            "n": len(ordered)}
+
+
+def time_calls(fn: Callable[[], Any], n: int, warmup: int = 5) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def save(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2))
+    return path

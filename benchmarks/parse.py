@@ -1,0 +1,121 @@
+"""`POST /nlu/parse` on a 10k-question knowledge base (web app started for real), FAISS vs brute force,
+and how long a knowledge-base edit takes to show in parse results."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.common import percentiles, save, time_calls
+from knowledge_base.db import Store
+from knowledge_base.service import KnowledgeBase
+from nlu.data.corpora import package_sentences, sample
+
+INTENTS, PER_INTENT = 500, 20
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench_kb(path: Path) -> list[str]:
+    sentences = sample([s for s in package_sentences(max_chars=30) if len(s) >= 5], INTENTS * PER_INTENT + INTENTS, seed=4)
+    intents = []
+    for i in range(INTENTS):
+        chunk = sentences[i * (PER_INTENT + 1) : (i + 1) * (PER_INTENT + 1)]
+        intents.append({"name": f"faq_bench_{i}", "kind": "faq", "standard_question": chunk[0], "answer": "基准测试答案",
+                        "extension_questions": chunk[1:]})
+    doc = {"schema_version": 1, "scenarios": [{"code": "faq", "name": "基准", "kind": "inbound", "intents": intents}]}
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return [q for it in intents for q in it["extension_questions"]]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(console: Console) -> dict:
+    home = Path(tempfile.mkdtemp(prefix="callbot-bench-"))
+    kb_file = home / "bench.yaml"
+    questions = _bench_kb(kb_file)
+    store = Store(f"sqlite:///{home / 'callbot.db'}")
+    store.migrate()
+    KnowledgeBase(store).import_files([kb_file])
+    port = _free_port()
+    env = {**os.environ, "CALLBOT_HOME": str(home), "CALLBOT_PORTS__WEB": str(port)}
+    proc = subprocess.Popen([sys.executable, "-m", "callbot.webapp"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(home / "web.log", "wb"), start_new_session=True)  # noqa: SIM115
+    url = f"http://127.0.0.1:{port}"
+    results: dict = {}
+    try:
+        with httpx.Client(timeout=30) as client:
+            deadline = time.monotonic() + 600  # first start encodes 10k questions
+            while time.monotonic() < deadline:
+                try:
+                    if client.get(url + "/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(1)
+            queries = sample(questions, 300, seed=9)
+            it = iter(queries * 2)
+            lat = time_calls(lambda: client.post(url + "/nlu/parse", json={"text": next(it), "scenario": "faq"}), 300, warmup=10)  # noqa: B023
+            results["parse_http"] = percentiles(lat)
+            status = client.get(url + "/nlu/status").json()
+            results["questions_indexed"] = status["last_refresh"]["questions"]
+            # Edit → visible in parse results.
+            intent_id = client.get(url + "/kb/scenarios/faq/intents").json()[0]["id"]
+            new_text = "基准测试新增的一个独特问法甲乙丙"
+            t0 = time.perf_counter()
+            client.post(url + f"/kb/intents/{intent_id}/questions", json={"text": new_text})
+            while True:
+                r = client.post(url + "/nlu/parse", json={"text": new_text, "scenario": "faq"}).json()
+                if r["matched"] and r["matched"]["question"] == new_text:
+                    break
+                if time.perf_counter() - t0 > 30:
+                    break
+            results["edit_visible_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+
+    # In-process: FAISS flat vs brute-force numpy over the same 10k vectors.
+    import faiss
+
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((len(questions), 384)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    q = vecs[rng.integers(0, len(vecs), 200)] + 0.01
+    index = faiss.IndexFlatIP(384)
+    index.add(vecs)
+    it_f, it_n = iter(q), iter(q)
+    faiss_ms = percentiles(time_calls(lambda: index.search(next(it_f)[None, :], 64), 190, warmup=5))  # noqa: B023
+
+    def brute() -> None:
+        v = next(it_n)  # noqa: B023
+        scores = vecs @ v
+        np.argpartition(-scores, 64)[:64]
+
+    numpy_ms = percentiles(time_calls(brute, 190, warmup=5))
+    results["search_10k"] = {"faiss_flat": faiss_ms, "numpy_brute": numpy_ms,
+                             "speedup_p50": round(numpy_ms["p50"] / faiss_ms["p50"], 2)}
+    table = Table("measure", "p50 ms", "p95 ms", "note")
+    table.add_row("POST /nlu/parse (HTTP, 10k questions)", f"{results['parse_http']['p50']:.2f}", f"{results['parse_http']['p95']:.2f}",
+                  f"{results['questions_indexed']} questions indexed")
+    table.add_row("search: FAISS IndexFlatIP", f"{faiss_ms['p50']:.3f}", f"{faiss_ms['p95']:.3f}", "top-64 of 10k")
+    table.add_row("search: numpy brute force", f"{numpy_ms['p50']:.3f}", f"{numpy_ms['p95']:.3f}",
+                  f"FAISS {results['search_10k']['speedup_p50']}× faster (p50)")
+    table.add_row("KB edit visible in /nlu/parse", f"{results['edit_visible_ms']:.0f}", "", "target < 2000 ms")
+    console.print(table)
+    save("parse", results)
+    return results
