@@ -97,6 +97,8 @@ class Generator:
             beams = nxt
             if not beams or len(finished) >= beam_size * 3:
                 break
+        if len(finished) < n:  # ran out of length: keep the best unfinished hypotheses too
+            finished += [(seq, score / max(1, len(seq))) for seq, score in beams]
         finished.sort(key=lambda x: -x[1])
         return list(dict.fromkeys(self._decode(s) for s, _ in finished))[: n * 3]
 

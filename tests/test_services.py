@@ -109,3 +109,31 @@ def test_dead_nlu_service_gives_nlu_fallback_not_a_crash(product: dict[str, Any]
     assert parsed["callbot_nlu"]["error"] == "nlu_unavailable"
     status, reply = http("POST", product["rasa"] + "/webhooks/rest/webhook", {"sender": "u3", "message": "怎么开户"})
     assert status == 200 and reply and "没有听明白" in reply[0]["text"]
+
+
+@pytest.mark.slow
+def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path, e5_model_dir: Path) -> None:
+    ports = {"web": free_port(), "rasa": free_port(), "actions": free_port()}
+    env = {**os.environ, "CALLBOT_HOME": str(tmp_path), **{f"CALLBOT_PORTS__{k.upper()}": str(v) for k, v in ports.items()}}
+    assert subprocess.run([CALLBOT, "bot", "train"], cwd=ROOT, env=env, capture_output=True, timeout=600).returncode == 0
+    proc = subprocess.Popen([CALLBOT, "up"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines = []
+    deadline = time.monotonic() + 300
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "Press Ctrl-C to stop" in line or proc.poll() is not None:
+            break
+    assert any("/chat" in x for x in lines), "".join(lines)
+    status, _ = http("GET", f"http://127.0.0.1:{ports['rasa']}/status")
+    assert status == 200
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends to the process group
+    assert proc.wait(timeout=60) == 0
+    rest = proc.stdout.read()
+    assert "All services stopped" in rest
+    from callbot.services import port_is_free
+
+    assert all(port_is_free("127.0.0.1", p) for p in ports.values())
+    assert not list((tmp_path / "run").glob("*.pid"))

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from nlu.albert.curves import plot_losses
 from nlu.losses.am_softmax import am_softmax_loss
 from nlu.losses.episodic import episodic_loss
 
@@ -115,27 +116,7 @@ def finetune_scenario(src: Path, out: Path, intents: dict[str, list[str]], gener
             "finetune_config": asdict(cfg), "train_seconds": round(time.monotonic() - started, 1),
             "data": [*enc.meta.get("data", []), f"knowledge base scenario {scenario} ({sum(map(len, intents.values()))} questions)"]}
     (work / "callbot_encoder.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2))
-    _plot(history, work / "training_curve.png", scenario)
+    plot_losses(history, work / "training_curve.png", f"few-shot fine-tuning: {scenario}", "episode", skip=("l2sp",))
     shutil.rmtree(out, ignore_errors=True)
     work.rename(out)
     return out
-
-
-def _plot(history: list[dict[str, float]], path: Path, scenario: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key in history[0]:
-        if key == "l2sp":
-            continue
-        ax.plot([h[key] for h in history], label=key)
-    ax.set_xlabel("episode")
-    ax.set_ylabel("loss")
-    ax.set_title(f"few-shot fine-tuning: {scenario}")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

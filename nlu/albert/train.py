@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from nlu.albert.curves import plot_losses
 from nlu.albert.encode import cls_vectors
 from nlu.albert.unilm import build_unilm_batch
 from nlu.losses.am_softmax import am_softmax_loss
@@ -123,28 +124,7 @@ class _Run:
         self.plot(self.work / "training_curve.png")
 
     def plot(self, path: Path) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        if not self.history:
-            return
-        keys = [k for k in self.history[0] if k != "step"]
-        fig, ax = plt.subplots(figsize=(7, 4))
-        steps = [h["step"] for h in self.history]
-        for k in keys:
-            vals = np.array([h[k] for h in self.history])
-            window = max(1, len(vals) // 50)
-            smooth = np.convolve(vals, np.ones(window) / window, mode="valid")
-            ax.plot(steps[window - 1 :], smooth, label=k)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.set_title(f"ALBERT-sim {self.stage}")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        plot_losses(self.history, path, f"ALBERT-sim {self.stage}")
 
     def finish(self, name: str, data: list[str], extra: dict[str, Any]) -> Path:
         self.model.eval()
@@ -183,7 +163,7 @@ def distill(src: Path, out: Path, sentences: list[str], teacher: np.ndarray, cfg
                 loss = distillation_loss(student, torch.from_numpy(teacher[idx]))
                 run.update(loss, {})
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss):.4f}")
+                bar.set_postfix(loss=f"{loss.item():.4f}")
             epoch += 1
     return run.finish("albert-sim-distilled", data, {"train_seconds": round(time.monotonic() - started, 1),
                                                       "sentences": len(sentences)})
@@ -235,6 +215,6 @@ def train_pairs(src: Path, out: Path, finance: list[tuple[str, str]], general: l
             loss = sim + cfg.gen_weight * gen
             run.update(loss, {"simF": sim.item(), "genF": gen.item()})
             bar.update(1)
-            bar.set_postfix(sim=f"{float(sim):.3f}", gen=f"{float(gen):.3f}")
+            bar.set_postfix(sim=f"{sim.item():.3f}", gen=f"{gen.item():.3f}")
     return run.finish(out.name, data, {"train_seconds": round(time.monotonic() - started, 1),
                                        "pairs": {"finance": len(finance), "general": len(general)}})

@@ -1,0 +1,143 @@
+"""ALBERT-sim pieces on tiny sizes: UniLM mask, losses, vocabulary cut, build → distil → pair training → generation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nlu.albert.build import AlbertSimShape, build_initial
+from nlu.albert.train import TrainConfig, distill, train_pairs
+from nlu.albert.unilm import build_unilm_batch, unilm_mask
+from nlu.albert.vocab import cut_vocabulary
+from nlu.losses.am_softmax import am_softmax_loss
+from nlu.losses.episodic import episodic_loss
+from nlu.losses.generation import generation_loss
+
+
+def test_unilm_mask_shape_of_attention() -> None:
+    types = torch.tensor([[0, 0, 0, 1, 1, 1, 1]])
+    valid = torch.tensor([[1, 1, 1, 1, 1, 1, 0]], dtype=torch.bool)
+    m = unilm_mask(types, valid)[0, 0]
+    assert m[:3, :3].all() and not m[:3, 3:].any(), "segment 1 sees itself only"
+    assert m[3:6, :3].all(), "segment 2 sees segment 1"
+    assert m[4, 3] and m[4, 4] and not m[4, 5], "segment 2 is causal"
+    assert not m[:, 6].any(), "padding is never attended to"
+
+
+def test_unilm_batch_targets_cover_segment_two() -> None:
+    b = build_unilm_batch([([5, 6], [7, 8, 9]), ([5], [7])], cls_id=0, sep_id=2, pad_id=1)
+    assert b.input_ids[0].tolist() == [0, 5, 6, 2, 7, 8, 9, 2]
+    assert b.target_mask[0].tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert b.input_ids[1].tolist()[:5] == [0, 5, 2, 7, 2] and b.target_mask[1].sum() == 2
+
+
+def test_am_softmax_margin_makes_the_task_harder() -> None:
+    torch.manual_seed(0)
+    v = torch.randn(6, 8)
+    pos = torch.tensor([1, 0, 3, 2, 5, 4])
+    plain, margin = am_softmax_loss(v, pos, 30, 0.0), am_softmax_loss(v, pos, 30, 0.35)
+    assert margin > plain
+    same = v.clone()
+    same[1], same[3], same[5] = v[0], v[2], v[4]
+    assert am_softmax_loss(same, pos, 30, 0.0) < plain, "identical partners give a lower loss"
+
+
+def test_episodic_loss_uses_the_best_support_example() -> None:
+    support = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    labels = torch.tensor([0, 0, 1])  # intent 0 has two very different examples (忙 / 开车呢)
+    query = torch.tensor([[0.0, 1.0]])
+    low = episodic_loss(query, support, labels, torch.tensor([0]), n_way=2)
+    high = episodic_loss(query, support, labels, torch.tensor([1]), n_way=2)
+    assert low < 0.01 < high
+
+
+def test_generation_loss_only_counts_targets() -> None:
+    logits = torch.zeros(1, 4, 10)
+    logits[0, 2, 7] = 20.0  # position 2 predicts token 3 = 7
+    ids = torch.tensor([[0, 5, 2, 7]])
+    assert generation_loss(logits, ids, torch.tensor([[0, 0, 0, 1]])) < 1e-3
+    assert generation_loss(logits, ids, torch.tensor([[0, 1, 0, 0]])) > 1.0
+
+
+def test_vocabulary_cut_keeps_segmentation(e5_model_dir: Path, tmp_path: Path) -> None:
+    from transformers import PreTrainedTokenizerFast
+
+    texts = ["我想开个户怎么弄", "新股中签了要缴款吗", "逆回购怎么买"]
+    old_ids = cut_vocabulary(e5_model_dir / "tokenizer.json", texts, tmp_path / "tok.json")
+    assert 8000 < len(old_ids) < 40_000
+    full = PreTrainedTokenizerFast(tokenizer_file=str(e5_model_dir / "tokenizer.json"))
+    cut = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tok.json"))
+    for t in texts:
+        a, b = full(t)["input_ids"], cut(t)["input_ids"]
+        assert full.convert_ids_to_tokens(a) == cut.convert_ids_to_tokens(b)
+        assert [old_ids[i] for i in b] == a, "new ids map back to e5's ids"
+
+
+@pytest.fixture(scope="module")
+def tiny_albert(e5_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], np.ndarray]:
+    from nlu.data.corpora import package_sentences, sample
+    from nlu.encoders.sentence_encoder import SentenceEncoder
+
+    sentences = sample(package_sentences(max_chars=20), 96, seed=1)
+    teacher = SentenceEncoder(e5_model_dir).encode(sentences)
+    out = tmp_path_factory.mktemp("albert") / "albert-sim-init"
+    info = build_initial(e5_model_dir, out, sentences, sentences[:16], teacher[:16],
+                         AlbertSimShape(embedding_size=32, num_hidden_layers=2, intermediate_size=128))
+    assert 0 <= info["init_layer"] < 12 and (out / "tokenizer.json").is_file()
+    return out, sentences, teacher
+
+
+def test_distillation_learns_and_resumes(tiny_albert: tuple[Path, list[str], np.ndarray], monkeypatch: pytest.MonkeyPatch) -> None:
+    import nlu.albert.train as train_module
+
+    src, sentences, teacher = tiny_albert
+    out = src.parent / "albert-sim-distilled"
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=5e-4, checkpoint_every=5)
+    real_loss, calls = train_module.distillation_loss, {"n": 0}
+
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C after the step-5 checkpoint
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "distillation_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        distill(src, out, sentences, teacher, cfg, ["test"])
+    assert (out.with_name(out.name + ".partial") / "checkpoint.pt").is_file() and not out.exists()
+    calls["n"] = 100  # resume: no more interruptions
+    distill(src, out, sentences, teacher, cfg, ["test"])
+    meta = json.loads((out / "callbot_encoder.json").read_text())
+    assert meta["stage"] == "distill" and meta["steps"] == 18 and (out / "training_curve.png").is_file()
+    assert calls["n"] == 100 + 13, "the resumed run trained only the 13 steps after the checkpoint"
+    from nlu.encoders.sentence_encoder import SentenceEncoder
+    from nlu.losses.distillation import distillation_loss
+
+    def loss_of(path: Path) -> float:
+        v = SentenceEncoder(path).encode(sentences[:32])
+        return float(distillation_loss(torch.from_numpy(v), torch.from_numpy(teacher[:32])))
+
+    assert loss_of(out) < loss_of(src), "distillation moved the student toward the teacher"
+
+
+def test_pair_training_then_generation(tiny_albert: tuple[Path, list[str], np.ndarray]) -> None:
+    from nlu.expansion import ExpanderUnavailable, Generator
+
+    src, sentences, _ = tiny_albert
+    with pytest.raises(ExpanderUnavailable, match="callbot model train"):
+        Generator(src)
+    pairs = [(sentences[i], sentences[i + 1]) for i in range(0, 40, 2)]
+    out = src.parent / "albert-sim-trained"
+    train_pairs(src, out, pairs[:10], pairs[10:], TrainConfig(epochs=4, batch_size=4, lr=1e-3, checkpoint_every=3), ["test"])
+    meta = json.loads((out / "callbot_encoder.json").read_text())
+    assert meta["stage"] == "pairs" and meta["pairs"] == {"finance": 10, "general": 10}
+    history_plot = out / "training_curve.png"
+    assert history_plot.is_file()
+    gen = Generator(out)
+    beams = gen.beam(sentences[0], n=3, max_len=8)
+    samples = gen.sample(sentences[0], n=3, max_len=8)
+    assert beams and all(isinstance(b, str) for b in beams) and samples

@@ -1,0 +1,143 @@
+"""Scenario-scoped matching with the real e5 encoder over the demo knowledge base."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from knowledge_base.errors import NotFound
+from knowledge_base.service import KnowledgeBase
+from nlu.encoders.sentence_encoder import SentenceEncoder
+from nlu.matcher import Matcher, Thresholds
+from nlu.text import EmptyText
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def e5(e5_model_dir: Path) -> SentenceEncoder:
+    return SentenceEncoder(e5_model_dir)
+
+
+@pytest.fixture(scope="module")
+def shared_vectors(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Vectors are keyed by text, so tests over fresh copies of the demo KB share one cache."""
+    return tmp_path_factory.mktemp("vectors")
+
+
+@pytest.fixture
+def matcher(kb: KnowledgeBase, demo_file: Path, e5: SentenceEncoder, shared_vectors: Path) -> Matcher:
+    kb.import_files([demo_file])
+    m = Matcher(kb.store, e5, shared_vectors, refresh_interval_s=0.0)
+    m.refresh(force=True)
+    return m
+
+
+def test_same_words_mean_different_things_in_different_scenarios(matcher: Matcher) -> None:
+    assert matcher.match("找他干嘛", "ipo_allotment_notice").top.intent == "wrong_person"
+    assert matcher.match("找我干嘛", "ipo_allotment_notice").top.intent == "ask_purpose"
+    assert matcher.match("不是我办的", "service_followup").top.intent == "deny"
+
+
+def test_outbound_scenarios_also_answer_faqs(matcher: Matcher) -> None:
+    result = matcher.match("我想开个户怎么弄", "ipo_allotment_notice").as_dict()
+    assert result["matched"]["kind"] == "faq" and result["intent"]["name"] == "faq"
+    assert result["matched"]["intent"].startswith("faq_open_account")
+    # The FAQ scenario itself does not see the outbound dialogue intents.
+    assert all(r["kind"] == "faq" for r in matcher.match("开车呢回头说", "faq", k=5).as_dict()["ranking"])
+
+
+def test_edits_are_incremental(matcher: Matcher, kb: KnowledgeBase) -> None:
+    intent = next(i for i in kb.intents("faq") if i["name"] == "faq_reverse_repo_how_to")
+    q = kb.add_question(intent["id"], "年底闲钱放哪里能赚点利息", author="t")
+    assert matcher.refresh() is True
+    assert matcher.last_refresh["encoded"] == 1, "only the new question is encoded"
+    top = matcher.match("年底闲钱放哪里能赚点利息", "faq").top
+    assert top.intent == "faq_reverse_repo_how_to" and top.score == pytest.approx(1.0, abs=1e-4)
+    kb.delete_question(q["id"], actor="t")
+    matcher.refresh()
+    assert matcher.last_refresh["encoded"] == 0
+    assert matcher.match("年底闲钱放哪里能赚点利息", "faq").top.question != "年底闲钱放哪里能赚点利息"
+
+
+def test_corrupted_cache_is_rebuilt(matcher: Matcher, e5: SentenceEncoder, kb: KnowledgeBase, tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    assert matcher.cache.path.is_file()
+    own = tmp_path / "vectors"
+    own.mkdir()
+    cache_file = own / matcher.cache.path.name
+    shutil.copy(matcher.cache.path, cache_file)
+    cache_file.write_bytes(b"not a numpy file at all")
+    fresh = Matcher(kb.store, e5, own)
+    with caplog.at_level("WARNING"):
+        fresh.refresh(force=True)
+    assert "unreadable" in caplog.text
+    assert fresh.last_refresh["encoded"] == fresh.last_refresh["questions"] - _duplicates(fresh)
+    assert fresh.match("转人工", "ipo_allotment_notice").top.intent == "request_human"
+    again = Matcher(kb.store, e5, own)
+    again.refresh(force=True)
+    assert again.last_refresh["encoded"] == 0, "the rebuilt cache was saved"
+
+
+def _duplicates(m: Matcher) -> int:
+    texts = [e.text for s, scope in m._scopes.items() if s != "*" for e in scope.entries]
+    return len(texts) - len(set(texts))
+
+
+def test_bad_input(matcher: Matcher) -> None:
+    with pytest.raises(EmptyText):
+        matcher.match(" \t\u200b ", "faq")
+    with pytest.raises(NotFound, match="Known scenarios"):
+        matcher.match("嗯", "nope")
+    long = matcher.match("开户" * 5000, "faq")
+    assert long.extra["normalised_text"] and len(long.text) == 512
+    assert matcher.match("😀😀😀", "faq").decision in ("match", "ambiguous", "fallback")
+
+
+def test_decision_rule(matcher: Matcher) -> None:
+    matcher.thresholds = Thresholds(fallback=1.01)
+    r = matcher.match("转人工", "ipo_allotment_notice").as_dict()
+    assert r["decision"] == "fallback" and r["intent"]["name"] == "nlu_fallback" and r["matched"] is None
+    matcher.thresholds = Thresholds(fallback=0.0, ambiguous_margin=0.5)
+    assert matcher.match("转人工", "ipo_allotment_notice").decision == "ambiguous"
+    matcher.thresholds = Thresholds(fallback=0.0, ambiguous_margin=0.0)
+    r = matcher.match("转人工", "ipo_allotment_notice").as_dict()
+    assert r["decision"] == "match" and abs(sum(x["confidence"] for x in r["intent_ranking"]) - 1.0) < 0.05
+
+
+def test_embed_command_keeps_lines_and_order(e5_model_dir: Path, tmp_path: Path, e5: SentenceEncoder) -> None:
+    lines = tmp_path / "lines.txt"
+    lines.write_text("怎么开户\n\n转人工\n  \n", encoding="utf-8")
+    out = tmp_path / "v.npy"
+    result = subprocess.run([str(Path(sys.executable).parent / "callbot"), "nlu", "embed", "--model", "e5-small",
+                             "-i", str(lines), "-o", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    vecs = np.load(out)
+    assert vecs.shape == (4, 384) and vecs.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-4)
+    assert np.allclose(vecs[2], e5.encode(["转人工"])[0], atol=1e-5)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes("怎么开户".encode("gbk"))
+    result = subprocess.run([str(Path(sys.executable).parent / "callbot"), "nlu", "embed", "-i", str(bad), "-o", str(out)],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1 and "not valid UTF-8" in result.stderr
+
+
+def test_eval_reports_topk_and_confusions(matcher: Matcher, tmp_path: Path) -> None:
+    from nlu.evaluation import evaluate_file
+
+    path = tmp_path / "t.jsonl"
+    rows = [{"text": "开车呢回头说", "intent": "busy", "scenario": "ipo_allotment_notice"},
+            {"text": "我要投诉你们", "intent": "complain", "scenario": "service_followup"},
+            {"text": "找他干嘛", "intent": "ask_purpose", "scenario": "ipo_allotment_notice"}]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    report = evaluate_file(matcher, path)
+    assert report["n"] == 3 and report["top1"] == pytest.approx(2 / 3, abs=1e-3)
+    assert report["per_intent_recall"]["busy"] == 1.0 and report["per_intent_recall"]["ask_purpose"] == 0.0
+    assert {"gold": "ask_purpose", "predicted": "wrong_person", "count": 1} in report["confusions"]
