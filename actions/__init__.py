@@ -1,5 +1,14 @@
 """Custom actions for Rasa (rasa-sdk 3.21, Python 3.11); they share the project's SQL database."""
 
-from actions.answer_faq import ActionAnswerFaq
+from actions.call import ActionScriptTurn, ActionStartCall
+from actions.faq import (
+    ActionAnswerFaq,
+    ActionChatFallback,
+    ActionClassifyComplaint,
+    ActionGoodbye,
+    ActionHandoff,
+    ActionSayWhoWeAre,
+)
 
-__all__ = ["ActionAnswerFaq"]
+__all__ = ["ActionAnswerFaq", "ActionChatFallback", "ActionClassifyComplaint", "ActionGoodbye", "ActionHandoff",
+           "ActionSayWhoWeAre", "ActionScriptTurn", "ActionStartCall"]

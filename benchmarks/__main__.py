@@ -6,9 +6,10 @@ import sys
 
 from rich.console import Console
 
-from benchmarks import latency, parse, retrieval, similarity
+from benchmarks import expansion, latency, parse, retrieval, similarity
 
-SUITES = {"similarity": similarity.run, "retrieval": retrieval.run, "latency": latency.run, "parse": parse.run}
+SUITES = {"similarity": similarity.run, "retrieval": retrieval.run, "latency": latency.run, "parse": parse.run,
+          "expansion": expansion.run}
 
 
 def main() -> None:

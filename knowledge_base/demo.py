@@ -16,6 +16,8 @@ from knowledge_base.schema import SCHEMA_VERSION
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 
+CHAT_DIALOGUE_INTENTS = ("request_human", "complain", "goodbye", "ask_identity")
+
 FAQ_SCENARIO = {
     "code": "faq",
     "name": "在线客服常见问题",
@@ -80,7 +82,13 @@ def demo_document(demo_dir: Path = DEMO_DIR) -> dict[str, Any]:
     faq_intents: list[dict[str, Any]] = []
     for path in sorted(demo_dir.glob("faq_*.yml")):
         faq_intents.extend(_load(path)["intents"])
-    scenarios.append({**FAQ_SCENARIO, "intents": faq_intents})
+    # Chat needs the conversational intents too ("转人工" is a request, not a question about agents).
+    chat_intents = [copy.deepcopy(it) for it in shared if it["name"] in CHAT_DIALOGUE_INTENTS]
+    chat_texts = {q if isinstance(q, str) else q["text"] for it in chat_intents for q in it["extension_questions"]}
+    chat_texts |= {it["standard_question"] for it in chat_intents}
+    for it in faq_intents:
+        it["extension_questions"] = [q for q in it["extension_questions"] if (q if isinstance(q, str) else q["text"]) not in chat_texts]
+    scenarios.append({**FAQ_SCENARIO, "intents": faq_intents + chat_intents})
     return {
         "schema_version": SCHEMA_VERSION,
         "scenarios": scenarios,

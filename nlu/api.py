@@ -30,12 +30,27 @@ async def parse(request: Request) -> HTTPResponse:
         k = max(1, min(int(body.get("k", 5)), 50))
     except (TypeError, ValueError):
         raise CallbotError("k must be an integer between 1 and 50.") from None
+    sender = body.get("sender_id")
+    if scenario is None and isinstance(sender, str) and sender:
+        scenario = conversation_scenario(sender)
     if isinstance(text, str) and len(text) > MAX_BODY_TEXT:
         text = text[:MAX_BODY_TEXT]
     matcher = get_matcher()
     # Encoding is CPU work: keep the event loop free for other requests.
     result = await asyncio.get_running_loop().run_in_executor(None, matcher.match, text, scenario, k)
     return json(result.as_dict())
+
+
+def conversation_scenario(sender_id: str) -> str | None:
+    """The scenario of an outbound call in progress for this sender, if any."""
+    from sqlalchemy import select
+
+    from callbot.context import get_store
+    from knowledge_base.models import Conversation, Scenario
+
+    with get_store().session() as s:
+        return s.scalar(select(Scenario.code).join(Conversation, Conversation.scenario_id == Scenario.id)
+                        .where(Conversation.external_id == sender_id[:128], Conversation.ended_at.is_(None)))
 
 
 @bp.get("/status")

@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,3 +95,39 @@ def e5_model_dir() -> Path:
 
     path, _built = ensure_base_model(get_settings().models_dir)
     return path
+
+
+def http(method: str, url: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def running_product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Load the demo KB, train Rasa if stale, start web + actions + Rasa on free ports; stop them after."""
+    import sys
+
+    callbot = str(Path(sys.executable).parent / "callbot")
+    home = tmp_path_factory.mktemp("home")
+    ports = {"web": free_port(), "rasa": free_port(), "actions": free_port()}
+    env = {**os.environ, "CALLBOT_HOME": str(home), **{f"CALLBOT_PORTS__{k.upper()}": str(v) for k, v in ports.items()}}
+    for step in (["kb", "demo"], ["bot", "train"]):
+        result = subprocess.run([callbot, *step], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+    up = subprocess.run([callbot, "up", "--detach"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert up.returncode == 0, up.stderr + up.stdout
+    assert f"http://127.0.0.1:{ports['web']}/chat" in up.stdout
+    try:
+        yield {"env": env, "home": home, "web": f"http://127.0.0.1:{ports['web']}", "rasa": f"http://127.0.0.1:{ports['rasa']}",
+               "db": home / "callbot.db"}
+    finally:
+        down = subprocess.run([callbot, "down"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0

@@ -141,3 +141,39 @@ def test_pair_training_then_generation(tiny_albert: tuple[Path, list[str], np.nd
     beams = gen.beam(sentences[0], n=3, max_len=8)
     samples = gen.sample(sentences[0], n=3, max_len=8)
     assert beams and all(isinstance(b, str) for b in beams) and samples
+
+
+def test_expand_command_runs_end_to_end(tiny_albert: tuple[Path, list[str], np.ndarray], e5_model_dir: Path, tmp_path: Path) -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    trained = tiny_albert[0].parent / "albert-sim-trained"
+    assert trained.is_dir(), "runs after test_pair_training_then_generation"
+    cache = tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    shutil.copytree(trained, cache / "models" / "albert-sim-trained")
+    (cache / "models" / "e5-small-v1").symlink_to(e5_model_dir)
+    env = {**os.environ, "CALLBOT_CACHE_DIR": str(cache), "CALLBOT_HOME": str(tmp_path / "home")}
+    callbot = str(Path(sys.executable).parent / "callbot")
+    root = Path(__file__).resolve().parent.parent
+    assert subprocess.run([callbot, "kb", "demo"], cwd=root, env=env, capture_output=True).returncode == 0
+    result = subprocess.run([callbot, "nlu", "expand", "怎么开户", "-n", "5", "--scenario", "faq"], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "generated (beam)" in result.stdout
+    bad = subprocess.run([callbot, "nlu", "expand", "怎么开户", "--method", "greedy"], cwd=root, env=env, capture_output=True, text=True)
+    assert bad.returncode == 1 and "method must be beam or sample" in bad.stderr
+
+
+def test_generation_loss_paths_agree() -> None:
+    from nlu.losses.generation import generation_loss_from_hidden
+
+    torch.manual_seed(1)
+    head = torch.nn.Linear(8, 12)
+    hidden = torch.randn(2, 5, 8)
+    ids = torch.randint(0, 12, (2, 5))
+    mask = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 0, 1, 0]])
+    full = generation_loss(head(hidden), ids, mask)
+    assert torch.allclose(full, generation_loss_from_hidden(head, hidden, ids, mask), atol=1e-6)

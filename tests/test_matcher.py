@@ -141,3 +141,17 @@ def test_eval_reports_topk_and_confusions(matcher: Matcher, tmp_path: Path) -> N
     assert report["n"] == 3 and report["top1"] == pytest.approx(2 / 3, abs=1e-3)
     assert report["per_intent_recall"]["busy"] == 1.0 and report["per_intent_recall"]["ask_purpose"] == 0.0
     assert {"gold": "ask_purpose", "predicted": "wrong_person", "count": 1} in report["confusions"]
+
+
+def test_approximate_index_above_the_configured_size(kb: KnowledgeBase, demo_file: Path, e5: SentenceEncoder, shared_vectors: Path) -> None:
+    import faiss
+
+    kb.import_files([demo_file])
+    exact = Matcher(kb.store, e5, shared_vectors)
+    approx = Matcher(kb.store, e5, shared_vectors, exact_index_limit=100)
+    exact.refresh(force=True)
+    approx.refresh(force=True)
+    assert isinstance(approx._scopes["faq"].index, faiss.IndexHNSWFlat)
+    assert isinstance(exact._scopes["faq"].index, faiss.IndexFlatIP)
+    for text in ("我想开个户怎么弄", "逆回购怎么买", "密码忘了"):
+        assert approx.match(text, "faq").top.intent == exact.match(text, "faq").top.intent

@@ -2,52 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, http, running_product
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLBOT = str(Path(sys.executable).parent / "callbot")
 
 
-def http(method: str, url: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-
-
 @pytest.fixture(scope="module")
 def product(tmp_path_factory: pytest.TempPathFactory, e5_model_dir: Path) -> Iterator[dict[str, Any]]:
-    home = tmp_path_factory.mktemp("home")
-    ports = {"web": free_port(), "rasa": free_port(), "actions": free_port()}
-    env = {**os.environ, "CALLBOT_HOME": str(home), "CALLBOT_PORTS__WEB": str(ports["web"]),
-           "CALLBOT_PORTS__RASA": str(ports["rasa"]), "CALLBOT_PORTS__ACTIONS": str(ports["actions"])}
-    for step in (["kb", "demo"], ["bot", "train"]):
-        result = subprocess.run([CALLBOT, *step], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr
-    up = subprocess.run([CALLBOT, "up", "--detach"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert up.returncode == 0, up.stderr + up.stdout
-    assert f"http://127.0.0.1:{ports['web']}/chat" in up.stdout
-    try:
-        yield {"env": env, "home": home, "web": f"http://127.0.0.1:{ports['web']}", "rasa": f"http://127.0.0.1:{ports['rasa']}"}
-    finally:
-        down = subprocess.run([CALLBOT, "down"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-        assert down.returncode == 0
+    yield from running_product(tmp_path_factory)
 
 
 @pytest.mark.slow
@@ -55,9 +29,9 @@ def test_chat_reaches_an_faq_answer_from_the_knowledge_base(product: dict[str, A
     status, intents = http("GET", product["web"] + "/kb/scenarios/faq/intents")
     answer = next(i["answer"] for i in intents if i["name"] == "faq_open_account")
     status, reply = http("POST", product["rasa"] + "/webhooks/rest/webhook", {"sender": "u1", "message": "我想开个户怎么弄"})
-    assert status == 200 and reply[0]["text"] == answer
+    assert status == 200 and reply[0]["text"].endswith(answer) and reply[0]["text"].startswith("【")
     status, reply = http("POST", product["web"] + "/chat/send", {"sender": "u2", "message": "我想开个户怎么弄"})
-    assert status == 200 and reply["messages"][0]["text"] == answer
+    assert status == 200 and reply["messages"][0]["text"].endswith(answer)
 
 
 @pytest.mark.slow
@@ -108,7 +82,7 @@ def test_dead_nlu_service_gives_nlu_fallback_not_a_crash(product: dict[str, Any]
     assert status == 200 and parsed["intent"]["name"] == "nlu_fallback"
     assert parsed["callbot_nlu"]["error"] == "nlu_unavailable"
     status, reply = http("POST", product["rasa"] + "/webhooks/rest/webhook", {"sender": "u3", "message": "怎么开户"})
-    assert status == 200 and reply and "没有听明白" in reply[0]["text"]
+    assert status == 200 and reply and "系统有点忙" in reply[0]["text"]
 
 
 @pytest.mark.slow

@@ -1,8 +1,9 @@
 """Rasa intent classifier that asks callbot's NLU service (`POST /nlu/parse`) instead of a local model.
 
 Runs in Rasa's own environment (Python 3.10, no torch). The scenario comes from the message
-metadata (`{"scenario": "ipo_allotment_notice"}`), which the voice gateway, the chat widget and
-the outbound-call trigger set; without one, the dialogue intents of all scenarios are matched.
+metadata (`{"scenario": "ipo_allotment_notice"}`) or, failing that, from the conversation the
+sender id belongs to (the NLU service looks it up); without either, the dialogue intents of all
+scenarios are matched.
 If the NLU service is down or slow, the message gets `nlu_fallback` and the reason is kept in
 the parse result, so the dialogue can apologise instead of crashing.
 """
@@ -58,11 +59,12 @@ class RemoteSimilarityClassifier(GraphComponent, IntentClassifier):
         text = (message.get("text") or "").strip()
         metadata = message.get("metadata") or {}
         scenario: Optional[str] = metadata.get("scenario") if isinstance(metadata, dict) else None
+        sender: Optional[str] = metadata.get("sender_id") if isinstance(metadata, dict) else None
         if not text or text.startswith("/"):
             return  # empty, or an intent given directly (/intent{...}): handled by Rasa's regex handler
         started = time.monotonic()
         try:
-            resp = self.session.post(self.url, json={"text": text, "scenario": scenario, "k": self.top_k}, timeout=self.timeout)
+            resp = self.session.post(self.url, json={"text": text, "scenario": scenario, "sender_id": sender, "k": self.top_k}, timeout=self.timeout)
             resp.raise_for_status()
             result = resp.json()
         except (requests.RequestException, ValueError) as exc:

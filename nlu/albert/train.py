@@ -25,7 +25,7 @@ from nlu.albert.encode import cls_vectors
 from nlu.albert.unilm import build_unilm_batch
 from nlu.losses.am_softmax import am_softmax_loss
 from nlu.losses.distillation import distillation_loss
-from nlu.losses.generation import generation_loss
+from nlu.losses.generation import generation_loss_from_hidden
 
 
 @dataclass
@@ -205,13 +205,13 @@ def train_pairs(src: Path, out: Path, finance: list[tuple[str, str]], general: l
             a_ids, b_ids = ids[0::2], ids[1::2]
             seqs = list(zip(a_ids, b_ids, strict=True)) + list(zip(b_ids, a_ids, strict=True))
             ub = build_unilm_batch(seqs, tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, max_len=2 * cfg.max_length)
-            outputs = run.model(input_ids=ub.input_ids, token_type_ids=ub.token_type_ids, attention_mask=ub.attention_mask,
-                                output_hidden_states=True)
-            cls = outputs.hidden_states[-1][:, 0]
+            hidden = run.model.albert(input_ids=ub.input_ids, token_type_ids=ub.token_type_ids,
+                                      attention_mask=ub.attention_mask).last_hidden_state
+            cls = hidden[:, 0]
             n = len(batch)
             positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
             sim = am_softmax_loss(cls, positive, cfg.scale, cfg.margin)
-            gen = generation_loss(outputs.logits, ub.input_ids, ub.target_mask)
+            gen = generation_loss_from_hidden(run.model.predictions, hidden, ub.input_ids, ub.target_mask)
             loss = sim + cfg.gen_weight * gen
             run.update(loss, {"simF": sim.item(), "genF": gen.item()})
             bar.update(1)

@@ -32,6 +32,7 @@ class SentenceEncoder:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()  # loading a base model from a pre-training checkpoint is expected here
 
         if threads:
             torch.set_num_threads(threads)
@@ -43,8 +44,8 @@ class SentenceEncoder:
         self.max_length: int = int(self.meta.get("max_length", 128))
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         kwargs: dict[str, Any] = {"dtype": torch.float32}
-        if self.meta.get("kind") == "e5":
-            kwargs["add_pooling_layer"] = False
+        if self.meta.get("kind") in ("e5", "albert-sim"):
+            kwargs["add_pooling_layer"] = False  # we pool ourselves (mean or [CLS])
         self.model = AutoModel.from_pretrained(path, **kwargs).eval()
         self._torch = torch
 

@@ -1,0 +1,83 @@
+"""Outbound calls: `action_start_call` (from the campaign's trigger_intent) and `action_script_turn`."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import ConversationPaused, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.complaints import classify_complaint
+from actions.faq import faq_answer
+from actions.records import ConversationRecorder
+from actions.replies import Reply
+from actions.script_engine import CallState, Say
+from actions.scripts import load_engine, scenario_variables
+
+log = logging.getLogger(__name__)
+
+
+def _entities(tracker: Tracker) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for ent in tracker.latest_message.get("entities") or []:
+        out[ent.get("entity")] = ent.get("value")
+    return out
+
+
+class ActionStartCall(Action):
+    def name(self) -> str:
+        return "action_start_call"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[dict[str, Any]]:
+        ents = _entities(tracker)
+        scenario = str(ents.get("scenario") or "")
+        engine = load_engine(scenario) if scenario else None
+        if engine is None:
+            log.warning("outbound call for an unknown scenario", extra={"fields": {"scenario": scenario}})
+            Reply(dispatcher, domain, None).say(Say(response="utter_unknown_scenario"))
+            return [SlotSet("call_mode", "chat")]
+        variables = dict(ents.get("variables") or {}) if isinstance(ents.get("variables"), dict) else {}
+        for name in scenario_variables(scenario):
+            if name in ents:
+                variables[name] = ents[name]
+        state = CallState(scenario, "", variables)
+        recorder = ConversationRecorder(tracker.sender_id, "outbound", scenario)
+        result = engine.start(state)
+        Reply(dispatcher, domain, recorder, variables).say_all(result.say)
+        return [SlotSet("call_mode", "outbound"), SlotSet("scenario", scenario), SlotSet("call_state", dataclasses.asdict(state))]
+
+
+class ActionScriptTurn(Action):
+    def name(self) -> str:
+        return "action_script_turn"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[dict[str, Any]]:
+        raw = tracker.get_slot("call_state") or {}
+        scenario = tracker.get_slot("scenario") or raw.get("scenario")
+        engine = load_engine(scenario) if scenario else None
+        recorder = ConversationRecorder(tracker.sender_id, "outbound", scenario)
+        parse = tracker.latest_message
+        recorder.user(parse.get("text") or "", parse)
+        if engine is None or not raw:
+            Reply(dispatcher, domain, recorder).say(Say(response="utter_default"))
+            return []
+        state = CallState(**raw)
+        intent = (parse.get("intent") or {}).get("name") or "nlu_fallback"
+        answer = faq_answer(parse) if intent == "faq" else None
+        events: list[dict[str, Any]] = []
+        if intent == "complain":
+            labels = classify_complaint(parse.get("text") or "")
+            recorder.set_complaint_labels(labels or ["unclassified"])
+            events.append(SlotSet("complaint_labels", labels))
+        result = engine.turn(state, intent, parse.get("text") or "", answer)
+        Reply(dispatcher, domain, recorder, state.variables).say_all(result.say)
+        events.append(SlotSet("call_state", dataclasses.asdict(result.state)))
+        if result.ended:
+            recorder.finish(result.outcome or "completed", result.outcome_detail, handed_over=result.handoff)
+            if result.handoff:
+                dispatcher.utter_message(json_message={"handoff": True, "reason": "script"})
+            events += [SlotSet("call_mode", "ended"), SlotSet("outcome", result.outcome), ConversationPaused()]
+        return events

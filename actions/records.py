@@ -1,0 +1,64 @@
+"""Call and chat records: one Conversation per Rasa sender id, its turns, its outcome."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from callbot.context import get_store
+from knowledge_base.models import Conversation, ConversationTurn, Outcome, Scenario, utcnow
+
+OUTCOME_WEIGHT = {"handed_over": 3, "complained": 2, "refused": 1, "wrong_person": 1, "callback": 1, "confirmed": 1}
+
+
+class ConversationRecorder:
+    def __init__(self, sender_id: str, channel: str = "chat", scenario: str | None = None):
+        self.sender_id = sender_id
+        self.store = get_store()
+        with self.store.session("actions") as s:
+            conv = s.scalar(select(Conversation).where(Conversation.external_id == sender_id))
+            if conv is None:
+                scenario_id = s.scalar(select(Scenario.id).where(Scenario.code == scenario)) if scenario else None
+                conv = Conversation(external_id=sender_id, channel=channel, scenario_id=scenario_id)
+                s.add(conv)
+                s.flush()
+            self.conversation_id = conv.id
+
+    def _add_turn(self, speaker: str, text: str, **fields: Any) -> None:
+        with self.store.session("actions") as s:
+            seq = (s.scalar(select(func.max(ConversationTurn.seq)).where(ConversationTurn.conversation_id == self.conversation_id)) or 0) + 1
+            s.add(ConversationTurn(conversation_id=self.conversation_id, seq=seq, speaker=speaker, text=text, **fields))
+
+    def user(self, text: str, parse: dict[str, Any]) -> None:
+        nlu = parse.get("callbot_nlu") or {}
+        matched = nlu.get("matched") or {}
+        intent = (parse.get("intent") or {}).get("name")
+        self._add_turn("user", text or "", intent=matched.get("intent") or intent,
+                       score=matched.get("score") or (parse.get("intent") or {}).get("confidence"),
+                       matched_question=matched.get("question"), ranking=(nlu.get("ranking") or [])[:5])
+
+    def bot(self, text: str) -> None:
+        self._add_turn("bot", text)
+
+    def note_compliance(self, text: str, rules: list[str]) -> None:
+        with self.store.session("actions") as s:
+            conv = s.get(Conversation, self.conversation_id)
+            detail = dict(conv.outcome_detail or {})
+            detail.setdefault("compliance_blocked", []).append({"rules": rules, "text": text})
+            conv.outcome_detail = detail
+
+    def set_complaint_labels(self, labels: list[str]) -> None:
+        with self.store.session("actions") as s:
+            conv = s.get(Conversation, self.conversation_id)
+            conv.complaint_labels = sorted(set(conv.complaint_labels or []) | set(labels))
+
+    def finish(self, outcome: str, detail: dict[str, Any] | None = None, handed_over: bool = False) -> None:
+        with self.store.session("actions") as s:
+            conv = s.get(Conversation, self.conversation_id)
+            # A chat can end more than once (hand-over, then "bye"): never downgrade a weightier outcome.
+            if conv.outcome is None or OUTCOME_WEIGHT.get(outcome, 0) >= OUTCOME_WEIGHT.get(conv.outcome.value, 0):
+                conv.outcome = Outcome(outcome)
+            conv.outcome_detail = {**(conv.outcome_detail or {}), **(detail or {})}
+            conv.ended_at = utcnow()
+            conv.handed_over = conv.handed_over or handed_over or outcome == "handed_over"

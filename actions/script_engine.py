@@ -1,0 +1,139 @@
+"""The outbound call script as a state machine over the knowledge base's steps (话术).
+
+Pure logic, no Rasa and no database: given the scenario's steps, the pending step and what the
+caller's turn was understood as, decide what the bot says next, where the script goes, and whether
+the call ends with which outcome. Divergent questions (FAQ, "who are you", "why are you calling")
+are answered and the pending step is asked again (主流程返回引导).
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+END = "end"
+RETURN_PREFIX_KEY = "utter_return_to_script"  # a domain response: "那我们继续刚才的话题。"
+
+OUTCOME_BY_STEP = {
+    "callback_close": "callback",
+    "wrong_person_close": "wrong_person",
+    "refuse_close": "refused",
+    "handoff": "handed_over",
+    "complaint_close": "complained",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    code: str
+    kind: str
+    prompt: str
+    reprompt: str
+    transitions: dict[str, str]
+    terminal: bool
+
+
+@dataclass
+class CallState:
+    scenario: str
+    step: str
+    variables: dict[str, Any] = field(default_factory=dict)
+    fallbacks: int = 0  # consecutive turns not understood
+    denials: int = 0  # deny answers in this call
+    confirmed: bool = False  # the caller affirmed a confirm step
+    offered_human: bool = False
+
+
+@dataclass
+class Say:
+    """One bot message: literal text, or a domain response name (system lines live in bot/domain.yml)."""
+
+    text: str | None = None
+    response: str | None = None
+
+
+@dataclass
+class TurnResult:
+    say: list[Say]
+    state: CallState
+    ended: bool = False
+    outcome: str | None = None
+    outcome_detail: dict[str, Any] = field(default_factory=dict)
+    handoff: bool = False
+
+
+class _Keep(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def fill(text: str, variables: dict[str, Any]) -> str:
+    return string.Formatter().vformat(text, (), _Keep({k: v for k, v in variables.items() if v is not None}))
+
+
+class ScriptEngine:
+    def __init__(self, steps: list[Step], intent_answers: dict[str, str]):
+        if not steps:
+            raise ValueError("a scenario needs at least one step")
+        self.steps = {s.code: s for s in steps}
+        self.first = steps[0].code
+        self.answers = intent_answers  # scenario answers for ask_identity / ask_purpose …
+
+    def start(self, state: CallState) -> TurnResult:
+        state.step = self.first
+        return TurnResult([Say(fill(self.steps[self.first].prompt, state.variables))], state)
+
+    def _go(self, state: CallState, target: str, say: list[Say], user_text: str) -> TurnResult:
+        if target == END:
+            return TurnResult(say, state, ended=True, outcome="completed" if state.confirmed else "dropped")
+        step = self.steps[target]
+        state.step, state.fallbacks = target, 0
+        say.append(Say(fill(step.prompt, state.variables)))
+        if not step.terminal:
+            return TurnResult(say, state)
+        outcome = OUTCOME_BY_STEP.get(step.code) or ("confirmed" if state.confirmed else "completed")
+        detail: dict[str, Any] = {"final_step": step.code}
+        if outcome == "callback":
+            detail["callback_time"] = user_text
+        return TurnResult(say, state, ended=True, outcome=outcome, outcome_detail=detail, handoff=outcome == "handed_over")
+
+    def turn(self, state: CallState, intent: str, user_text: str = "", faq_answer: str | None = None) -> TurnResult:
+        step = self.steps[state.step]
+        if state.offered_human:  # we asked "shall I transfer you?" after not understanding twice
+            state.offered_human = False
+            if intent in ("affirm", "request_human"):
+                return self._go(state, "handoff", [], user_text) if "handoff" in self.steps else TurnResult(
+                    [Say(response="utter_handoff")], state, ended=True, outcome="handed_over", handoff=True)
+            return TurnResult([Say(response="utter_goodbye")], state, ended=True, outcome="dropped",
+                              outcome_detail={"reason": "not understood"})
+        if intent == "affirm" and step.kind == "confirm":
+            state.confirmed = True
+        if intent == "deny":
+            state.denials += 1
+        if intent in step.transitions:
+            target = step.transitions[intent]
+            if intent == "deny" and state.denials >= 2 and "refuse_close" in self.steps and not self.steps[target].terminal:
+                target = "refuse_close"  # a second refusal ends the call politely
+            return self._go(state, target, [], user_text)
+        if "nlu_fallback" in step.transitions:
+            # This step takes free text (e.g. "when may we call back?"): whatever was said answers it.
+            return self._go(state, step.transitions["nlu_fallback"], [], user_text)
+        if intent == "faq" and faq_answer:
+            state.fallbacks = 0
+            return TurnResult([Say(fill(faq_answer, state.variables)), Say(response=RETURN_PREFIX_KEY),
+                               Say(fill(step.prompt, state.variables))], state)
+        if intent in self.answers:
+            state.fallbacks = 0
+            return TurnResult([Say(fill(self.answers[intent], state.variables)), Say(fill(step.prompt, state.variables))], state)
+        if intent == "request_human" and "handoff" in self.steps:
+            return self._go(state, "handoff", [], user_text)
+        if intent == "goodbye":
+            return TurnResult([Say(response="utter_goodbye")], state, ended=True,
+                              outcome="completed" if state.confirmed else "dropped")
+        # Not understood, or an answer this step does not expect: ask again in other words, once.
+        state.fallbacks += 1
+        if state.fallbacks == 1:
+            return TurnResult([Say(fill(step.reprompt or step.prompt, state.variables))], state)
+        state.offered_human = True
+        return TurnResult([Say(response="utter_offer_human")], state)

@@ -1,0 +1,157 @@
+"""Conversations through Rasa's REST channel with the real Rasa server, action server and NLU service."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import http, running_product
+
+IPO_VARS = {"stock_name": "华安科技", "stock_code": "688001", "allotted_shares": 500, "amount": "12345.00", "pay_deadline": "11月25日"}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def product(tmp_path_factory: pytest.TempPathFactory, e5_model_dir: Path) -> Iterator[dict[str, Any]]:
+    yield from running_product(tmp_path_factory)
+
+
+def start_call(product: dict[str, Any], sender: str, scenario: str = "ipo_allotment_notice", **variables: Any) -> list[str]:
+    body = {"name": "EXTERNAL_start_call", "entities": {"scenario": scenario, "customer_name": "张先生", "variables": variables or IPO_VARS}}
+    status, result = http("POST", product["rasa"] + f"/conversations/{sender}/trigger_intent?output_channel=latest", body)
+    assert status == 200, result
+    return [m.get("text", "") for m in result.get("messages", [])]
+
+
+def say(product: dict[str, Any], sender: str, text: str) -> list[dict[str, Any]]:
+    status, reply = http("POST", product["rasa"] + "/webhooks/rest/webhook", {"sender": sender, "message": text})
+    assert status == 200, reply
+    return reply
+
+
+def texts(reply: list[dict[str, Any]]) -> list[str]:
+    return [m["text"] for m in reply if "text" in m]
+
+
+def conversation(product: dict[str, Any], sender: str) -> dict[str, Any]:
+    with sqlite3.connect(product["db"]) as db:
+        db.row_factory = sqlite3.Row
+        conv = db.execute("SELECT * FROM conversation WHERE external_id = ?", (sender,)).fetchone()
+        turns = db.execute("SELECT speaker, text, intent, score FROM conversation_turn WHERE conversation_id = ? ORDER BY seq",
+                           (conv["id"],)).fetchall()
+    return {**dict(conv), "turns": [dict(t) for t in turns], "outcome_detail": json.loads(conv["outcome_detail"]),
+            "complaint_labels": json.loads(conv["complaint_labels"])}
+
+
+def test_outbound_call_answers_side_questions_and_returns_to_the_script(product: dict[str, Any]) -> None:
+    opening = start_call(product, "ipo-1")
+    assert opening and "张先生" in opening[0]
+    reply = texts(say(product, "ipo-1", "你哪位"))
+    assert len(reply) == 2 and reply[1] == opening[0], "who-are-you is answered, then the identity question again"
+    notice = texts(say(product, "ipo-1", "嗯是我"))[0]
+    assert "华安科技" in notice and "12345.00" in notice and "{" not in notice
+    reply = texts(say(product, "ipo-1", "证券账户怎么销户"))
+    assert len(reply) == 3 and "销户" in reply[0] and reply[2] == notice, "FAQ answered, then back to the pending step"
+    for answer in ("好的知道了", "对", "好"):
+        reply = texts(say(product, "ipo-1", answer))
+    record = conversation(product, "ipo-1")
+    assert record["outcome"] == "confirmed" and record["ended_at"]
+    users = [t for t in record["turns"] if t["speaker"] == "user"]
+    assert [t["intent"] for t in users[:3]] == ["ask_identity", "affirm", "faq_close_account"]
+    assert all(t["score"] and t["score"] > 0.5 for t in users)
+
+
+def test_busy_caller_gets_a_callback(product: dict[str, Any]) -> None:
+    start_call(product, "ipo-busy")
+    ask_time = texts(say(product, "ipo-busy", "我在开车呢回头再说"))
+    assert ask_time and "方便" in ask_time[0]
+    say(product, "ipo-busy", "明天下午三点以后吧")
+    record = conversation(product, "ipo-busy")
+    assert record["outcome"] == "callback" and record["outcome_detail"]["callback_time"] == "明天下午三点以后吧"
+
+
+def test_wrong_person(product: dict[str, Any]) -> None:
+    start_call(product, "ipo-wrong")
+    say(product, "ipo-wrong", "你打错了，我不是他")
+    assert conversation(product, "ipo-wrong")["outcome"] == "wrong_person"
+
+
+def test_complaint_is_classified_then_handed_over(product: dict[str, Any]) -> None:
+    start_call(product, "ipo-complain")
+    reply = texts(say(product, "ipo-complain", "我要投诉你们，天天打电话骚扰"))
+    assert reply
+    reply = say(product, "ipo-complain", "转人工")
+    assert any(m.get("custom", {}).get("handoff") for m in reply), reply
+    record = conversation(product, "ipo-complain")
+    assert record["outcome"] == "handed_over" and record["handed_over"] == 1
+    assert record["complaint_labels"] and record["complaint_labels"] != ["unclassified"]
+
+
+def test_not_understood_twice_offers_a_human(product: dict[str, Any]) -> None:
+    opening = start_call(product, "ipo-lost")
+    first = texts(say(product, "ipo-lost", "今天晚饭吃火锅还是烧烤呢"))
+    assert first and first[0] != opening[0], "re-prompted in other words"
+    second = texts(say(product, "ipo-lost", "楼下的猫又跑出去玩了"))
+    assert "人工" in second[0]
+
+
+def test_repeated_refusal_ends_politely(product: dict[str, Any]) -> None:
+    start_call(product, "ipo-refuse")
+    say(product, "ipo-refuse", "是我")
+    say(product, "ipo-refuse", "不想要了")
+    say(product, "ipo-refuse", "我放弃缴款")
+    assert conversation(product, "ipo-refuse")["outcome"] == "refused"
+
+
+def test_unknown_scenario_is_answered_safely(product: dict[str, Any]) -> None:
+    messages = start_call(product, "bad-call", scenario="no_such_scenario")
+    assert messages and "无法发起" in messages[0]
+    assert texts(say(product, "bad-call", "喂？"))  # the conversation continues as a chat, nothing crashed
+
+
+def test_chat_faq_clarification_fallback_and_handover(product: dict[str, Any]) -> None:
+    reply = say(product, "chat-1", "我想开个户怎么弄")
+    assert reply[0]["text"].startswith("【") and "开户" in reply[0]["text"]
+    reply = say(product, "chat-1", "转人工")
+    assert any(m.get("custom", {}).get("handoff") for m in reply), "转人工 in chat is a request, not an FAQ"
+    assert texts(say(product, "chat-2", "今天晚饭吃火锅还是烧烤呢"))[0].startswith("抱歉")
+    assert "人工" in texts(say(product, "chat-2", "楼下的猫又跑出去玩了"))[0]
+    reply = say(product, "chat-2", "好的")
+    assert any(m.get("custom", {}).get("handoff") for m in reply)
+    assert conversation(product, "chat-2")["outcome"] == "handed_over"
+
+
+def test_ambiguous_question_offers_two_buttons_that_work(product: dict[str, Any]) -> None:
+    for question in ("逆回购", "权限", "转账", "密码", "中签"):
+        reply = say(product, f"amb-{question}", question)
+        buttons = reply[0].get("buttons") if reply else None
+        if buttons:
+            break
+    else:
+        pytest.fail("none of the short questions was ambiguous")
+    assert len(buttons) == 2 and all(b["payload"].startswith("/faq{") for b in buttons)
+    answer = say(product, "amb-pick", buttons[0]["payload"])
+    assert answer[0]["text"].startswith(f"【{buttons[0]['title']}】")
+
+
+@pytest.mark.parametrize("message", ["", "   ", "开户" * 2500, "😀😀😀", "\u0000\u0007"], ids=["empty", "blank", "5000-chars", "emoji", "control"])
+def test_bad_messages_get_sensible_answers(product: dict[str, Any], message: str) -> None:
+    status, reply = http("POST", product["rasa"] + "/webhooks/rest/webhook", {"sender": "bad-input", "message": message})
+    assert status == 200 and isinstance(reply, list)
+
+
+def test_compliance_guard_blocks_prohibited_wording(product: dict[str, Any]) -> None:
+    with sqlite3.connect(product["db"]) as db:
+        db.execute("UPDATE intent SET answer = '逆回购保本保收益，零风险，放心买。' WHERE name = 'faq_reverse_repo_how_to'")
+        db.execute("UPDATE kb_state SET version = version + 1")
+    reply = texts(say(product, "chat-comp", "逆回购怎么买"))
+    assert reply and "保本保收益" not in reply[0] and "零风险" not in reply[0]
+    assert "投资有风险" in reply[0]
+    blocked = conversation(product, "chat-comp")["outcome_detail"]["compliance_blocked"]
+    assert blocked and blocked[0]["rules"], "the incident is recorded with the rule ids"

@@ -1,0 +1,119 @@
+"""The outbound script state machine on the demo scenarios (pure logic, every branch the issue lists)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from actions.script_engine import CallState, ScriptEngine, Step
+
+DEMO = Path(__file__).resolve().parent.parent / "knowledge_base" / "demo" / "scenarios"
+VARS = {"customer_name": "张先生", "stock_name": "华安科技", "stock_code": "688001", "allotted_shares": 500,
+        "amount": "12,345.00", "pay_deadline": "11月25日"}
+
+
+def engine(code: str) -> ScriptEngine:
+    doc = yaml.safe_load((DEMO / f"{code}.yml").read_text(encoding="utf-8"))
+    steps = [Step(s["code"], s["kind"], s["prompt"], s.get("reprompt") or "", s.get("transitions") or {}, bool(s.get("terminal")))
+             for s in doc["steps"]]
+    answers = {it["name"]: it["answer"] for it in doc.get("intents", []) if it.get("answer")}
+    return ScriptEngine(steps, answers)
+
+
+def texts(result) -> list[str]:  # type: ignore[no-untyped-def]
+    return [s.text or f"<{s.response}>" for s in result.say]
+
+
+@pytest.fixture
+def ipo() -> tuple[ScriptEngine, CallState]:
+    e = engine("ipo_allotment_notice")
+    state = CallState("ipo_allotment_notice", "", dict(VARS))
+    first = e.start(state)
+    assert "张先生" in texts(first)[0] and state.step == "identity_check"
+    return e, state
+
+
+def test_happy_path_fills_variables_and_confirms(ipo) -> None:  # type: ignore[no-untyped-def]
+    e, s = ipo
+    r = e.turn(s, "affirm")
+    assert s.step == "allotment_notice" and "华安科技" in texts(r)[0] and "12,345.00" in texts(r)[0] and "{" not in texts(r)[0]
+    r = e.turn(s, "affirm")
+    assert s.step == "pay_confirm"
+    r = e.turn(s, "affirm")
+    assert s.step == "risk_disclosure" and not r.ended
+    r = e.turn(s, "affirm")
+    assert r.ended and r.outcome == "confirmed" and s.step == "closing"
+
+
+def test_side_questions_are_answered_then_the_pending_step_is_asked_again(ipo) -> None:  # type: ignore[no-untyped-def]
+    e, s = ipo
+    e.turn(s, "affirm")
+    notice = e.steps["allotment_notice"].prompt
+    r = e.turn(s, "ask_identity")
+    assert s.step == "allotment_notice" and len(r.say) == 2 and texts(r)[1].startswith(notice[:6])
+    r = e.turn(s, "faq", faq_answer="缴款请保证资金账户余额充足。")
+    assert texts(r)[0] == "缴款请保证资金账户余额充足。" and texts(r)[1] == "<utter_return_to_script>" and s.step == "allotment_notice"
+
+
+def test_busy_records_the_callback_time(ipo) -> None:  # type: ignore[no-untyped-def]
+    e, s = ipo
+    r = e.turn(s, "busy")
+    assert s.step == "busy_close" and not r.ended
+    r = e.turn(s, "ask_purpose", user_text="明天下午三点吧")  # free text: whatever the NLU thought it was
+    assert r.ended and r.outcome == "callback" and r.outcome_detail["callback_time"] == "明天下午三点吧"
+
+
+@pytest.mark.parametrize(("intent", "outcome"), [("wrong_person", "wrong_person"), ("request_human", "handed_over")])
+def test_closing_branches(ipo, intent: str, outcome: str) -> None:  # type: ignore[no-untyped-def]
+    e, s = ipo
+    r = e.turn(s, intent)
+    assert r.ended and r.outcome == outcome
+    assert r.handoff == (outcome == "handed_over")
+
+
+def test_complaint_then_refusing_a_human_closes_as_complained(ipo) -> None:  # type: ignore[no-untyped-def]
+    e, s = ipo
+    e.turn(s, "complain")
+    assert s.step == "complaint_ack"
+    r = e.turn(s, "deny")
+    assert r.ended and r.outcome == "complained"
+
+
+def test_fallback_reprompts_once_then_offers_a_human(ipo) -> None:  # type: ignore[no-untyped-def]
+    e, s = ipo
+    r = e.turn(s, "nlu_fallback")
+    assert texts(r) == [e.steps["identity_check"].reprompt.replace("{customer_name}", "张先生")]
+    r = e.turn(s, "nlu_fallback")
+    assert texts(r) == ["<utter_offer_human>"] and not r.ended
+    r = e.turn(s, "affirm")
+    assert r.ended and r.outcome == "handed_over"
+
+
+def test_repeated_deny_closes_politely_as_refused(ipo) -> None:  # type: ignore[no-untyped-def]
+    e, s = ipo
+    e.turn(s, "affirm")
+    e.turn(s, "deny")  # does not want to pay → the script asks once more
+    assert s.step == "give_up_check"
+    r = e.turn(s, "deny")
+    assert r.ended and r.outcome == "refused"
+
+
+def test_goodbye_at_the_start_is_a_dropped_call(ipo) -> None:  # type: ignore[no-untyped-def]
+    e, s = ipo
+    r = e.turn(s, "goodbye")
+    assert r.ended and r.outcome == "dropped"
+
+
+@pytest.mark.parametrize("code", ["risk_assessment_expiry", "service_followup"])
+def test_other_scenarios_reach_their_closing(code: str) -> None:
+    e = engine(code)
+    s = CallState(code, "", {"customer_name": "李女士", "risk_level": "C3", "expiry_date": "12月1日",
+                             "business_name": "创业板权限开通", "handle_date": "11月20日"})
+    e.start(s)
+    for _ in range(8):
+        r = e.turn(s, "affirm")
+        if r.ended:
+            break
+    assert r.ended and r.outcome in ("confirmed", "completed", "handed_over")
