@@ -155,3 +155,24 @@ def test_compliance_guard_blocks_prohibited_wording(product: dict[str, Any]) -> 
     assert "投资有风险" in reply[0]
     blocked = conversation(product, "chat-comp")["outcome_detail"]["compliance_blocked"]
     assert blocked and blocked[0]["rules"], "the incident is recorded with the rule ids"
+
+
+@pytest.mark.parametrize(
+    ("scenario", "variables", "answers", "outcome"),
+    [
+        ("risk_assessment_expiry", {"risk_level": "C3稳健型", "expiry_date": "12月1日"}, ["是我", "好的", "清楚", "知道了"], "confirmed"),
+        ("service_followup", {"business_name": "创业板权限开通", "handle_date": "11月20日"}, ["是我", "对", "是我本人办的", "清楚的", "满意"],
+         "confirmed"),
+    ],
+)
+def test_other_scenarios_run_to_their_close(product: dict[str, Any], scenario: str, variables: dict[str, str],
+                                            answers: list[str], outcome: str) -> None:
+    sender = f"{scenario}-1"
+    opening = start_call(product, sender, scenario, **variables)
+    assert "张先生" in opening[0]
+    for answer in answers:
+        reply = texts(say(product, sender, answer))
+        assert all("{" not in t for t in reply), reply
+        if conversation(product, sender)["outcome"]:
+            break
+    assert conversation(product, sender)["outcome"] == outcome

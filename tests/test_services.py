@@ -111,3 +111,12 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path, e5_model_dir: 
 
     assert all(port_is_free("127.0.0.1", p) for p in ports.values())
     assert not list((tmp_path / "run").glob("*.pid"))
+
+
+@pytest.mark.slow
+def test_dead_action_server_still_gets_a_safe_reply(product: dict[str, Any]) -> None:
+    pid = int((product["home"] / "run" / "actions.pid").read_text())
+    os.killpg(pid, signal.SIGTERM)
+    time.sleep(1.0)
+    status, reply = http("POST", product["rasa"] + "/webhooks/rest/webhook", {"sender": "u4", "message": "怎么开户"})
+    assert status == 200 and reply and "转接人工" in reply[0]["text"]
