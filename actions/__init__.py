@@ -1,6 +1,6 @@
 """Custom actions for Rasa (rasa-sdk 3.21, Python 3.11); they share the project's SQL database."""
 
-from actions.call import ActionScriptTurn, ActionStartCall
+from actions.call import ActionCallEnded, ActionScriptTurn, ActionStartCall
 from actions.faq import (
     ActionAnswerFaq,
     ActionChatFallback,
@@ -10,5 +10,5 @@ from actions.faq import (
     ActionSayWhoWeAre,
 )
 
-__all__ = ["ActionAnswerFaq", "ActionChatFallback", "ActionClassifyComplaint", "ActionGoodbye", "ActionHandoff",
+__all__ = ["ActionAnswerFaq", "ActionCallEnded", "ActionChatFallback", "ActionClassifyComplaint", "ActionGoodbye", "ActionHandoff",
            "ActionSayWhoWeAre", "ActionScriptTurn", "ActionStartCall"]

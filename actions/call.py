@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import ConversationPaused, SlotSet
+from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.complaints import classify_complaint
@@ -79,5 +79,16 @@ class ActionScriptTurn(Action):
             recorder.finish(result.outcome or "completed", result.outcome_detail, handed_over=result.handoff)
             if result.handoff:
                 dispatcher.utter_message(json_message={"handoff": True, "reason": "script"})
-            events += [SlotSet("call_mode", "ended"), SlotSet("outcome", result.outcome), ConversationPaused()]
+            events += [SlotSet("call_mode", "ended"), SlotSet("outcome", result.outcome)]
         return events
+
+
+class ActionCallEnded(Action):
+    """Anything said after the outcome was recorded: say the call is over (the gateway hangs up)."""
+
+    def name(self) -> str:
+        return "action_call_ended"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[dict[str, Any]]:
+        Reply(dispatcher, domain, None).say(Say(response="utter_call_ended"))
+        return []

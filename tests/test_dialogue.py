@@ -80,6 +80,7 @@ def test_wrong_person(product: dict[str, Any]) -> None:
     start_call(product, "ipo-wrong")
     say(product, "ipo-wrong", "你打错了，我不是他")
     assert conversation(product, "ipo-wrong")["outcome"] == "wrong_person"
+    assert "通话已经结束" in texts(say(product, "ipo-wrong", "喂？还在吗"))[0]
 
 
 def test_complaint_is_classified_then_handed_over(product: dict[str, Any]) -> None:
@@ -160,9 +161,10 @@ def test_compliance_guard_blocks_prohibited_wording(product: dict[str, Any]) -> 
 @pytest.mark.parametrize(
     ("scenario", "variables", "answers", "outcome"),
     [
-        ("risk_assessment_expiry", {"risk_level": "C3稳健型", "expiry_date": "12月1日"}, ["是我", "好的", "清楚", "知道了"], "confirmed"),
-        ("service_followup", {"business_name": "创业板权限开通", "handle_date": "11月20日"}, ["是我", "对", "是我本人办的", "清楚的", "满意"],
+        ("risk_assessment_expiry", {"risk_level": "C3稳健型", "expiry_date": "12月1日"}, ["是我", "好的", "是的", "知道了", "嗯", "好的"],
          "confirmed"),
+        ("service_followup", {"business_name": "创业板权限开通", "handle_date": "11月20日"},
+         ["是我", "好的", "是我本人办的", "知道了", "满意", "好的"], "confirmed"),
     ],
 )
 def test_other_scenarios_run_to_their_close(product: dict[str, Any], scenario: str, variables: dict[str, str],

@@ -25,4 +25,4 @@ def test_conversation_stories_pass(tmp_path: Path) -> None:
     assert "story:" not in failed, failed
     report = json.loads((tmp_path / "story_report.json").read_text())
     assert report["conversation_accuracy"]["accuracy"] == 1.0
-    assert report["conversation_accuracy"]["total"] == 3
+    assert report["conversation_accuracy"]["total"] == 4
