@@ -73,6 +73,8 @@ def expand(text: str, n: int = 20, method: str = "beam", scenario: str | None = 
     matcher.refresh()
     scopes = matcher._scope_names(scenario)
     existing = [e.text for name in scopes for e in matcher._scopes[name].entries]
+    if intent and intent not in {e.intent for name in scopes for e in matcher._scopes[name].entries}:
+        raise CallbotError(f"Intent {intent!r} is not in scope {scenario or 'all scenarios'}; `callbot kb export --scenario …` lists intents.")
 
     def nearest(candidate: str) -> str | None:
         top = matcher.match(candidate, scenario, k=1).top

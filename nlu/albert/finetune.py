@@ -100,7 +100,7 @@ def finetune_scenario(src: Path, out: Path, intents: dict[str, list[str]], gener
         if cfg.l2sp > 0:
             drift = sum(((p - anchor[n]) ** 2).sum() for n, p in enc.model.named_parameters())
             loss = loss + cfg.l2sp * drift
-            parts["l2sp"] = float(drift)
+            parts["l2sp"] = drift.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(enc.model.parameters(), 1.0)
