@@ -136,6 +136,9 @@ class Matcher:
         self.refresh_interval_s = refresh_interval_s
         # A scenario fine-tuned with `callbot model finetune` gets its own encoder for its own scope.
         self.scope_encoders = scope_encoders or {}
+        self.scope_thresholds: dict[str, Thresholds] = {
+            name: Thresholds.for_model(Path(enc.path)) for name, enc in self.scope_encoders.items() if hasattr(enc, "path")
+        }
         self.cache_dir = cache_dir
         self.caches: dict[str, VectorCache] = {}
         self._scopes: dict[str, _Scope] = {}
@@ -164,6 +167,11 @@ class Matcher:
             for e in entries:
                 scopes.setdefault(e.scenario, []).append(e)
             scopes[ALL] = [e for e in entries if e.kind == "dialogue" or e.scenario == FAQ_SCENARIO]
+            # A scenario with its own encoder needs the FAQ set in that encoder's space too: scores from
+            # two encoders are not comparable.
+            for scenario in self.scope_encoders:
+                if faq_flags.get(scenario) and FAQ_SCENARIO in scopes:
+                    scopes[f"{FAQ_SCENARIO}@{scenario}"] = scopes[FAQ_SCENARIO]
             by_encoder: dict[str, list[str]] = {}
             for name, es in scopes.items():
                 by_encoder.setdefault(self.encoder_for(name).name, []).extend(e.text for e in es)
@@ -190,7 +198,11 @@ class Matcher:
             return True
 
     def encoder_for(self, scope: str) -> Encoder:
-        return self.scope_encoders.get(scope, self.encoder)
+        owner = scope.split("@", 1)[1] if "@" in scope else scope
+        return self.scope_encoders.get(owner, self.encoder)
+
+    def thresholds_for(self, scenario: str | None) -> Thresholds:
+        return self.scope_thresholds.get(scenario or "", self.thresholds)
 
     def _cache(self, encoder: Encoder) -> VectorCache:
         if encoder.name not in self.caches:
@@ -232,7 +244,7 @@ class Matcher:
         return self._version if self._version is not None else -1
 
     def scenarios(self) -> list[str]:
-        return sorted(k for k in self._scopes if k != ALL)
+        return sorted(k for k in self._scopes if k != ALL and "@" not in k)
 
     def match(self, text: str, scenario: str | None = None, k: int = 5) -> MatchResult:
         started = time.perf_counter()
@@ -254,16 +266,18 @@ class Matcher:
             raise NotFound(f"Unknown scenario {scenario!r}. Known scenarios: {known}.")
         names = [scenario] if scenario in self._scopes else []
         if self._scenario_faq.get(scenario) and scenario != FAQ_SCENARIO and FAQ_SCENARIO in self._scopes:
-            names.append(FAQ_SCENARIO)
+            own_faq = f"{FAQ_SCENARIO}@{scenario}"
+            names.append(own_faq if own_faq in self._scopes else FAQ_SCENARIO)
         return names
 
     def _rank(self, text: str, scope_names: list[str], k: int) -> list[IntentScore]:
         best: dict[tuple[str, str], IntentScore] = {}
         queries: dict[str, np.ndarray] = {}
-        for name in scope_names:
+        for position, name in enumerate(scope_names):
             scope = self._scopes[name]
             if not scope.entries:
                 continue
+            secondary = position > 0  # the shared FAQ set seen from an outbound scenario: its FAQs only
             enc = self.encoder_for(name)
             if enc.name not in queries:
                 queries[enc.name] = enc.encode([text])[0]
@@ -274,6 +288,8 @@ class Matcher:
                 if i < 0:
                     continue
                 e = scope.entries[i]
+                if secondary and e.kind == "dialogue":
+                    continue
                 # Dialogue intents with one name (affirm in every scenario) merge when matching across scenarios.
                 key = (e.intent, "") if name == ALL and e.kind == "dialogue" else (e.intent, e.scenario)
                 if key not in best or score > best[key].score:
@@ -281,7 +297,7 @@ class Matcher:
         return sorted(best.values(), key=lambda r: -r.score)[:k]
 
     def _decide(self, text: str, scenario: str | None, ranking: list[IntentScore]) -> MatchResult:
-        t = self.thresholds
+        t = self.thresholds_for(scenario)
         if ranking:
             scores = np.array([r.score for r in ranking])
             exp = np.exp((scores - scores.max()) / t.temperature)
@@ -294,4 +310,4 @@ class Matcher:
             decision = "ambiguous"
         else:
             decision = "match"
-        return MatchResult(text, scenario, decision, ranking, confidences, self.kb_version, self.encoder.name)
+        return MatchResult(text, scenario, decision, ranking, confidences, self.kb_version, self.encoder_for(scenario or ALL).name)
