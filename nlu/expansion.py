@@ -49,6 +49,7 @@ class Generator:
         self.model = AlbertForMaskedLM.from_pretrained(model_dir).eval()
         self.tok = AutoTokenizer.from_pretrained(model_dir)
         self.name = meta.get("name", model_dir.name)
+        self.repetition_penalty = 1.5
 
     def _next_logprobs(self, src: list[int], prefixes: list[list[int]]) -> torch.Tensor:
         cls, sep, pad = self.tok.cls_token_id, self.tok.sep_token_id, self.tok.pad_token_id
@@ -67,7 +68,18 @@ class Generator:
             logits = self.model(input_ids=ids, token_type_ids=types, attention_mask=unilm_mask(types, valid)).logits
         out = logits[torch.arange(len(rows)), torch.tensor(last)]
         out[:, [cls, pad, self.tok.unk_token_id, self.tok.mask_token_id]] = float("-inf")
-        return torch.log_softmax(out, dim=-1)
+        logp = torch.log_softmax(out, dim=-1)
+        for i, prefix in enumerate(prefixes):
+            if prefix:
+                # A small model loops ("再再再再"): no immediate repeats, no repeated bigram, and a
+                # penalty on tokens already used.
+                logp[i, prefix[-1]] = float("-inf")
+                for a, b in zip(prefix, prefix[1:], strict=False):
+                    if a == prefix[-1]:
+                        logp[i, b] = float("-inf")
+                used = torch.tensor(sorted(set(prefix)))
+                logp[i, used] -= self.repetition_penalty
+        return logp
 
     def _decode(self, ids: list[int]) -> str:
         text = self.tok.decode(ids, skip_special_tokens=True)
