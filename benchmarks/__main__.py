@@ -6,10 +6,10 @@ import sys
 
 from rich.console import Console
 
-from benchmarks import expansion, latency, parse, retrieval, similarity
+from benchmarks import dialogue, expansion, latency, parse, retrieval, similarity
 
 SUITES = {"similarity": similarity.run, "retrieval": retrieval.run, "latency": latency.run, "parse": parse.run,
-          "expansion": expansion.run}
+          "expansion": expansion.run, "dialogue": dialogue.run}
 
 
 def main() -> None:

@@ -68,6 +68,8 @@ def up(detach: Annotated[bool, typer.Option("--detach", "-d", help="Start in the
         stopping = True
 
     signal.signal(signal.SIGTERM, _stop)
+    # Explicitly: a process started from a non-interactive shell in the background inherits SIGINT as ignored.
+    signal.signal(signal.SIGINT, _stop)
     out.print("Press Ctrl-C to stop.")
     try:
         while not stopping:

@@ -1,0 +1,86 @@
+"""REST message → bot reply over 200 messages with Rasa, the action server and the NLU service running
+for real; the share spent in NLU, in Rasa (pipeline + policies) and in the actions.
+
+How the shares are measured: the same texts are also sent to `/nlu/parse` (NLU alone) and to Rasa's
+`/model/parse` (Rasa's pipeline, which includes the HTTP call to the NLU service); the actions'
+share is what the full REST turn costs beyond `/model/parse` plus Rasa's policy prediction, which is
+small for rules — so the "actions" column is an upper bound that includes policy prediction.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.common import percentiles, save
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAT = ["我想开个户怎么弄", "交易时间是几点", "密码忘了怎么办", "逆回购怎么买", "中签了怎么缴款", "佣金能不能低一点",
+        "科创板权限怎么开", "分红什么时候到账", "港股通怎么开通", "可转债怎么申购"]
+CALL = ["嗯是我", "你哪位", "好的", "证券账户怎么销户", "对", "好"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(console: Console, messages: int = 200) -> dict:
+    home = Path(tempfile.mkdtemp(prefix="callbot-dlg-"))
+    ports = {"web": _free_port(), "rasa": _free_port(), "actions": _free_port()}
+    env = {**os.environ, "CALLBOT_HOME": str(home), **{f"CALLBOT_PORTS__{k.upper()}": str(v) for k, v in ports.items()}}
+    callbot = str(Path(sys.executable).parent / "callbot")
+    for step in (["kb", "demo"], ["bot", "train"], ["up", "--detach"]):
+        subprocess.run([callbot, *step], cwd=ROOT, env=env, check=True, capture_output=True, timeout=900)
+    web, rasa = f"http://127.0.0.1:{ports['web']}", f"http://127.0.0.1:{ports['rasa']}"
+    rest, parse_rasa, parse_nlu = [], [], []
+    try:
+        with httpx.Client(timeout=30) as c:
+            texts = []
+            i = 0
+            while len(texts) < messages:
+                sender = f"bench-call-{i}"
+                c.post(f"{rasa}/conversations/{sender}/trigger_intent", json={"name": "EXTERNAL_start_call", "entities": {
+                    "scenario": "ipo_allotment_notice", "customer_name": "张先生",
+                    "variables": {"stock_name": "华安科技", "stock_code": "688001", "allotted_shares": 500, "amount": "1.00", "pay_deadline": "明天"}}})
+                for text in CALL + CHAT[i % len(CHAT) : i % len(CHAT) + 2]:
+                    t = time.perf_counter()
+                    c.post(f"{rasa}/webhooks/rest/webhook", json={"sender": sender if text in CALL else f"bench-chat-{i}", "message": text})
+                    rest.append((time.perf_counter() - t) * 1000)
+                    texts.append(text)
+                i += 1
+            for text in texts[:messages]:
+                t = time.perf_counter()
+                c.post(f"{rasa}/model/parse", json={"text": text})
+                parse_rasa.append((time.perf_counter() - t) * 1000)
+                t = time.perf_counter()
+                c.post(f"{web}/nlu/parse", json={"text": text})
+                parse_nlu.append((time.perf_counter() - t) * 1000)
+    finally:
+        subprocess.run([callbot, "down"], cwd=ROOT, env=env, capture_output=True, timeout=120)
+    rest = rest[:messages]
+    total, nlu, pipeline = statistics.median(rest), statistics.median(parse_nlu), statistics.median(parse_rasa)
+    shares = {"nlu": round(nlu / total, 3), "rasa_pipeline": round(max(0.0, pipeline - nlu) / total, 3),
+              "actions_and_policies": round(max(0.0, total - pipeline) / total, 3)}
+    result = {"rest_turn": percentiles(rest), "nlu_parse": percentiles(parse_nlu), "rasa_model_parse": percentiles(parse_rasa),
+              "share_of_median": shares}
+    table = Table("measure", "p50 ms", "p95 ms", "share of the median turn")
+    table.add_row("REST message → reply", f"{result['rest_turn']['p50']:.1f}", f"{result['rest_turn']['p95']:.1f}", "1.00")
+    table.add_row("NLU service (/nlu/parse)", f"{result['nlu_parse']['p50']:.1f}", f"{result['nlu_parse']['p95']:.1f}", f"{shares['nlu']:.2f}")
+    table.add_row("Rasa pipeline beyond NLU (/model/parse − NLU)", "", "", f"{shares['rasa_pipeline']:.2f}")
+    table.add_row("actions + policies (turn − /model/parse)", "", "", f"{shares['actions_and_policies']:.2f}")
+    console.print(table)
+    save("dialogue", result)
+    return result
