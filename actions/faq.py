@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 from rasa_sdk import Action, Tracker
@@ -42,111 +44,122 @@ def faq_answer(parse: dict[str, Any]) -> str | None:
     return found[0] if found else None
 
 
-class ActionAnswerFaq(Action):
+@dataclass
+class ChatTurn:
+    """One user turn in a chat: the parse, the recorder (user turn already written) and the reply."""
+
+    tracker: Tracker
+    dispatcher: CollectingDispatcher
+    parse: dict[str, Any]
+    recorder: ConversationRecorder
+    reply: Reply
+
+    @property
+    def text(self) -> str:
+        return self.parse.get("text") or ""
+
+    @property
+    def intent(self) -> str | None:
+        return (self.parse.get("intent") or {}).get("name")
+
+
+class ChatAction(Action, ABC):
+    """Records the user's turn and hands the action a compliance-checked reply channel (abstract:
+    rasa-sdk registers only concrete subclasses)."""
+
+    action_name = ""
+
     def name(self) -> str:
-        return "action_answer_faq"
+        return self.action_name
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[dict[str, Any]]:
         parse = tracker.latest_message
         recorder = ConversationRecorder(tracker.sender_id, "chat")
         recorder.user(parse.get("text") or "", parse)
-        reply = Reply(dispatcher, domain, recorder, tracker.current_slot_values())
-        nlu = parse.get("callbot_nlu") or {}
-        picked = any(e.get("entity") == "faq_intent_id" for e in parse.get("entities") or [])
+        return self.handle(ChatTurn(tracker, dispatcher, parse, recorder, Reply(dispatcher, domain, recorder, tracker.current_slot_values())))
+
+    @abstractmethod
+    def handle(self, turn: ChatTurn) -> list[dict[str, Any]]: ...
+
+
+class ActionAnswerFaq(ChatAction):
+    action_name = "action_answer_faq"
+
+    def handle(self, turn: ChatTurn) -> list[dict[str, Any]]:
+        nlu = turn.parse.get("callbot_nlu") or {}
+        picked = any(e.get("entity") == "faq_intent_id" for e in turn.parse.get("entities") or [])
         if nlu.get("decision") == "ambiguous" and not picked:
             options = [r for r in nlu.get("ranking", []) if r.get("kind") == "faq"][:2]
             if len(options) == 2:
                 buttons = [{"title": o["standard_question"], "payload": f'/faq{{"faq_intent_id": {o["intent_id"]}}}'} for o in options]
-                reply.say(Say(response="utter_clarify"), buttons=buttons)
+                turn.reply.say(Say(response="utter_clarify"), buttons=buttons)
                 return [SlotSet("fallback_count", 0)]
-        found = matched_faq(parse)
+        found = matched_faq(turn.parse)
         if found is None:
-            reply.say(Say(response="utter_default"))
+            turn.reply.say(Say(response="utter_default"))
             return []
         answer, standard_question = found
         # Show which question we answered, so a wrong match is obvious to the customer.
-        reply.say(Say(text=f"【{standard_question}】\n{answer}"))
+        turn.reply.say(Say(text=f"【{standard_question}】\n{answer}"))
         return [SlotSet("fallback_count", 0)]
 
 
-class ActionChatFallback(Action):
-    def name(self) -> str:
-        return "action_chat_fallback"
+def _hand_over(turn: ChatTurn, reason: str) -> list[dict[str, Any]]:
+    turn.reply.say(Say(response="utter_handoff"))
+    turn.dispatcher.utter_message(json_message={"handoff": True, "reason": reason})
+    turn.recorder.finish("handed_over", {"reason": reason}, handed_over=True)
+    return [SlotSet("fallback_count", 0), SlotSet("outcome", "handed_over")]
 
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[dict[str, Any]]:
-        parse = tracker.latest_message
-        recorder = ConversationRecorder(tracker.sender_id, "chat")
-        recorder.user(parse.get("text") or "", parse)
-        previous = int(tracker.get_slot("fallback_count") or 0)
-        intent = (parse.get("intent") or {}).get("name")
-        reply = Reply(dispatcher, domain, recorder)
-        if previous >= 2 and intent == "affirm":  # yes to "shall I transfer you?"
-            reply.say(Say(response="utter_handoff"))
-            dispatcher.utter_message(json_message={"handoff": True, "reason": "not understood"})
-            recorder.finish("handed_over", {"reason": "not understood twice"}, handed_over=True)
-            return [SlotSet("fallback_count", 0), SlotSet("outcome", "handed_over")]
-        if previous >= 2 and intent == "deny":
-            reply.say(Say(response="utter_anything_else"))
+
+class ActionChatFallback(ChatAction):
+    action_name = "action_chat_fallback"
+
+    def handle(self, turn: ChatTurn) -> list[dict[str, Any]]:
+        previous = int(turn.tracker.get_slot("fallback_count") or 0)
+        if previous >= 2 and turn.intent == "affirm":  # yes to "shall I transfer you?"
+            return _hand_over(turn, "not understood twice")
+        if previous >= 2 and turn.intent == "deny":
+            turn.reply.say(Say(response="utter_anything_else"))
             return [SlotSet("fallback_count", 0)]
         count = previous + 1
-        unavailable = (parse.get("callbot_nlu") or {}).get("error") == "nlu_unavailable"
-        if unavailable:
-            reply.say(Say(response="utter_service_trouble"))
+        if (turn.parse.get("callbot_nlu") or {}).get("error") == "nlu_unavailable":
+            turn.reply.say(Say(response="utter_service_trouble"))
         elif count >= 2:
-            reply.say(Say(response="utter_offer_human"))
+            turn.reply.say(Say(response="utter_offer_human"))
         else:
-            reply.say(Say(response="utter_please_rephrase"))
+            turn.reply.say(Say(response="utter_please_rephrase"))
         return [SlotSet("fallback_count", count)]
 
 
-class ActionHandoff(Action):
-    def name(self) -> str:
-        return "action_handoff"
+class ActionHandoff(ChatAction):
+    action_name = "action_handoff"
 
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[dict[str, Any]]:
-        parse = tracker.latest_message
-        recorder = ConversationRecorder(tracker.sender_id, "chat")
-        recorder.user(parse.get("text") or "", parse)
-        Reply(dispatcher, domain, recorder).say(Say(response="utter_handoff"))
-        dispatcher.utter_message(json_message={"handoff": True, "reason": "customer request"})
-        recorder.finish("handed_over", {"reason": "customer request"}, handed_over=True)
-        return [SlotSet("fallback_count", 0), SlotSet("outcome", "handed_over")]
+    def handle(self, turn: ChatTurn) -> list[dict[str, Any]]:
+        return _hand_over(turn, "customer request")
 
 
-class ActionClassifyComplaint(Action):
-    def name(self) -> str:
-        return "action_classify_complaint"
+class ActionClassifyComplaint(ChatAction):
+    action_name = "action_classify_complaint"
 
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[dict[str, Any]]:
-        parse = tracker.latest_message
-        recorder = ConversationRecorder(tracker.sender_id, "chat")
-        recorder.user(parse.get("text") or "", parse)
-        labels = classify_complaint(parse.get("text") or "")
-        recorder.set_complaint_labels(labels or ["unclassified"])
-        Reply(dispatcher, domain, recorder).say(Say(response="utter_complain_ack"))
+    def handle(self, turn: ChatTurn) -> list[dict[str, Any]]:
+        labels = classify_complaint(turn.text)
+        turn.recorder.set_complaint_labels(labels or ["unclassified"])
+        turn.reply.say(Say(response="utter_complain_ack"))
         return [SlotSet("complaint_labels", labels)]
 
 
-class ActionGoodbye(Action):
-    def name(self) -> str:
-        return "action_goodbye"
+class ActionGoodbye(ChatAction):
+    action_name = "action_goodbye"
 
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[dict[str, Any]]:
-        parse = tracker.latest_message
-        recorder = ConversationRecorder(tracker.sender_id, "chat")
-        recorder.user(parse.get("text") or "", parse)
-        Reply(dispatcher, domain, recorder).say(Say(response="utter_goodbye"))
-        recorder.finish("completed")
+    def handle(self, turn: ChatTurn) -> list[dict[str, Any]]:
+        turn.reply.say(Say(response="utter_goodbye"))
+        turn.recorder.finish("completed")
         return [SlotSet("outcome", "completed")]
 
 
-class ActionSayWhoWeAre(Action):
-    def name(self) -> str:
-        return "action_ask_identity"
+class ActionSayWhoWeAre(ChatAction):
+    action_name = "action_ask_identity"
 
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[dict[str, Any]]:
-        parse = tracker.latest_message
-        recorder = ConversationRecorder(tracker.sender_id, "chat")
-        recorder.user(parse.get("text") or "", parse)
-        Reply(dispatcher, domain, recorder).say(Say(response="utter_ask_identity"))
+    def handle(self, turn: ChatTurn) -> list[dict[str, Any]]:
+        turn.reply.say(Say(response="utter_ask_identity"))
         return []
