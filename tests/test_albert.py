@@ -177,3 +177,55 @@ def test_generation_loss_paths_agree() -> None:
     mask = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 0, 1, 0]])
     full = generation_loss(head(hidden), ids, mask)
     assert torch.allclose(full, generation_loss_from_hidden(head, hidden, ids, mask), atol=1e-6)
+
+
+def test_expand_endpoint_stores_pending_generated_questions(tiny_albert: tuple[Path, list[str], np.ndarray], e5_model_dir: Path,
+                                                           tmp_path: Path) -> None:
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import free_port, http
+
+    trained = tiny_albert[0].parent / "albert-sim-trained"
+    cache = tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    shutil.copytree(trained, cache / "models" / "albert-sim-trained")
+    (cache / "models" / "e5-small-v1").symlink_to(e5_model_dir)
+    port = free_port()
+    env = {**os.environ, "CALLBOT_CACHE_DIR": str(cache), "CALLBOT_HOME": str(tmp_path / "home"), "CALLBOT_PORTS__WEB": str(port),
+           "CALLBOT_NLU__MODEL": "e5-small"}
+    root = Path(__file__).resolve().parent.parent
+    callbot = str(Path(sys.executable).parent / "callbot")
+    assert subprocess.run([callbot, "kb", "demo"], cwd=root, env=env, capture_output=True).returncode == 0
+    web = subprocess.Popen([sys.executable, "-m", "callbot.webapp"], cwd=root, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if http("GET", url + "/health", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        _, intents = http("GET", url + "/kb/scenarios/faq/intents")
+        target = next(i for i in intents if i["name"] == "faq_open_account")
+        before = target["question_count"]
+        status, result = http("POST", url + f"/kb/intents/{target['id']}/expand", {"n": 5, "method": "beam"}, timeout=120)
+        assert status == 201, result
+        assert result["generated"] > 0 and len(result["stored"]) <= 5
+        _, after = http("GET", url + f"/kb/intents/{target['id']}")
+        stored = {q["text"]: q for q in after["extension_questions"]}
+        assert len(stored) == before + len(result["stored"])
+        for q in result["stored"]:
+            assert stored[q["text"]]["status"] == "pending" and stored[q["text"]]["source"] == "generated"
+        status, result = http("POST", url + f"/kb/intents/{target['id']}/expand", {"n": "many"})
+        assert status == 400 and "n must be an integer" in result["error"]
+    finally:
+        os.killpg(web.pid, signal.SIGTERM)
+        web.wait(timeout=30)
