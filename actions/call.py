@@ -13,7 +13,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.complaints import classify_complaint
 from actions.faq import faq_answer
 from actions.records import ConversationRecorder
-from actions.replies import Reply
+from actions.replies import Outbox
 from actions.script_engine import CallState, Say
 from actions.scripts import load_engine, scenario_variables
 
@@ -37,17 +37,20 @@ class ActionStartCall(Action):
         engine = load_engine(scenario) if scenario else None
         if engine is None:
             log.warning("outbound call for an unknown scenario", extra={"fields": {"scenario": scenario}})
-            Reply(dispatcher, domain, None).say(Say(response="utter_unknown_scenario"))
-            return [SlotSet("call_mode", "chat")]
+            box = Outbox(domain)
+            box.say(Say(response="utter_unknown_scenario"))
+            return [SlotSet("call_mode", "chat"), *box.events()]
         variables = dict(ents.get("variables") or {}) if isinstance(ents.get("variables"), dict) else {}
         for name in scenario_variables(scenario):
             if name in ents:
                 variables[name] = ents[name]
         state = CallState(scenario, "", variables)
-        recorder = ConversationRecorder(tracker.sender_id, "outbound", scenario)
+        ConversationRecorder(tracker.sender_id, "outbound", scenario)  # the call exists from its first line
         result = engine.start(state)
-        Reply(dispatcher, domain, recorder, variables).say_all(result.say)
-        return [SlotSet("call_mode", "outbound"), SlotSet("scenario", scenario), SlotSet("call_state", dataclasses.asdict(state))]
+        box = Outbox(domain, variables)
+        box.say_all(result.say)
+        return [SlotSet("call_mode", "outbound"), SlotSet("scenario", scenario), SlotSet("call_state", dataclasses.asdict(state)),
+                *box.events()]
 
 
 class ActionScriptTurn(Action):
@@ -62,8 +65,9 @@ class ActionScriptTurn(Action):
         parse = tracker.latest_message
         recorder.user(parse.get("text") or "", parse)
         if engine is None or not raw:
-            Reply(dispatcher, domain, recorder).say(Say(response="utter_default"))
-            return []
+            box = Outbox(domain)
+            box.say(Say(response="utter_default"))
+            return box.events()
         state = CallState(**raw)
         intent = (parse.get("intent") or {}).get("name") or "nlu_fallback"
         answer = faq_answer(parse) if intent == "faq" else None
@@ -73,14 +77,14 @@ class ActionScriptTurn(Action):
             recorder.set_complaint_labels(labels or ["unclassified"])
             events.append(SlotSet("complaint_labels", labels))
         result = engine.turn(state, intent, parse.get("text") or "", answer)
-        Reply(dispatcher, domain, recorder, state.variables).say_all(result.say)
+        box = Outbox(domain, state.variables)
+        box.say_all(result.say)
         events.append(SlotSet("call_state", dataclasses.asdict(result.state)))
         if result.ended:
-            recorder.finish(result.outcome or "completed", result.outcome_detail, handed_over=result.handoff)
+            box.finish(result.outcome or "completed", result.outcome_detail, handed_over=result.handoff)
             if result.handoff:
-                dispatcher.utter_message(json_message={"handoff": True, "reason": "script"})
-            events += [SlotSet("call_mode", "ended"), SlotSet("outcome", result.outcome)]
-        return events
+                box.custom({"handoff": True, "reason": "script"})
+        return events + box.events()
 
 
 class ActionCallEnded(Action):
@@ -90,5 +94,6 @@ class ActionCallEnded(Action):
         return "action_call_ended"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[dict[str, Any]]:
-        Reply(dispatcher, domain, None).say(Say(response="utter_call_ended"))
-        return []
+        box = Outbox(domain)
+        box.say(Say(response="utter_call_ended"))
+        return box.events()

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from actions.complaints import classify_complaint
 from actions.records import ConversationRecorder
-from actions.replies import Reply
+from actions.replies import Outbox
 from actions.script_engine import Say
 from callbot.context import get_store
 from knowledge_base.models import Intent, IntentKind
@@ -46,13 +46,12 @@ def faq_answer(parse: dict[str, Any]) -> str | None:
 
 @dataclass
 class ChatTurn:
-    """One user turn in a chat: the parse, the recorder (user turn already written) and the reply."""
+    """One user turn in a chat: the parse, the recorder (user turn already written) and the outbox."""
 
     tracker: Tracker
-    dispatcher: CollectingDispatcher
     parse: dict[str, Any]
     recorder: ConversationRecorder
-    reply: Reply
+    reply: Outbox
 
     @property
     def text(self) -> str:
@@ -64,8 +63,8 @@ class ChatTurn:
 
 
 class ChatAction(Action, ABC):
-    """Records the user's turn and hands the action a compliance-checked reply channel (abstract:
-    rasa-sdk registers only concrete subclasses)."""
+    """Records the user's turn and hands the action an outbox; what it collects goes through
+    ``action_check_compliance`` next (abstract: rasa-sdk registers only concrete subclasses)."""
 
     action_name = ""
 
@@ -76,7 +75,9 @@ class ChatAction(Action, ABC):
         parse = tracker.latest_message
         recorder = ConversationRecorder(tracker.sender_id, "chat")
         recorder.user(parse.get("text") or "", parse)
-        return self.handle(ChatTurn(tracker, dispatcher, parse, recorder, Reply(dispatcher, domain, recorder, tracker.current_slot_values())))
+        box = Outbox(domain, tracker.current_slot_values())
+        events = self.handle(ChatTurn(tracker, parse, recorder, box))
+        return events + box.events()
 
     @abstractmethod
     def handle(self, turn: ChatTurn) -> list[dict[str, Any]]: ...
@@ -106,9 +107,9 @@ class ActionAnswerFaq(ChatAction):
 
 def _hand_over(turn: ChatTurn, reason: str) -> list[dict[str, Any]]:
     turn.reply.say(Say(response="utter_handoff"))
-    turn.dispatcher.utter_message(json_message={"handoff": True, "reason": reason})
-    turn.recorder.finish("handed_over", {"reason": reason}, handed_over=True)
-    return [SlotSet("fallback_count", 0), SlotSet("outcome", "handed_over")]
+    turn.reply.custom({"handoff": True, "reason": reason})
+    turn.reply.finish("handed_over", {"reason": reason}, handed_over=True)
+    return [SlotSet("fallback_count", 0)]
 
 
 class ActionChatFallback(ChatAction):
@@ -153,8 +154,19 @@ class ActionGoodbye(ChatAction):
 
     def handle(self, turn: ChatTurn) -> list[dict[str, Any]]:
         turn.reply.say(Say(response="utter_goodbye"))
-        turn.recorder.finish("completed")
-        return [SlotSet("outcome", "completed")]
+        turn.reply.finish("completed")
+        return []
+
+
+class ActionGreet(ChatAction):
+    """Greets a chat (the widget sends ``/greet`` when it opens; "你好" means the same) and nudges a
+    silent one (``/silence`` from a channel's inactivity timer)."""
+
+    action_name = "action_greet"
+
+    def handle(self, turn: ChatTurn) -> list[dict[str, Any]]:
+        turn.reply.say(Say(response="utter_still_there" if turn.intent == "silence" else "utter_greet"))
+        return []
 
 
 class ActionSayWhoWeAre(ChatAction):

@@ -1,27 +1,23 @@
-"""Everything the bot says goes out through here: domain responses rendered, variables filled,
-checked by the compliance guard, and recorded on the conversation."""
+"""What the content actions want to say, collected — not sent.
+
+Content actions (script turns, FAQ answers, hand-over …) put their messages in the ``pending_replies``
+slot and the outcome they reached in ``pending_outcome``. Rasa's rules then run
+``action_check_compliance`` (the only action that sends bot text) and ``action_record_outcome``.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.events import SlotSet
 
-from actions.compliance import ComplianceGuard
-from actions.records import ConversationRecorder
 from actions.script_engine import Say, fill
-from callbot.context import get_store
 
 log = logging.getLogger(__name__)
-_guard: ComplianceGuard | None = None
 
-
-def guard() -> ComplianceGuard:
-    global _guard
-    if _guard is None:
-        _guard = ComplianceGuard(get_store())
-    return _guard
+PENDING_REPLIES = "pending_replies"
+PENDING_OUTCOME = "pending_outcome"
 
 
 def render(say: Say, domain: dict[str, Any], variables: dict[str, Any]) -> str:
@@ -34,33 +30,33 @@ def render(say: Say, domain: dict[str, Any], variables: dict[str, Any]) -> str:
     return fill(str(variants[0].get("text", "")), variables)
 
 
-class Reply:
-    """Collects, checks and sends the bot's messages for one action run."""
+class Outbox:
+    """Collects one action's messages (text with optional buttons, or a custom payload for the channel)
+    and the outcome, as slot events for the check and record actions that follow."""
 
-    def __init__(self, dispatcher: CollectingDispatcher, domain: dict[str, Any], recorder: ConversationRecorder | None,
-                 variables: dict[str, Any] | None = None):
-        self.dispatcher, self.domain, self.recorder = dispatcher, domain, recorder
+    def __init__(self, domain: dict[str, Any], variables: dict[str, Any] | None = None):
+        self.domain = domain
         self.variables = variables or {}
+        self.messages: list[dict[str, Any]] = []
+        self.outcome: dict[str, Any] | None = None
 
     def say(self, say: Say, buttons: list[dict[str, str]] | None = None) -> None:
         text = render(say, self.domain, self.variables)
-        if not text:
-            return
-        blocked = guard().blocks(text)
-        if blocked:
-            # Never send it: the caller hears a safe line; the incident is logged and recorded.
-            log.warning("compliance guard blocked a bot message",
-                        extra={"fields": {"rules": [v.rule_id for v in blocked], "matched": [v.matched for v in blocked]}})
-            if self.recorder:
-                self.recorder.note_compliance(text, [v.rule_id for v in blocked])
-            text = render(Say(response="utter_compliance_safe"), self.domain, self.variables) or "抱歉，这个问题请以本公司官方公告为准。"
-        if buttons:
-            self.dispatcher.utter_message(text=text, buttons=buttons)
-        else:
-            self.dispatcher.utter_message(text=text)
-        if self.recorder:
-            self.recorder.bot(text)
+        if text:
+            self.messages.append({"text": text, **({"buttons": buttons} if buttons else {})})
 
     def say_all(self, says: list[Say]) -> None:
         for s in says:
             self.say(s)
+
+    def custom(self, payload: dict[str, Any]) -> None:
+        self.messages.append({"custom": payload})
+
+    def finish(self, outcome: str, detail: dict[str, Any] | None = None, handed_over: bool = False) -> None:
+        self.outcome = {"outcome": outcome, "detail": detail or {}, "handed_over": handed_over}
+
+    def events(self) -> list[dict[str, Any]]:
+        events = [SlotSet(PENDING_REPLIES, self.messages)]
+        if self.outcome:
+            events.append(SlotSet(PENDING_OUTCOME, self.outcome))
+        return events

@@ -116,9 +116,11 @@ class ScriptEngine:
             if intent == "deny" and state.denials >= 2 and "refuse_close" in self.steps and not self.steps[target].terminal:
                 target = "refuse_close"  # a second refusal ends the call politely
             return self._go(state, target, [], user_text)
-        if "nlu_fallback" in step.transitions:
+        if "nlu_fallback" in step.transitions and intent not in ("silence", "greet"):
             # This step takes free text (e.g. "when may we call back?"): whatever was said answers it.
             return self._go(state, step.transitions["nlu_fallback"], [], user_text)
+        if intent == "greet":  # "喂，你好" — the caller has just picked up or lost the line: ask again
+            return TurnResult([Say(fill(step.prompt, state.variables))], state)
         if intent == "faq" and faq_answer:
             state.fallbacks = 0
             return TurnResult([Say(fill(faq_answer, state.variables)), Say(response=RETURN_PREFIX_KEY),
@@ -131,7 +133,7 @@ class ScriptEngine:
         if intent == "goodbye":
             return TurnResult([Say(response="utter_goodbye")], state, ended=True,
                               outcome="completed" if state.confirmed else "dropped")
-        # Not understood, or an answer this step does not expect: ask again in other words, once.
+        # Not understood, silence, or an answer this step does not expect: ask again in other words, once.
         state.fallbacks += 1
         if state.fallbacks == 1:
             return TurnResult([Say(fill(step.reprompt or step.prompt, state.variables))], state)

@@ -76,6 +76,7 @@ def model_train(
     finance_ratio: Annotated[float, typer.Option(help="Share of each batch from financial pairs.")] = 0.5,
     margin: Annotated[float, typer.Option(help="AM-softmax margin (0 = SimBERT).")] = 0.35,
     scale: Annotated[float, typer.Option(help="AM-softmax scale.")] = 30.0,
+    hard_negatives: Annotated[bool, typer.Option(help="Use each file's label-0 pairs as hard negatives.")] = True,
 ) -> None:
     """GenF + SimF training on paraphrase pairs (UniLM mask), batches mixing financial and general pairs."""
     from nlu.albert.pipeline import run_train
@@ -85,7 +86,7 @@ def model_train(
     get_store().migrate()
     src = source or resolve_model(s.models_dir, "albert-sim-distilled")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, finance_ratio=finance_ratio, margin=margin, scale=scale)
-    path = run_train(s.models_dir, get_store(), src, _paths(pairs), {n.strip() for n in finance.split(",")}, cfg, max_pairs)
+    path = run_train(s.models_dir, get_store(), src, _paths(pairs), {n.strip() for n in finance.split(",")}, cfg, max_pairs, hard_negatives)
     out.print(f"Trained ALBERT-sim written to {path} (training curve: {path / 'training_curve.png'}).")
     _verify(path)
 

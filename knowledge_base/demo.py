@@ -16,7 +16,7 @@ from knowledge_base.schema import SCHEMA_VERSION
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 
-CHAT_DIALOGUE_INTENTS = ("request_human", "complain", "goodbye", "ask_identity")
+CHAT_DIALOGUE_INTENTS = ("greet", "request_human", "complain", "goodbye", "ask_identity")
 
 FAQ_SCENARIO = {
     "code": "faq",

@@ -12,6 +12,7 @@ from nlu.service import get_matcher
 
 bp = Blueprint("nlu", url_prefix="/nlu")
 MAX_BODY_TEXT = 10_000
+_served = {"parses": 0}  # since this process started; shown by /nlu/status
 
 
 @bp.post("/parse")
@@ -38,6 +39,7 @@ async def parse(request: Request) -> HTTPResponse:
     matcher = get_matcher()
     # Encoding is CPU work: keep the event loop free for other requests.
     result = await asyncio.get_running_loop().run_in_executor(None, matcher.match, text, scenario, k)
+    _served["parses"] += 1
     return json(result.as_dict())
 
 
@@ -57,4 +59,4 @@ def conversation_scenario(sender_id: str) -> str | None:
 async def status(_request: Request) -> HTTPResponse:
     m = get_matcher()
     return json({"model": m.encoder.name, "kb_version": m.kb_version, "scenarios": m.scenarios(),
-                 "thresholds": vars(m.thresholds), "last_refresh": m.last_refresh})
+                 "thresholds": vars(m.thresholds), "last_refresh": m.last_refresh, "parses": _served["parses"]})

@@ -133,3 +133,9 @@ def running_product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
     finally:
         down = subprocess.run([callbot, "down"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert down.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def dialogue_product(tmp_path_factory: pytest.TempPathFactory, e5_model_dir: Path) -> Iterator[dict[str, Any]]:
+    """One running product (web + NLU, actions, Rasa) shared by the conversation tests that do not stop services."""
+    yield from running_product(tmp_path_factory)

@@ -46,6 +46,26 @@ def test_am_softmax_margin_makes_the_task_harder() -> None:
     assert am_softmax_loss(same, pos, 30, 0.0) < plain, "identical partners give a lower loss"
 
 
+def test_hard_negatives_raise_the_loss_only_when_they_are_close() -> None:
+    torch.manual_seed(0)
+    v = torch.nn.functional.normalize(torch.randn(4, 16), dim=-1)
+    pos = torch.tensor([1, 0, 3, 2])
+    base = am_softmax_loss(v, pos, 30, 0.35)
+    near = am_softmax_loss(v, pos, 30, 0.35, negatives=v[[1]] + 0.01 * torch.randn(1, 16))  # ≈ row 0's partner
+    far = am_softmax_loss(v, pos, 30, 0.35, negatives=-v[[0, 1, 2, 3]].sum(0, keepdim=True))
+    assert near > base + 0.1, "a negative as close as the partner must cost"
+    assert far == pytest.approx(float(base), abs=0.05), "a far negative changes almost nothing"
+
+
+def test_hard_negative_triples_pair_positives_with_label_zero_partners() -> None:
+    from nlu.albert.pipeline import hard_negative_triples
+    from nlu.data.corpora import Pair
+
+    pairs = [Pair("找我干嘛", "找我有什么事", 1), Pair("找我干嘛", "找他干嘛", 0), Pair("我同意", "可以的", 1)]
+    assert hard_negative_triples(pairs) == [("找我干嘛", "找我有什么事", "找他干嘛"), ("我同意", "可以的", None)]
+    assert hard_negative_triples(pairs, use_negatives=False)[0][2] is None
+
+
 def test_episodic_loss_uses_the_best_support_example() -> None:
     support = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     labels = torch.tensor([0, 0, 1])  # intent 0 has two very different examples (忙 / 开车呢)
@@ -124,17 +144,25 @@ def test_distillation_learns_and_resumes(tiny_albert: tuple[Path, list[str], np.
     assert loss_of(out) < loss_of(src), "distillation moved the student toward the teacher"
 
 
-def test_pair_training_then_generation(tiny_albert: tuple[Path, list[str], np.ndarray]) -> None:
+@pytest.fixture(scope="module")
+def tiny_trained(tiny_albert: tuple[Path, list[str], np.ndarray]) -> Path:
+    """The tiny ALBERT after GenF+SimF pair training (every other pair carries a hard negative)."""
+    src, sentences, _ = tiny_albert
+    pairs = [(sentences[i], sentences[i + 1], sentences[i + 41] if i % 4 == 0 else None) for i in range(0, 40, 2)]
+    out = src.parent / "albert-sim-trained"
+    train_pairs(src, out, pairs[:10], pairs[10:], TrainConfig(epochs=4, batch_size=4, lr=1e-3, checkpoint_every=3), ["test"])
+    return out
+
+
+def test_pair_training_then_generation(tiny_albert: tuple[Path, list[str], np.ndarray], tiny_trained: Path) -> None:
     from nlu.expansion import ExpanderUnavailable, Generator
 
     src, sentences, _ = tiny_albert
     with pytest.raises(ExpanderUnavailable, match="callbot model train"):
         Generator(src)
-    pairs = [(sentences[i], sentences[i + 1]) for i in range(0, 40, 2)]
-    out = src.parent / "albert-sim-trained"
-    train_pairs(src, out, pairs[:10], pairs[10:], TrainConfig(epochs=4, batch_size=4, lr=1e-3, checkpoint_every=3), ["test"])
+    out = tiny_trained
     meta = json.loads((out / "callbot_encoder.json").read_text())
-    assert meta["stage"] == "pairs" and meta["pairs"] == {"finance": 10, "general": 10}
+    assert meta["stage"] == "pairs" and meta["pairs"] == {"finance": 10, "general": 10} and meta["hard_negatives"] == 10
     history_plot = out / "training_curve.png"
     assert history_plot.is_file()
     gen = Generator(out)
@@ -149,7 +177,7 @@ def test_expand_command_runs_end_to_end(tiny_albert: tuple[Path, list[str], np.n
     import subprocess
     import sys
 
-    trained = tiny_albert[0].parent / "albert-sim-trained"
+    trained = tiny_trained
     assert trained.is_dir(), "runs after test_pair_training_then_generation"
     cache = tmp_path / "cache"
     (cache / "models").mkdir(parents=True)
@@ -179,8 +207,7 @@ def test_generation_loss_paths_agree() -> None:
     assert torch.allclose(full, generation_loss_from_hidden(head, hidden, ids, mask), atol=1e-6)
 
 
-def test_expand_endpoint_stores_pending_generated_questions(tiny_albert: tuple[Path, list[str], np.ndarray], e5_model_dir: Path,
-                                                           tmp_path: Path) -> None:
+def test_expand_endpoint_stores_pending_generated_questions(tiny_trained: Path, e5_model_dir: Path, tmp_path: Path) -> None:
     import os
     import shutil
     import signal
@@ -190,7 +217,7 @@ def test_expand_endpoint_stores_pending_generated_questions(tiny_albert: tuple[P
 
     from tests.conftest import free_port, http
 
-    trained = tiny_albert[0].parent / "albert-sim-trained"
+    trained = tiny_trained
     cache = tmp_path / "cache"
     (cache / "models").mkdir(parents=True)
     shutil.copytree(trained, cache / "models" / "albert-sim-trained")

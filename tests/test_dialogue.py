@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import http, running_product
+from tests.conftest import http
 
 IPO_VARS = {"stock_name": "华安科技", "stock_code": "688001", "allotted_shares": 500, "amount": "12345.00", "pay_deadline": "11月25日"}
 
@@ -18,8 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def product(tmp_path_factory: pytest.TempPathFactory, e5_model_dir: Path) -> Iterator[dict[str, Any]]:
-    yield from running_product(tmp_path_factory)
+def product(dialogue_product: dict[str, Any]) -> dict[str, Any]:
+    return dialogue_product
 
 
 def start_call(product: dict[str, Any], sender: str, scenario: str = "ipo_allotment_notice", **variables: Any) -> list[str]:
@@ -178,3 +176,65 @@ def test_other_scenarios_run_to_their_close(product: dict[str, Any], scenario: s
         if conversation(product, sender)["outcome"]:
             break
     assert conversation(product, sender)["outcome"] == outcome
+
+
+SCENARIO_CALLS = {
+    "ipo_allotment_notice": (IPO_VARS, {"affirm": "对，是我本人", "busy": "开会呢，稍后再说", "wrong_person": "找他干嘛",
+                                        "deny": ["不缴了", "这个新股我不要了"]}),
+    "risk_assessment_expiry": ({"risk_level": "C3稳健型", "expiry_date": "12月1日"},
+                               {"affirm": "是本人", "busy": "我在开车", "wrong_person": "打错电话了", "deny": ["不想做测评", "测评就先不做了"]}),
+    "service_followup": ({"business_name": "创业板权限开通", "handle_date": "11月20日"},
+                         {"affirm": "没错，是我", "busy": "在上班，回头打给我", "wrong_person": "这不是他的电话",
+                          "deny": ["我没开通过这个权限", "我不同意"]}),
+}
+
+
+def executed_actions(product: dict[str, Any], sender: str) -> list[str]:
+    status, tracker = http("GET", product["rasa"] + f"/conversations/{sender}/tracker")
+    assert status == 200
+    return [e["name"] for e in tracker["events"] if e["event"] == "action"]
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIO_CALLS))
+@pytest.mark.parametrize("branch", ["busy", "wrong_person", "refusal", "silence"])
+def test_every_scenario_closes_each_branch_with_its_outcome(product: dict[str, Any], scenario: str, branch: str) -> None:
+    variables, phrases = SCENARIO_CALLS[scenario]
+    sender = f"{scenario}-{branch}"
+    opening = start_call(product, sender, scenario, **variables)
+    if branch == "busy":
+        say(product, sender, phrases["busy"])
+        say(product, sender, "下周一上午吧")
+        expected = "callback"
+    elif branch == "wrong_person":
+        say(product, sender, phrases["wrong_person"])
+        expected = "wrong_person"
+    elif branch == "refusal":
+        say(product, sender, phrases["affirm"])
+        for answer in phrases["deny"]:
+            say(product, sender, answer)
+        expected = "refused"
+    else:
+        reprompt = texts(say(product, sender, "/silence"))
+        assert reprompt and reprompt[0] != opening[0], "silence is met with the step's re-prompt"
+        assert "人工" in texts(say(product, sender, "/silence"))[0]
+        say(product, sender, "/silence")
+        expected = "dropped"
+    record = conversation(product, sender)
+    assert record["outcome"] == expected and record["ended_at"], record["turns"]
+    if branch == "busy":
+        assert record["outcome_detail"]["callback_time"] == "下周一上午吧"
+    actions = executed_actions(product, sender)
+    # Every content action is followed by the compliance check and the outcome record, in that order.
+    for i, name in enumerate(actions):
+        if name in ("action_start_call", "action_script_turn"):
+            assert actions[i + 1 : i + 3] == ["action_check_compliance", "action_record_outcome"], actions
+
+
+def test_chat_greets_from_the_domain_and_nudges_a_silent_customer(product: dict[str, Any]) -> None:
+    greeting = texts(say(product, "chat-greet", "/greet"))
+    assert greeting and "请问有什么可以帮您" in greeting[0]
+    assert texts(say(product, "chat-greet", "你好，在吗")) == greeting, "typing 你好 gets the same greeting"
+    nudge = texts(say(product, "chat-greet", "/silence"))
+    assert nudge and "还在吗" in nudge[0]
+    record = conversation(product, "chat-greet")
+    assert [t["speaker"] for t in record["turns"]] == ["user", "bot"] * 3 and record["outcome"] is None

@@ -91,6 +91,27 @@ def test_fallback_reprompts_once_then_offers_a_human(ipo) -> None:  # type: igno
     assert r.ended and r.outcome == "handed_over"
 
 
+def test_silence_reprompts_then_a_second_silence_closes_after_the_offer(ipo) -> None:  # type: ignore[no-untyped-def]
+    e, s = ipo
+    r = e.turn(s, "silence")
+    assert texts(r) == [e.steps["identity_check"].reprompt.replace("{customer_name}", "张先生")]
+    assert texts(e.turn(s, "silence")) == ["<utter_offer_human>"]
+    r = e.turn(s, "silence")  # no answer to "shall I transfer you?" either
+    assert r.ended and r.outcome == "dropped"
+
+
+def test_silence_is_not_taken_as_the_callback_time_and_greet_repeats_the_step(ipo) -> None:  # type: ignore[no-untyped-def]
+    e, s = ipo
+    e.turn(s, "busy")
+    assert s.step == "busy_close"
+    r = e.turn(s, "silence")
+    assert not r.ended and s.step == "busy_close"
+    r = e.turn(s, "greet")
+    assert "华安科技" in texts(r)[0] and texts(r)[0].endswith("再给您回个电话？") and s.fallbacks == 1
+    r = e.turn(s, "nlu_fallback", "明天下午三点")
+    assert r.ended and r.outcome == "callback" and r.outcome_detail["callback_time"] == "明天下午三点"
+
+
 def test_repeated_deny_closes_politely_as_refused(ipo) -> None:  # type: ignore[no-untyped-def]
     e, s = ipo
     e.turn(s, "affirm")

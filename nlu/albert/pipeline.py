@@ -54,14 +54,27 @@ def run_distill(models_dir: Path, cache_dir: Path, store: Store, corpora: list[P
     return distill(init_dir, models_dir / f"albert-sim-distilled{suffix}", sentences, vectors, cfg, data)
 
 
+def hard_negative_triples(pairs: list, use_negatives: bool = True) -> list[tuple[str, str, str | None]]:
+    """Positive pairs as (a, b, hard negative): a label-0 partner of a or b from the same file, if any."""
+    negative: dict[str, str] = {}
+    if use_negatives:
+        for p in pairs:
+            if p.label == 0:
+                negative.setdefault(p.a, p.b)
+                negative.setdefault(p.b, p.a)
+    return [(p.a, p.b, negative.get(p.a) or negative.get(p.b)) for p in pairs if p.label == 1]
+
+
 def run_train(models_dir: Path, store: Store, src: Path, pair_files: list[Path], finance_names: set[str],
-              cfg: TrainConfig, max_pairs: int) -> Path:
-    finance, general, data = list(kb_faq_pairs(store)), [], ["knowledge base FAQ groups"]
+              cfg: TrainConfig, max_pairs: int, hard_negatives: bool = True) -> Path:
+    finance: list[tuple[str, str, str | None]] = [(a, b, None) for a, b in kb_faq_pairs(store)]
+    general: list[tuple[str, str, str | None]] = []
+    data = ["knowledge base FAQ groups"]
     for path in pair_files:
-        pairs = [(p.a, p.b) for p in read_pairs(path, "train") if p.label == 1]
-        pairs = sample(pairs, max_pairs)
-        (finance if path.name in finance_names else general).extend(pairs)
-        data.append(f"{path.name} train positives ({len(pairs)}; research licence)")
+        triples = sample(hard_negative_triples(read_pairs(path, "train"), hard_negatives), max_pairs)
+        (finance if path.name in finance_names else general).extend(triples)
+        with_neg = sum(1 for t in triples if t[2])
+        data.append(f"{path.name} train positives ({len(triples)}, {with_neg} with a hard negative; research licence)")
     if not finance and not general:
         raise CallbotError("No training pairs: give --pairs files or add approved FAQ extension questions.")
     parent = json.loads((src / "callbot_encoder.json").read_text())

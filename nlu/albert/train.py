@@ -169,8 +169,10 @@ def distill(src: Path, out: Path, sentences: list[str], teacher: np.ndarray, cfg
                                                       "sentences": len(sentences)})
 
 
-def _pair_batches(finance: list[tuple[str, str]], general: list[tuple[str, str]], cfg: TrainConfig,
-                  total: int) -> Iterator[list[tuple[str, str]]]:
+Triple = tuple[str, str, str | None]  # anchor, paraphrase, hard negative (or None)
+
+
+def _pair_batches(finance: list[Triple], general: list[Triple], cfg: TrainConfig, total: int) -> Iterator[list[Triple]]:
     rng = random.Random(cfg.seed)
     n_fin = round(cfg.batch_size * cfg.finance_ratio) if finance and general else (cfg.batch_size if finance else 0)
     n_gen = cfg.batch_size - n_fin
@@ -180,16 +182,17 @@ def _pair_batches(finance: list[tuple[str, str]], general: list[tuple[str, str]]
         # No sentence twice in a batch: a duplicate would be a false in-batch negative.
         seen: set[str] = set()
         clean = []
-        for a, b in batch:
+        for a, b, neg in batch:
             if a not in seen and b not in seen and a != b:
                 seen.update((a, b))
-                clean.append((a, b))
+                clean.append((a, b, neg if neg not in (a, b) else None))
         yield clean
 
 
-def train_pairs(src: Path, out: Path, finance: list[tuple[str, str]], general: list[tuple[str, str]], cfg: TrainConfig,
+def train_pairs(src: Path, out: Path, finance: list[Triple], general: list[Triple], cfg: TrainConfig,
                 data: list[str]) -> Path:
-    """GenF + SimF (AM-softmax) on paraphrase pairs, each pair used in both directions."""
+    """GenF + SimF (AM-softmax) on paraphrase pairs, each pair used in both directions; a pair's hard
+    negative (when it has one) is an extra column every row must score below its partner."""
     pairs_total = len(finance) + len(general)
     total = max(1, int(pairs_total * cfg.epochs / cfg.batch_size))
     run = _Run(src, out, cfg, total, "pairs")
@@ -200,7 +203,7 @@ def train_pairs(src: Path, out: Path, finance: list[tuple[str, str]], general: l
         next(batches)  # resuming: same sampling sequence, skip what was trained
     with tqdm(total=total, initial=run.step, desc="training GenF+SimF", unit="step") as bar:
         for batch in batches:
-            texts = [t for pair in batch for t in pair]
+            texts = [t for a, b, _ in batch for t in (a, b)]
             ids = tok(texts, add_special_tokens=False, truncation=True, max_length=cfg.max_length)["input_ids"]
             a_ids, b_ids = ids[0::2], ids[1::2]
             seqs = list(zip(a_ids, b_ids, strict=True)) + list(zip(b_ids, a_ids, strict=True))
@@ -210,11 +213,14 @@ def train_pairs(src: Path, out: Path, finance: list[tuple[str, str]], general: l
             cls = hidden[:, 0]
             n = len(batch)
             positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
-            sim = am_softmax_loss(cls, positive, cfg.scale, cfg.margin)
+            hard = [neg for _, _, neg in batch if neg]
+            negatives = cls_vectors(run.model.albert, tok, hard, cfg.max_length) if hard else None
+            sim = am_softmax_loss(cls, positive, cfg.scale, cfg.margin, negatives)
             gen = generation_loss_from_hidden(run.model.predictions, hidden, ub.input_ids, ub.target_mask)
             loss = sim + cfg.gen_weight * gen
             run.update(loss, {"simF": sim.item(), "genF": gen.item()})
             bar.update(1)
             bar.set_postfix(sim=f"{sim.item():.3f}", gen=f"{gen.item():.3f}")
     return run.finish(out.name, data, {"train_seconds": round(time.monotonic() - started, 1),
-                                       "pairs": {"finance": len(finance), "general": len(general)}})
+                                       "pairs": {"finance": len(finance), "general": len(general)},
+                                       "hard_negatives": sum(1 for t in finance + general if t[2])})

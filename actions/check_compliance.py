@@ -1,0 +1,65 @@
+"""``action_check_compliance``: the one place bot text leaves the action server.
+
+Runs after every content action. Each pending message passes the compliance guard (the knowledge
+base's rule lexicon); a ``block`` match is never sent — the caller gets ``utter_compliance_safe`` and
+the conversation records the rule ids. What is sent is written to the transcript.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.compliance import ComplianceGuard
+from actions.records import ConversationRecorder
+from actions.replies import PENDING_REPLIES, render
+from actions.script_engine import Say
+from callbot.context import get_store
+
+log = logging.getLogger(__name__)
+SAFE_FALLBACK = "抱歉，这个问题请以本公司官方公告为准。"  # only if the domain lost utter_compliance_safe
+_guard: ComplianceGuard | None = None
+
+
+def guard() -> ComplianceGuard:
+    global _guard
+    if _guard is None:
+        _guard = ComplianceGuard(get_store())
+    return _guard
+
+
+def channel_of(tracker: Tracker) -> str:
+    return "outbound" if tracker.get_slot("call_mode") in ("outbound", "ended") else "chat"
+
+
+class ActionCheckCompliance(Action):
+    def name(self) -> str:
+        return "action_check_compliance"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[dict[str, Any]]:
+        pending = tracker.get_slot(PENDING_REPLIES) or []
+        if not pending:
+            return []
+        recorder = ConversationRecorder(tracker.sender_id, channel_of(tracker), tracker.get_slot("scenario"))
+        for message in pending:
+            if "custom" in message:  # channel instructions (hand-over), not words anyone hears
+                dispatcher.utter_message(json_message=message["custom"])
+                continue
+            text = str(message.get("text") or "")
+            blocked = guard().blocks(text)
+            if blocked:
+                rules = [v.rule_id for v in blocked]
+                log.warning("compliance guard blocked a bot message",
+                            extra={"fields": {"rules": rules, "matched": [v.matched for v in blocked]}})
+                recorder.note_compliance(text, rules)
+                text = render(Say(response="utter_compliance_safe"), domain, {}) or SAFE_FALLBACK
+            if message.get("buttons"):
+                dispatcher.utter_message(text=text, buttons=message["buttons"])
+            else:
+                dispatcher.utter_message(text=text)
+            recorder.bot(text)
+        return [SlotSet(PENDING_REPLIES, None)]
