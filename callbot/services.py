@@ -100,7 +100,10 @@ class Supervisor:
         check_ports(self.settings, services)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # Rasa's endpoints come from the settings, so a changed action-server port needs no file edits.
-        (self.run_dir / "endpoints.yml").write_text(f'action_endpoint:\n  url: "{self.settings.url("actions")}/webhook"\n')
+        # Conversations are kept in an SQL tracker store: a restart or a dead action server loses no turn.
+        (self.run_dir / "endpoints.yml").write_text(
+            f'action_endpoint:\n  url: "{self.settings.url("actions")}/webhook"\n'
+            f'tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: "{self.settings.home / "rasa-tracker.db"}"\n')
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env_base = {**os.environ, "PYTHONUNBUFFERED": "1"}
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -120,3 +121,9 @@ def test_dead_action_server_still_gets_a_safe_reply(product: dict[str, Any]) -> 
     time.sleep(1.0)
     status, reply = http("POST", product["rasa"] + "/webhooks/rest/webhook", {"sender": "u4", "message": "怎么开户"})
     assert status == 200 and reply and "转接人工" in reply[0]["text"]
+    # Nothing is lost: the turn is in Rasa's SQL tracker store on disk, not only in its memory.
+    import sqlite3
+
+    with sqlite3.connect(product["home"] / "rasa-tracker.db") as db:
+        rows = db.execute("SELECT data FROM events WHERE sender_id = 'u4' AND type_name = 'user'").fetchall()
+    assert any("怎么开户" in json.loads(data)["text"] for (data,) in rows)
