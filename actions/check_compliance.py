@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import SlotSet
+from rasa_sdk.events import FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.compliance import ComplianceGuard
@@ -43,7 +43,7 @@ class ActionCheckCompliance(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[dict[str, Any]]:
         pending = tracker.get_slot(PENDING_REPLIES) or []
         if not pending:
-            return []
+            return [FollowupAction("action_record_outcome")]
         recorder = ConversationRecorder(tracker.sender_id, channel_of(tracker), tracker.get_slot("scenario"))
         for message in pending:
             if "custom" in message:  # channel instructions (hand-over), not words anyone hears
@@ -62,4 +62,4 @@ class ActionCheckCompliance(Action):
             else:
                 dispatcher.utter_message(text=text)
             recorder.bot(text)
-        return [SlotSet(PENDING_REPLIES, None)]
+        return [SlotSet(PENDING_REPLIES, None), FollowupAction("action_record_outcome")]

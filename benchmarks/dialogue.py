@@ -5,6 +5,10 @@ How the shares are measured: the same texts are also sent to `/nlu/parse` (NLU a
 `/model/parse` (Rasa's pipeline, which includes the HTTP call to the NLU service); the actions'
 share is what the full REST turn costs beyond `/model/parse` plus Rasa's policy prediction, which is
 small for rules — so the "actions" column is an upper bound that includes policy prediction.
+Each action's own time comes from Rasa's trackers: an ActionExecuted event is stamped when the action
+returned, so its time is the gap to the event before it (the action-server round trip plus the policy
+prediction, or none for a follow-up action). Rasa stamps the `user_featurization` marker after the
+turn's first action ran, so it is not a boundary.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ def run(console: Console, messages: int = 200) -> dict:
         subprocess.run([callbot, *step], cwd=ROOT, env=env, check=True, capture_output=True, timeout=900)
     web, rasa = f"http://127.0.0.1:{ports['web']}", f"http://127.0.0.1:{ports['rasa']}"
     rest, parse_rasa, parse_nlu = [], [], []
+    senders: set[str] = set()
+    per_action: dict[str, list[float]] = {}
     try:
         with httpx.Client(timeout=30) as c:
             texts = []
@@ -57,7 +63,9 @@ def run(console: Console, messages: int = 200) -> dict:
                     "variables": {"stock_name": "华安科技", "stock_code": "688001", "allotted_shares": 500, "amount": "1.00", "pay_deadline": "明天"}}})
                 for text in CALL + CHAT[i % len(CHAT) : i % len(CHAT) + 2]:
                     t = time.perf_counter()
-                    c.post(f"{rasa}/webhooks/rest/webhook", json={"sender": sender if text in CALL else f"bench-chat-{i}", "message": text})
+                    who = sender if text in CALL else f"bench-chat-{i}"
+                    senders.add(who)
+                    c.post(f"{rasa}/webhooks/rest/webhook", json={"sender": who, "message": text})
                     rest.append((time.perf_counter() - t) * 1000)
                     texts.append(text)
                 i += 1
@@ -68,19 +76,41 @@ def run(console: Console, messages: int = 200) -> dict:
                 t = time.perf_counter()
                 c.post(f"{web}/nlu/parse", json={"text": text})
                 parse_nlu.append((time.perf_counter() - t) * 1000)
+            for who in sorted(senders):
+                for name, ms in action_times(c.get(f"{rasa}/conversations/{who}/tracker").json()):
+                    per_action.setdefault(name, []).append(ms)
     finally:
         subprocess.run([callbot, "down"], cwd=ROOT, env=env, capture_output=True, timeout=120)
     rest = rest[:messages]
     total, nlu, pipeline = statistics.median(rest), statistics.median(parse_nlu), statistics.median(parse_rasa)
     shares = {"nlu": round(nlu / total, 3), "rasa_pipeline": round(max(0.0, pipeline - nlu) / total, 3),
               "actions_and_policies": round(max(0.0, total - pipeline) / total, 3)}
+    actions = {name: percentiles(v) for name, v in sorted(per_action.items())}
     result = {"rest_turn": percentiles(rest), "nlu_parse": percentiles(parse_nlu), "rasa_model_parse": percentiles(parse_rasa),
-              "share_of_median": shares}
+              "share_of_median": shares, "actions": actions}
     table = Table("measure", "p50 ms", "p95 ms", "share of the median turn")
     table.add_row("REST message → reply", f"{result['rest_turn']['p50']:.1f}", f"{result['rest_turn']['p95']:.1f}", "1.00")
     table.add_row("NLU service (/nlu/parse)", f"{result['nlu_parse']['p50']:.1f}", f"{result['nlu_parse']['p95']:.1f}", f"{shares['nlu']:.2f}")
     table.add_row("Rasa pipeline beyond NLU (/model/parse − NLU)", "", "", f"{shares['rasa_pipeline']:.2f}")
     table.add_row("actions + policies (turn − /model/parse)", "", "", f"{shares['actions_and_policies']:.2f}")
     console.print(table)
+    per = Table("action (time to return, from Rasa's tracker)", "runs", "p50 ms", "p95 ms")
+    for name, pct in actions.items():
+        per.add_row(name, str(len(per_action[name])), f"{pct['p50']:.1f}", f"{pct['p95']:.1f}")
+    console.print(per)
     save("dialogue", result)
     return result
+
+
+def action_times(tracker: dict) -> list[tuple[str, float]]:
+    """(action name, ms) for each custom action in a tracker: the gap from the previous event to its ActionExecuted."""
+    out, previous = [], None
+    for event in tracker.get("events", []):
+        if event.get("event") == "user_featurization":
+            continue
+        ts = event.get("timestamp")
+        if event.get("event") == "action" and previous is not None and str(event.get("name", "")).startswith("action_") \
+                and event["name"] not in ("action_listen", "action_session_start"):
+            out.append((event["name"], (ts - previous) * 1000))
+        previous = ts
+    return out

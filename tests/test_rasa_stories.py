@@ -59,3 +59,27 @@ def test_every_demo_scenario_end_to_end_through_the_nlu_service(dialogue_product
     status, nlu = http("GET", dialogue_product["web"] + "/nlu/status")
     said = sum(1 for story in yaml.safe_load(stories.read_text(encoding="utf-8"))["stories"] for step in story["steps"] if "user" in step)
     assert status == 200 and nlu["parses"] >= parses_before + said > parses_before
+
+
+@pytest.mark.rasa
+def test_compiled_action_validation_still_rejects_a_malformed_action_response() -> None:
+    script = """
+from jsonschema import ValidationError
+from rasa.core.actions.action import RemoteAction
+from rasa.utils.endpoints import EndpointConfig
+from bot import action_validation
+
+action_validation.install()
+action = RemoteAction("action_check_compliance", EndpointConfig("http://127.0.0.1:1/webhook"))
+assert action._validate_action_result({"events": [{"event": "slot", "name": "a", "value": 1}], "responses": [{"text": "hi"}]})
+for bad in ({"events": "not a list"}, {"events": [{"no_event_key": 1}]}, {"responses": [1]}):
+    try:
+        action._validate_action_result(bad)
+    except ValidationError as e:
+        assert "Failed to validate Action server response" in e.message
+    else:
+        raise SystemExit(f"accepted {bad}")
+print("ok")
+"""
+    result = subprocess.run([str(ROOT / ".venv-rasa" / "bin" / "python"), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr

@@ -16,6 +16,10 @@ from rasa.core.channels.rest import RestInput
 from sanic import Blueprint
 from sanic.request import Request
 
+from bot import action_validation
+
+action_validation.install()  # this module is loaded when Rasa's server starts: see bot/action_validation.py
+
 # Rasa's process cannot read the knowledge base; this one line is the last-resort reply.
 SAFE_REPLY = "抱歉，系统暂时无法处理您的请求，需要为您转接人工客服吗？"
 
