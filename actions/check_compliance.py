@@ -45,6 +45,7 @@ class ActionCheckCompliance(Action):
         if not pending:
             return [FollowupAction("action_record_outcome")]
         recorder = ConversationRecorder(tracker.sender_id, channel_of(tracker), tracker.get_slot("scenario"))
+        sent: list[str] = []
         for message in pending:
             if "custom" in message:  # channel instructions (hand-over), not words anyone hears
                 dispatcher.utter_message(json_message=message["custom"])
@@ -61,5 +62,7 @@ class ActionCheckCompliance(Action):
                 dispatcher.utter_message(text=text, buttons=message["buttons"])
             else:
                 dispatcher.utter_message(text=text)
-            recorder.bot(text)
+            sent.append(text)
+        if sent:
+            recorder.bot(*sent)
         return [SlotSet(PENDING_REPLIES, None), FollowupAction("action_record_outcome")]

@@ -26,9 +26,15 @@ class ConversationRecorder:
             self.conversation_id = conv.id
 
     def _add_turn(self, speaker: str, text: str, **fields: Any) -> None:
+        self._add_turns([(speaker, text, fields)])
+
+    def _add_turns(self, turns: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """One transaction for all of a turn's lines (each commit is a disk sync on SQLite)."""
         with self.store.session("actions") as s:
-            seq = (s.scalar(select(func.max(ConversationTurn.seq)).where(ConversationTurn.conversation_id == self.conversation_id)) or 0) + 1
-            s.add(ConversationTurn(conversation_id=self.conversation_id, seq=seq, speaker=speaker, text=text, **fields))
+            seq = s.scalar(select(func.max(ConversationTurn.seq)).where(ConversationTurn.conversation_id == self.conversation_id)) or 0
+            for speaker, text, fields in turns:
+                seq += 1
+                s.add(ConversationTurn(conversation_id=self.conversation_id, seq=seq, speaker=speaker, text=text, **fields))
 
     def user(self, text: str, parse: dict[str, Any]) -> None:
         nlu = parse.get("callbot_nlu") or {}
@@ -38,8 +44,8 @@ class ConversationRecorder:
                        score=matched.get("score") or (parse.get("intent") or {}).get("confidence"),
                        matched_question=matched.get("question"), ranking=(nlu.get("ranking") or [])[:5])
 
-    def bot(self, text: str) -> None:
-        self._add_turn("bot", text)
+    def bot(self, *texts: str) -> None:
+        self._add_turns([("bot", text, {}) for text in texts])
 
     def note_compliance(self, text: str, rules: list[str]) -> None:
         with self.store.session("actions") as s:
