@@ -45,14 +45,14 @@ def service_specs(settings: Settings) -> list[Service]:
     py = sys.executable
     rasa = settings.rasa_venv / "bin" / "rasa"
     return [
-        Service("web", "web", [py, "-m", "callbot.webapp"], "/health", 60),
+        Service("web", "web", [py, "-m", "callbot.webapp"], "/health", settings.service_start_timeout_s),
         Service("actions", "actions", [py, "-m", "rasa_sdk", "--actions", "actions", "--port", str(settings.ports.actions)],
-                "/health", 60),
+                "/health", settings.service_start_timeout_s),
         Service("rasa", "rasa",
                 [str(rasa), "run", "--enable-api", "--cors", "*", "--port", str(settings.ports.rasa),
                  "--model", str(settings.bot_dir / "models"), "--endpoints", str(settings.home / "run" / "endpoints.yml"),
                  "--credentials", str(settings.bot_dir / "credentials.yml")],
-                "/", 240, env={"RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3",
+                "/", max(240.0, settings.service_start_timeout_s), env={"RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3",
                                "CALLBOT_NLU_URL": settings.url("web"), "CALLBOT_NLU_TIMEOUT": str(settings.nlu.timeout_s)}),
     ]
 

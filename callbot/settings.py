@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "callbot")
     database_url: str = ""  # empty = SQLite file in `home`
     sqlite_busy_timeout_s: float = 5.0
+    # How long `callbot up` waits for each service: the web app's first start encodes the whole KB.
+    service_start_timeout_s: float = 300.0
     host: str = "127.0.0.1"
     ports: Ports = Ports()
     nlu: NluSettings = NluSettings()

@@ -22,8 +22,9 @@ def create_app() -> Sanic:
     app.config.REQUEST_MAX_SIZE = 60 * 1024 * 1024
     app.blueprint(kb_api.bp)
     app.blueprint(nlu_api.bp)
-    from callbot import pages
+    from callbot import conversations_api, pages
 
+    app.blueprint(conversations_api.bp)
     app.blueprint(pages.bp)
 
     @app.get("/health")

@@ -123,6 +123,11 @@ class MatchResult:
         }
 
 
+def cache_key(encoder: Encoder) -> str:
+    """Vectors are only valid for the exact weights: the key carries the checkpoint's fingerprint."""
+    return getattr(encoder, "cache_id", None) or encoder.name
+
+
 class Matcher:
     """Keeps FAISS indexes in step with the knowledge base; thread-safe refresh, lock-free reads."""
 
@@ -174,7 +179,7 @@ class Matcher:
                     scopes[f"{FAQ_SCENARIO}@{scenario}"] = scopes[FAQ_SCENARIO]
             by_encoder: dict[str, list[str]] = {}
             for name, es in scopes.items():
-                by_encoder.setdefault(self.encoder_for(name).name, []).extend(e.text for e in es)
+                by_encoder.setdefault(cache_key(self.encoder_for(name)), []).extend(e.text for e in es)
             encoded = 0
             for name, es in scopes.items():
                 enc = self.encoder_for(name)
@@ -205,9 +210,10 @@ class Matcher:
         return self.scope_thresholds.get(scenario or "", self.thresholds)
 
     def _cache(self, encoder: Encoder) -> VectorCache:
-        if encoder.name not in self.caches:
-            self.caches[encoder.name] = VectorCache(self.cache_dir, encoder.name, encoder.dim)
-        return self.caches[encoder.name]
+        key = cache_key(encoder)
+        if key not in self.caches:
+            self.caches[key] = VectorCache(self.cache_dir, key, encoder.dim)
+        return self.caches[key]
 
     @property
     def cache(self) -> VectorCache:

@@ -25,6 +25,7 @@ class VectorCache:
 
     def _load(self) -> None:
         if not self.path.is_file():
+            self._seed_from_siblings()
             return
         try:
             with np.load(self.path, allow_pickle=False) as data:
@@ -38,6 +39,20 @@ class VectorCache:
         except Exception as exc:  # a corrupted cache is rebuilt, never fatal
             log.warning("vector cache %s is unreadable (%s); rebuilding it", self.path, exc)
             self.vectors, self.kb_version = {}, None
+
+    def _seed_from_siblings(self) -> None:
+        """A new database (another CALLBOT_HOME, a test) starts from the vectors another database's cache
+        holds for the same weights: the same text under the same weights has the same vector."""
+        siblings = sorted((p for p in self.path.parent.parent.glob(f"*/{self.path.name}") if p != self.path),
+                          key=lambda p: p.stat().st_mtime, reverse=True)
+        for sibling in siblings[:1]:
+            try:
+                with np.load(sibling, allow_pickle=False) as data:
+                    texts, vecs = [str(t) for t in data["texts"]], data["vectors"]
+                if vecs.shape == (len(texts), self.dim) and vecs.dtype == np.float32:
+                    self.vectors = dict(zip(texts, vecs, strict=True))
+            except Exception as exc:  # only a head start: never fatal
+                log.warning("could not seed vectors from %s (%s)", sibling, exc)
 
     def missing(self, texts: list[str]) -> list[str]:
         return list(dict.fromkeys(t for t in texts if t not in self.vectors))

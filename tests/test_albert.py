@@ -171,14 +171,13 @@ def test_pair_training_then_generation(tiny_albert: tuple[Path, list[str], np.nd
     assert beams and all(isinstance(b, str) for b in beams) and samples
 
 
-def test_expand_command_runs_end_to_end(tiny_albert: tuple[Path, list[str], np.ndarray], e5_model_dir: Path, tmp_path: Path) -> None:
+def test_expand_command_runs_end_to_end(tiny_trained: Path, e5_model_dir: Path, tmp_path: Path) -> None:
     import os
     import shutil
     import subprocess
     import sys
 
     trained = tiny_trained
-    assert trained.is_dir(), "runs after test_pair_training_then_generation"
     cache = tmp_path / "cache"
     (cache / "models").mkdir(parents=True)
     shutil.copytree(trained, cache / "models" / "albert-sim-trained")

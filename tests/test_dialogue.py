@@ -238,3 +238,18 @@ def test_chat_greets_from_the_domain_and_nudges_a_silent_customer(product: dict[
     assert nudge and "还在吗" in nudge[0]
     record = conversation(product, "chat-greet")
     assert [t["speaker"] for t in record["turns"]] == ["user", "bot"] * 3 and record["outcome"] is None
+
+
+def test_staff_see_handed_over_conversations_with_their_transcript(product: dict[str, Any]) -> None:
+    start_call(product, "ipo-queue")
+    say(product, "ipo-queue", "我要找真人")
+    status, listing = http("GET", product["web"] + "/conversations?handed_over=true&scenario=ipo_allotment_notice")
+    assert status == 200 and "ipo-queue" in [c["id"] for c in listing["conversations"]]
+    assert all(c["handed_over"] for c in listing["conversations"])
+    status, record = http("GET", product["web"] + "/conversations/ipo-queue")
+    assert status == 200 and record["outcome"] == "handed_over" and record["scenario"] == "ipo_allotment_notice"
+    user_turns = [t for t in record["turns"] if t["speaker"] == "user"]
+    assert user_turns[0]["text"] == "我要找真人" and user_turns[0]["intent"] == "request_human" and user_turns[0]["score"] > 0.5
+    assert http("GET", product["web"] + "/conversations?outcome=maybe")[0] == 400
+    assert http("GET", product["web"] + "/conversations?limit=0")[0] == 400
+    assert http("GET", product["web"] + "/conversations/no-such-call")[0] == 404

@@ -157,3 +157,27 @@ def test_approximate_index_above_the_configured_size(kb: KnowledgeBase, demo_fil
     assert isinstance(exact._scopes["faq"].index, faiss.IndexFlatIP)
     for text in ("我想开个户怎么弄", "逆回购怎么买", "密码忘了"):
         assert approx.match(text, "faq").top.intent == exact.match(text, "faq").top.intent
+
+
+def test_a_new_database_cache_starts_from_a_sibling_and_new_weights_never_reuse_vectors(
+        matcher: Matcher, e5: SentenceEncoder, kb: KnowledgeBase, tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    from nlu.vector_cache import VectorCache
+
+    root = tmp_path / "vectors"
+    (root / "db-a").mkdir(parents=True)
+    shutil.copy(matcher.cache.path, root / "db-a" / matcher.cache.path.name)
+    fresh = Matcher(kb.store, e5, root / "db-b")  # another database, same weights
+    fresh.refresh(force=True)
+    assert fresh.last_refresh["encoded"] == 0, "seeded from the sibling database's cache"
+    assert (root / "db-b" / matcher.cache.path.name).is_file()
+    # Retraining rewrites model.safetensors under the same name: the cache key changes with it.
+    model_copy = tmp_path / "model"
+    shutil.copytree(e5.path, model_copy)
+    before = SentenceEncoder(model_copy).cache_id
+    weights = model_copy / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert SentenceEncoder(model_copy).cache_id != before
+    assert VectorCache(root / "db-c", SentenceEncoder(model_copy).cache_id, e5.dim).vectors == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,9 @@ class SentenceEncoder:
         self.path = path
         self.meta: dict[str, Any] = json.loads((path / "callbot_encoder.json").read_text())
         self.name: str = self.meta.get("name", path.name)
+        weights = (path / "model.safetensors").stat()
+        # Retraining rewrites the weights under the same name: cached vectors must not outlive them.
+        self.cache_id = f"{self.name}-{hashlib.sha1(f'{weights.st_size}:{weights.st_mtime_ns}'.encode()).hexdigest()[:8]}"
         self.pooling: str = self.meta.get("pooling", "mean")
         self.prefix: str = self.meta.get("prefix", "")
         self.max_length: int = int(self.meta.get("max_length", 128))
