@@ -18,6 +18,8 @@ from actions.script_engine import Say
 from callbot.context import get_store
 from knowledge_base.models import Intent, IntentKind
 
+HUMAN_OFFERED = "human_offered"  # the bot's last line offered a human: "好的" now means "transfer me"
+
 
 def _answer_for(intent_id: int) -> tuple[str, str] | None:
     with get_store().session() as s:
@@ -97,19 +99,19 @@ class ActionAnswerFaq(ChatAction):
                 return [SlotSet("fallback_count", 0)]
         found = matched_faq(turn.parse)
         if found is None:
-            turn.reply.say(Say(response="utter_default"))
-            return []
+            turn.reply.say(Say(response="utter_default"))  # "…需要为您转接人工客服吗？"
+            return [SlotSet(HUMAN_OFFERED, True)]
         answer, standard_question = found
         # Show which question we answered, so a wrong match is obvious to the customer.
         turn.reply.say(Say(text=f"【{standard_question}】\n{answer}"))
-        return [SlotSet("fallback_count", 0)]
+        return [SlotSet("fallback_count", 0), SlotSet(HUMAN_OFFERED, False)]
 
 
 def _hand_over(turn: ChatTurn, reason: str) -> list[dict[str, Any]]:
     turn.reply.say(Say(response="utter_handoff"))
     turn.reply.custom({"handoff": True, "reason": reason})
     turn.reply.finish("handed_over", {"reason": reason}, handed_over=True)
-    return [SlotSet("fallback_count", 0)]
+    return [SlotSet("fallback_count", 0), SlotSet(HUMAN_OFFERED, False)]
 
 
 class ActionChatFallback(ChatAction):
@@ -117,19 +119,21 @@ class ActionChatFallback(ChatAction):
 
     def handle(self, turn: ChatTurn) -> list[dict[str, Any]]:
         previous = int(turn.tracker.get_slot("fallback_count") or 0)
-        if previous >= 2 and turn.intent == "affirm":  # yes to "shall I transfer you?"
-            return _hand_over(turn, "not understood twice")
-        if previous >= 2 and turn.intent == "deny":
+        if turn.tracker.get_slot(HUMAN_OFFERED) and turn.intent in ("affirm", "deny"):
+            # The answer to "shall I transfer you?" (after a complaint, an unanswerable question or two misses).
+            if turn.intent == "affirm":
+                return _hand_over(turn, "accepted the offer of a human")
             turn.reply.say(Say(response="utter_anything_else"))
-            return [SlotSet("fallback_count", 0)]
+            return [SlotSet("fallback_count", 0), SlotSet(HUMAN_OFFERED, False)]
         count = previous + 1
-        if (turn.parse.get("callbot_nlu") or {}).get("error") == "nlu_unavailable":
+        nlu_down = (turn.parse.get("callbot_nlu") or {}).get("error") == "nlu_unavailable"
+        if nlu_down:
             turn.reply.say(Say(response="utter_service_trouble"))
         elif count >= 2:
             turn.reply.say(Say(response="utter_offer_human"))
         else:
             turn.reply.say(Say(response="utter_please_rephrase"))
-        return [SlotSet("fallback_count", count)]
+        return [SlotSet("fallback_count", count), SlotSet(HUMAN_OFFERED, nlu_down or count >= 2)]
 
 
 class ActionHandoff(ChatAction):
@@ -145,8 +149,8 @@ class ActionClassifyComplaint(ChatAction):
     def handle(self, turn: ChatTurn) -> list[dict[str, Any]]:
         labels = classify_complaint(turn.text)
         turn.recorder.set_complaint_labels(labels or ["unclassified"])
-        turn.reply.say(Say(response="utter_complain_ack"))
-        return [SlotSet("complaint_labels", labels)]
+        turn.reply.say(Say(response="utter_complain_ack"))  # acknowledges and offers a human
+        return [SlotSet("complaint_labels", labels), SlotSet(HUMAN_OFFERED, True)]
 
 
 class ActionGoodbye(ChatAction):

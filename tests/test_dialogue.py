@@ -253,3 +253,16 @@ def test_staff_see_handed_over_conversations_with_their_transcript(product: dict
     assert http("GET", product["web"] + "/conversations?outcome=maybe")[0] == 400
     assert http("GET", product["web"] + "/conversations?limit=0")[0] == 400
     assert http("GET", product["web"] + "/conversations/no-such-call")[0] == 404
+
+
+def test_chat_complaint_offers_a_human_and_yes_means_transfer(product: dict[str, Any]) -> None:
+    ack = texts(say(product, "chat-complaint", "你们服务太差劲了，我要投诉"))
+    assert ack and "人工" in ack[0]
+    reply = say(product, "chat-complaint", "好的")
+    assert any(m.get("custom", {}).get("handoff") for m in reply), reply
+    record = conversation(product, "chat-complaint")
+    assert record["outcome"] == "handed_over" and record["complaint_labels"]
+    # Saying no to the offer keeps the chat going instead.
+    say(product, "chat-complaint-2", "你们服务太差劲了，我要投诉")
+    assert "还有什么可以帮您" in texts(say(product, "chat-complaint-2", "不用了"))[0]
+    assert conversation(product, "chat-complaint-2")["outcome"] is None
