@@ -31,6 +31,9 @@ class NluSettings(BaseModel):
     top_k: int = 5
     timeout_s: float = 3.0  # Rasa-side client timeout
     use_scenario_models: bool = True  # use albert-sim-ft-<scenario> models from `callbot model finetune`
+    # FAISS's OpenMP pool and torch's spin against each other when a parse alternates encode and search:
+    # one search thread halves /nlu/parse at 10k questions (benchmarks/parse.py measures both).
+    search_threads: int = 1
 
 
 class Settings(BaseSettings):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
@@ -11,6 +12,9 @@ from knowledge_base.errors import CallbotError
 from nlu.service import get_matcher
 
 bp = Blueprint("nlu", url_prefix="/nlu")
+# One thread does all encoding: libgomp gives every calling thread its own OpenMP team, so a rotating
+# default executor multiplies torch's spinning worker threads (and two parses would fight for 2 cores anyway).
+ENCODING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlu-encode")
 MAX_BODY_TEXT = 10_000
 _served = {"parses": 0}  # since this process started; shown by /nlu/status
 
@@ -38,7 +42,7 @@ async def parse(request: Request) -> HTTPResponse:
         text = text[:MAX_BODY_TEXT]
     matcher = get_matcher()
     # Encoding is CPU work: keep the event loop free for other requests.
-    result = await asyncio.get_running_loop().run_in_executor(None, matcher.match, text, scenario, k)
+    result = await asyncio.get_running_loop().run_in_executor(ENCODING, matcher.match, text, scenario, k)
     _served["parses"] += 1
     return json(result.as_dict())
 

@@ -133,7 +133,10 @@ class Matcher:
 
     def __init__(self, store: Store, encoder: Encoder, cache_dir: Path, thresholds: Thresholds | None = None,
                  exact_index_limit: int = 50_000, refresh_interval_s: float = 0.5,
-                 scope_encoders: dict[str, Encoder] | None = None):
+                 scope_encoders: dict[str, Encoder] | None = None, search_threads: int | None = 1):
+        # OpenMP's thread count is per calling thread: it is set again in match(), which may run on an
+        # executor thread (see NluSettings.search_threads for why one thread).
+        self.search_threads = search_threads
         self.store = store
         self.encoder = encoder
         self.thresholds = thresholds or Thresholds()
@@ -254,6 +257,8 @@ class Matcher:
 
     def match(self, text: str, scenario: str | None = None, k: int = 5) -> MatchResult:
         started = time.perf_counter()
+        if self.search_threads:
+            faiss.omp_set_num_threads(self.search_threads)
         self.refresh()
         clean = normalise(text)
         scope_names = self._scope_names(scenario)

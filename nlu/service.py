@@ -36,7 +36,8 @@ def get_matcher(model: str | None = None) -> Matcher:
             scenario = ft.parent.name.removeprefix("albert-sim-ft-")
             scope_encoders[scenario] = SentenceEncoder(ft.parent)
     matcher = Matcher(get_store(), encoder, vector_dir(settings.db_url), Thresholds.for_model(Path(path)),
-                      exact_index_limit=settings.nlu.exact_index_limit, scope_encoders=scope_encoders)
+                      exact_index_limit=settings.nlu.exact_index_limit, scope_encoders=scope_encoders,
+                      search_threads=settings.nlu.search_threads)
     matcher.refresh(force=True)
     return matcher
 

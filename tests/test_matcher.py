@@ -181,3 +181,18 @@ def test_a_new_database_cache_starts_from_a_sibling_and_new_weights_never_reuse_
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     assert SentenceEncoder(model_copy).cache_id != before
     assert VectorCache(root / "db-c", SentenceEncoder(model_copy).cache_id, e5.dim).vectors == {}
+
+
+def test_search_thread_count_reaches_the_thread_that_searches(matcher: Matcher) -> None:
+    """OpenMP thread counts are per calling thread; the web app searches on an executor thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import faiss
+
+    def match_then_count() -> int:
+        faiss.omp_set_num_threads(2)  # what a fresh thread would inherit on this 2-core machine
+        matcher.match("我想开个户怎么弄", "ipo_allotment_notice")
+        return faiss.omp_get_max_threads()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(match_then_count).result() == matcher.search_threads == 1
