@@ -38,6 +38,32 @@ def run(console: Console) -> dict:
     faq = kb.intents("faq")
     existing = {q["text"] for it in faq for q in kb.intent(it["id"])["extension_questions"]} | {it["standard_question"] for it in faq}
     sources = [it["standard_question"] for it in sample(faq, SOURCES, seed=2)]
+    configured = generator.copy_bias
+    runs = {bias: _measure(generator, bias, sources, teacher, threshold, existing) for bias in sorted({0.0, 1.0, 2.0, configured})}
+    generator.copy_bias = configured
+    best_bias = max(runs, key=lambda b: runs[b]["paraphrase_share"])
+    result = {"model": generator.name, "sources": len(sources), "teacher_threshold": threshold, "threshold_from": how,
+              "configured_copy_bias": configured, "by_copy_bias": runs, **runs[configured]}
+    table = Table("copy bias", "candidates", "teacher-judged paraphrases", "new to the KB", "vs no bias")
+    base = runs[0.0]["paraphrase_share"]
+    for bias, r in runs.items():
+        ratio = f"{r['paraphrase_share'] / base:.2f}×" if base else "-"
+        table.add_row(f"{bias:g}" + (" (configured)" if bias == configured else ""), str(r["candidates"]),
+                      f"{r['paraphrase_share']:.1%}", f"{r['new_to_kb_share']:.1%}", ratio)
+    console.print(f"{generator.name}: top-{TOP} beam candidates for {len(sources)} FAQ standard questions; "
+                  f"teacher threshold {threshold:.4f} ({how})")
+    console.print(table)
+    examples = Table("source", f"generated (copy bias {best_bias:g})", "teacher cosine")
+    for src, cand, v in runs[best_bias]["examples"]:
+        examples.add_row(src, cand, f"{v:.4f}")
+    console.print(examples)
+    save("expansion", result)
+    return result
+
+
+def _measure(generator, bias: float, sources: list[str], teacher: SentenceEncoder, threshold: float,  # type: ignore[no-untyped-def]
+             existing: set[str]) -> dict:
+    generator.copy_bias = bias
     total = paraphrase = new = 0
     examples = []
     for src in sources:
@@ -51,16 +77,6 @@ def run(console: Console) -> dict:
         new += sum(c not in existing for c in cands)
         if len(examples) < 10:
             best = int(np.argmax(sims))
-            examples.append((src, cands[best], float(sims[best])))
-    result = {"model": generator.name, "sources": len(sources), "candidates": total, "teacher_threshold": threshold,
-              "threshold_from": how, "paraphrase_share": round(paraphrase / max(1, total), 4),
-              "new_to_kb_share": round(new / max(1, total), 4), "examples": examples}
-    console.print(f"{generator.name}: {total} candidates from {len(sources)} FAQ standard questions; "
-                  f"teacher-judged paraphrases {result['paraphrase_share']:.1%} (threshold {threshold:.4f}, {how}); "
-                  f"new to the KB {result['new_to_kb_share']:.1%}")
-    table = Table("source", "generated", "teacher cosine")
-    for s, c, v in examples:
-        table.add_row(s, c, f"{v:.4f}")
-    console.print(table)
-    save("expansion", result)
-    return result
+            examples.append((src, cands[best], round(float(sims[best]), 4)))
+    return {"candidates": total, "paraphrase_share": round(paraphrase / max(1, total), 4),
+            "new_to_kb_share": round(new / max(1, total), 4), "examples": examples}

@@ -34,6 +34,8 @@ class NluSettings(BaseModel):
     # FAISS's OpenMP pool and torch's spin against each other when a parse alternates encode and search:
     # one search thread halves /nlu/parse at 10k questions (benchmarks/parse.py measures both).
     search_threads: int = 1
+    generator: str = "auto"  # model for `nlu expand`: auto = the most recently pair-trained ALBERT-sim
+    copy_bias: float = 0.0  # logit bonus for the source's own tokens when generating paraphrases
 
 
 class Settings(BaseSettings):

@@ -34,7 +34,7 @@ class Candidate:
 class Generator:
     """Beam search and sampling over segment 2 of ``[CLS] source [SEP] …``."""
 
-    def __init__(self, model_dir: Path, threads: int = 2):
+    def __init__(self, model_dir: Path, threads: int = 2, copy_bias: float = 0.0):
         meta = json.loads((model_dir / "callbot_encoder.json").read_text()) if (model_dir / "callbot_encoder.json").is_file() else {}
         if meta.get("kind") != "albert-sim" or meta.get("stage") != "pairs":
             raise ExpanderUnavailable(
@@ -50,6 +50,9 @@ class Generator:
         self.tok = AutoTokenizer.from_pretrained(model_dir)
         self.name = meta.get("name", model_dir.name)
         self.repetition_penalty = 1.5
+        # Added to the logits of the source's own tokens: a paraphrase mostly reuses the source's words,
+        # and a small generator otherwise drifts into its training corpora's vocabulary.
+        self.copy_bias = copy_bias
 
     def _next_logprobs(self, src: list[int], prefixes: list[list[int]]) -> torch.Tensor:
         cls, sep, pad = self.tok.cls_token_id, self.tok.sep_token_id, self.tok.pad_token_id
@@ -67,6 +70,8 @@ class Generator:
         with torch.inference_mode():
             logits = self.model(input_ids=ids, token_type_ids=types, attention_mask=unilm_mask(types, valid)).logits
         out = logits[torch.arange(len(rows)), torch.tensor(last)]
+        if self.copy_bias:
+            out[:, sorted(set(src))] += self.copy_bias
         out[:, [cls, pad, self.tok.unk_token_id, self.tok.mask_token_id]] = float("-inf")
         logp = torch.log_softmax(out, dim=-1)
         for i, prefix in enumerate(prefixes):

@@ -44,17 +44,25 @@ def get_matcher(model: str | None = None) -> Matcher:
 
 @lru_cache(maxsize=1)
 def get_generator():  # type: ignore[no-untyped-def]
-    """The generation head of the best trained ALBERT-sim (expansion needs GenF training)."""
+    """The generation head of a pair-trained ALBERT-sim (expansion needs GenF training): the one named by
+    ``nlu.generator``, or with ``auto`` the most recently trained."""
+    import json
+
     from nlu.expansion import ExpanderUnavailable, Generator
 
-    models_dir = get_settings().models_dir
-    candidates = sorted(p.parent for p in models_dir.glob("albert-sim-trained*/callbot_encoder.json"))
-    if not candidates:
+    settings = get_settings()
+    models_dir = settings.models_dir
+    if settings.nlu.generator != "auto":
+        return Generator(resolve_model(models_dir, settings.nlu.generator), copy_bias=settings.nlu.copy_bias)
+    trained = [p.parent for p in models_dir.glob("albert-sim-*/callbot_encoder.json")
+               if json.loads(p.read_text()).get("stage") == "pairs" and (p.parent / "model.safetensors").is_file()]
+    if not trained:
         raise ExpanderUnavailable(
             f"No trained ALBERT-sim in {models_dir}; run `callbot model distill` then `callbot model train --pairs …` "
             "to enable paraphrase generation."
         )
-    return Generator(candidates[-1])
+    newest = max(trained, key=lambda d: (d / "model.safetensors").stat().st_mtime)
+    return Generator(newest, copy_bias=settings.nlu.copy_bias)
 
 
 def expand(text: str, n: int = 20, method: str = "beam", scenario: str | None = None, intent: str | None = None):  # type: ignore[no-untyped-def]
