@@ -299,3 +299,26 @@ def test_expand_endpoint_stores_pending_generated_questions(tiny_trained: Path, 
     finally:
         os.killpg(web.pid, signal.SIGTERM)
         web.wait(timeout=30)
+
+
+def test_teacher_vectors_reuse_sentences_of_earlier_sets(tmp_path: Path) -> None:
+    from nlu.albert.train import teacher_vectors
+
+    class CountingTeacher:
+        name, dim = "fake-teacher", 3
+
+        def __init__(self) -> None:
+            self.encoded: list[str] = []
+
+        def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+            self.encoded += texts
+            return np.array([[len(t), ord(t[0]), 1.0] for t in texts], dtype=np.float32)
+
+    teacher = CountingTeacher()
+    first = teacher_vectors(teacher, ["甲乙", "丙", "丁戊己"], tmp_path)
+    assert teacher.encoded == ["甲乙", "丙", "丁戊己"]
+    subset = teacher_vectors(teacher, ["丁戊己", "新句子", "甲乙"], tmp_path)
+    assert teacher.encoded[3:] == ["新句子"], "only the sentence no earlier set had is encoded"
+    assert np.array_equal(subset[[0, 2]], first[[2, 0]]) and subset[1, 0] == 3
+    again = teacher_vectors(teacher, ["丁戊己", "新句子", "甲乙"], tmp_path)
+    assert len(teacher.encoded) == 4 and np.array_equal(again, subset)

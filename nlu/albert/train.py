@@ -52,16 +52,47 @@ class TrainConfig:
 
 
 def teacher_vectors(encoder, sentences: list[str], cache_dir: Path) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """e5 vectors for ``sentences``, cached on disk by content hash (teacher encoding is the slow part)."""
+    """e5 vectors for ``sentences``, cached on disk by content hash (teacher encoding is the slow part).
+
+    Each cache file has a ``.sentences.json`` beside it naming its teacher and sentences; a new sentence
+    set takes the vectors of sentences an earlier set already encoded and encodes only the rest (the
+    licence-clean distillation set is a subset of the research one).
+    """
     key = hashlib.sha1(("\n".join(sentences) + encoder.name).encode()).hexdigest()[:16]
     path = cache_dir / f"teacher-{key}.npy"
+    listing = cache_dir / f"teacher-{key}.sentences.json"
     if path.is_file():
         vecs = np.load(path)
         if vecs.shape == (len(sentences), encoder.dim):
+            if not listing.is_file():  # written by an older version: let later sets reuse it
+                listing.write_text(json.dumps({"teacher": encoder.name, "sentences": sentences}, ensure_ascii=False), encoding="utf-8")
             return vecs
-    vecs = encoder.encode(sentences, batch_size=128, progress=True)
+    vecs = np.zeros((len(sentences), encoder.dim), dtype=np.float32)
+    todo = dict.fromkeys(range(len(sentences)))
+    where = {t: i for i, t in enumerate(sentences)}
+    for other in sorted(cache_dir.glob("teacher-*.sentences.json")) if cache_dir.is_dir() else []:
+        if not todo:
+            break
+        try:
+            info = json.loads(other.read_text(encoding="utf-8"))
+            their = np.load(other.with_name(other.name.removesuffix(".sentences.json") + ".npy"), mmap_mode="r")
+        except (OSError, ValueError):
+            continue  # a damaged cache entry only costs re-encoding
+        cached = info.get("sentences", [])
+        if info.get("teacher") != encoder.name or their.shape != (len(cached), encoder.dim):
+            continue
+        for j, t in enumerate(cached):
+            i = where.get(t)
+            if i is not None and i in todo:
+                vecs[i] = their[j]
+                del todo[i]
+    if todo:
+        missing = list(todo)
+        vecs[missing] = encoder.encode([sentences[i] for i in missing], batch_size=128, progress=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.save(path, vecs)
+    listing.write_text(
+        json.dumps({"teacher": encoder.name, "sentences": sentences}, ensure_ascii=False), encoding="utf-8")
     return vecs
 
 
