@@ -66,6 +66,23 @@ def test_hard_negative_triples_pair_positives_with_label_zero_partners() -> None
     assert hard_negative_triples(pairs, use_negatives=False)[0][2] is None
 
 
+def test_relation_loss_sees_neighbour_order_that_vector_cosine_misses() -> None:
+    from nlu.losses.distillation import distillation_loss, relation_loss
+
+    torch.manual_seed(0)
+    common = torch.randn(1, 64) * 3  # e5-like: every vector shares one big direction
+    topics = torch.randn(8, 64)  # rows 2k and 2k+1 are paraphrases (topic k)
+    noise = torch.randn(16, 64) * 0.2
+    teacher = torch.nn.functional.normalize(common + topics.repeat_interleave(2, 0) + noise, dim=-1)
+    # The student pairs each row with a different partner: close vectors, wrong neighbours.
+    partner = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7]).repeat(2)
+    shuffled = torch.nn.functional.normalize(common + topics[partner] + noise, dim=-1)
+    assert float((shuffled * teacher).sum(-1).mean()) > 0.6
+    assert float(relation_loss(teacher, teacher)) == pytest.approx(0.0, abs=1e-5)
+    assert float(relation_loss(shuffled, teacher)) > 0.5
+    plain = distillation_loss(shuffled, teacher)
+    assert float(distillation_loss(shuffled, teacher, relation_weight=1.0)) > float(plain)
+
 def test_episodic_loss_uses_the_best_support_example() -> None:
     support = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     labels = torch.tensor([0, 0, 1])  # intent 0 has two very different examples (忙 / 开车呢)

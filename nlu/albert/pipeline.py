@@ -57,19 +57,24 @@ def teacher_anchor(models_dir: Path, cache_dir: Path, store: Store, corpora: lis
 
 
 def run_distill(models_dir: Path, cache_dir: Path, store: Store, corpora: list[Path], cfg: TrainConfig,
-                max_sentences: int, corpus_sentences: int, shape: AlbertSimShape | None = None) -> Path:
+                max_sentences: int, corpus_sentences: int, shape: AlbertSimShape | None = None,
+                source: Path | None = None, name: str | None = None) -> Path:
+    """Distil e5 into ALBERT-sim: from ``albert-sim-init`` (built on first use), or continue from ``source``."""
     from nlu.encoders.sentence_encoder import SentenceEncoder
 
     e5_dir, _ = ensure_base_model(models_dir)
     teacher = SentenceEncoder(e5_dir)
     sentences, data = distill_sentences(store, corpora, max_sentences, corpus_sentences)
-    init_dir = models_dir / "albert-sim-init"
-    if not (init_dir / "callbot_encoder.json").is_file():
+    init_dir = source or models_dir / "albert-sim-init"
+    if source is None and not (init_dir / "callbot_encoder.json").is_file():
         probe = sample(sentences, 256, seed=7)
         build_initial(e5_dir, init_dir, sentences, probe, teacher.encode(probe), shape)
     vectors = teacher_vectors(teacher, sentences, cache_dir / "teacher")
-    suffix = "-research" if corpora else ""
-    return distill(init_dir, models_dir / f"albert-sim-distilled{suffix}", sentences, vectors, cfg, data)
+    name = name or "albert-sim-distilled" + ("-research" if corpora else "")
+    if source is not None:
+        parent = json.loads((source / "callbot_encoder.json").read_text())
+        data = list(dict.fromkeys([*parent.get("data", []), *data]))
+    return distill(init_dir, models_dir / name, sentences, vectors, cfg, data, name=name)
 
 
 def hard_negative_triples(pairs: list, use_negatives: bool = True) -> list[tuple[str, str, str | None]]:

@@ -48,6 +48,9 @@ class TrainConfig:
     # sentences with cached e5 vectors (0 = off), and that batch's size
     teacher_weight: float = 0.0
     teacher_batch: int = 32
+    # distillation (and the teacher anchor): weight of the in-batch neighbour-ranking term
+    relation_weight: float = 0.0
+    relation_temperature: float = 0.05
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -176,7 +179,7 @@ class _Run:
 
 
 def distill(src: Path, out: Path, sentences: list[str], teacher: np.ndarray, cfg: TrainConfig, data: list[str],
-            progress: Callable[[int, int], None] | None = None) -> Path:
+            progress: Callable[[int, int], None] | None = None, name: str = "albert-sim-distilled") -> Path:
     n_batches = max(1, len(sentences) // cfg.batch_size)
     total = int(n_batches * cfg.epochs)
     run = _Run(src, out, cfg, total, "distill")
@@ -195,12 +198,13 @@ def distill(src: Path, out: Path, sentences: list[str], teacher: np.ndarray, cfg
                     continue  # resuming: skip batches already trained on
                 idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                 student = cls_vectors(run.model.albert, run.tokenizer, [sentences[i] for i in idx], cfg.max_length)
-                loss = distillation_loss(student, torch.from_numpy(teacher[idx]))
+                loss = distillation_loss(student, torch.from_numpy(teacher[idx]),
+                                         relation_weight=cfg.relation_weight, temperature=cfg.relation_temperature)
                 run.update(loss, {})
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
             epoch += 1
-    return run.finish("albert-sim-distilled", data, {"train_seconds": round(time.monotonic() - started, 1),
+    return run.finish(name, data, {"train_seconds": round(time.monotonic() - started, 1),
                                                       "sentences": len(sentences)})
 
 
