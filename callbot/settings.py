@@ -34,7 +34,7 @@ class NluSettings(BaseModel):
     # FAISS's OpenMP pool and torch's spin against each other when a parse alternates encode and search:
     # one search thread halves /nlu/parse at 10k questions (benchmarks/parse.py measures both).
     search_threads: int = 1
-    generator: str = "auto"  # model for `nlu expand`: auto = the most recently pair-trained ALBERT-sim
+    generator: str = "auto"  # model for `nlu expand`: auto = the best verified pair-trained ALBERT-sim
     # Logit bonus for the source's own tokens when generating paraphrases: 3 raised the useful share of
     # beam candidates from 0.7 % to 11.3 % (benchmarks/expansion.py); 4 gave 13.3 % but copies more verbatim.
     copy_bias: float = 3.0

@@ -45,7 +45,7 @@ def get_matcher(model: str | None = None) -> Matcher:
 @lru_cache(maxsize=1)
 def get_generator():  # type: ignore[no-untyped-def]
     """The generation head of a pair-trained ALBERT-sim (expansion needs GenF training): the one named by
-    ``nlu.generator``, or with ``auto`` the most recently trained."""
+    ``nlu.generator``, or with ``auto`` the best verified one (the newest among unverified ones)."""
     import json
 
     from nlu.expansion import ExpanderUnavailable, Generator
@@ -61,8 +61,15 @@ def get_generator():  # type: ignore[no-untyped-def]
             f"No trained ALBERT-sim in {models_dir}; run `callbot model distill` then `callbot model train --pairs …` "
             "to enable paraphrase generation."
         )
-    newest = max(trained, key=lambda d: (d / "model.safetensors").stat().st_mtime)
-    return Generator(newest, copy_bias=settings.nlu.copy_bias)
+    def rank(d: Path) -> tuple[float, float]:
+        # The best verified score first (what `albert-sim` resolves to), then the newest weights.
+        try:
+            score = float(json.loads((d / "verified.json").read_text()).get("score", 0.0))
+        except (OSError, ValueError):
+            score = float("-inf")
+        return score, (d / "model.safetensors").stat().st_mtime
+
+    return Generator(max(trained, key=rank), copy_bias=settings.nlu.copy_bias)
 
 
 def expand(text: str, n: int = 20, method: str = "beam", scenario: str | None = None, intent: str | None = None):  # type: ignore[no-untyped-def]
