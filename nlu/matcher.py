@@ -134,8 +134,7 @@ class Matcher:
     def __init__(self, store: Store, encoder: Encoder, cache_dir: Path, thresholds: Thresholds | None = None,
                  exact_index_limit: int = 50_000, refresh_interval_s: float = 0.5,
                  scope_encoders: dict[str, Encoder] | None = None, search_threads: int | None = 1):
-        # OpenMP's thread count is per calling thread: it is set again in match(), which may run on an
-        # executor thread (see NluSettings.search_threads for why one thread).
+        # Threads for each FAISS search (see NluSettings.search_threads for why one); None = leave as is.
         self.search_threads = search_threads
         self.store = store
         self.encoder = encoder
@@ -257,8 +256,6 @@ class Matcher:
 
     def match(self, text: str, scenario: str | None = None, k: int = 5) -> MatchResult:
         started = time.perf_counter()
-        if self.search_threads:
-            faiss.omp_set_num_threads(self.search_threads)
         self.refresh()
         clean = normalise(text)
         scope_names = self._scope_names(scenario)
@@ -294,7 +291,7 @@ class Matcher:
                 queries[enc.name] = enc.encode([text])[0]
             query = queries[enc.name]
             n = min(len(scope.entries), max(64, k * 16))  # enough neighbours to cover k distinct intents
-            scores, idx = scope.index.search(query[None, :].astype(np.float32), n)
+            scores, idx = self._search(scope.index, query, n)
             for score, i in zip(scores[0], idx[0], strict=True):
                 if i < 0:
                     continue
@@ -306,6 +303,19 @@ class Matcher:
                 if key not in best or score > best[key].score:
                     best[key] = IntentScore(e.intent_id, e.intent, e.kind, e.scenario, float(score), e.text, e.standard_question)
         return sorted(best.values(), key=lambda r: -r.score)[:k]
+
+    def _search(self, index: faiss.Index, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Search with ``search_threads`` OpenMP threads, then restore the count. OpenMP thread counts are
+        per calling thread, and depending on load order FAISS may share torch's libgomp: restoring keeps
+        torch's encoding on its own thread count, setting it here reaches whichever thread searches."""
+        if not self.search_threads:
+            return index.search(query[None, :].astype(np.float32), n)
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(self.search_threads)
+        try:
+            return index.search(query[None, :].astype(np.float32), n)
+        finally:
+            faiss.omp_set_num_threads(before)
 
     def _decide(self, text: str, scenario: str | None, ranking: list[IntentScore]) -> MatchResult:
         t = self.thresholds_for(scenario)

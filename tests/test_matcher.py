@@ -183,16 +183,32 @@ def test_a_new_database_cache_starts_from_a_sibling_and_new_weights_never_reuse_
     assert VectorCache(root / "db-c", SentenceEncoder(model_copy).cache_id, e5.dim).vectors == {}
 
 
-def test_search_thread_count_reaches_the_thread_that_searches(matcher: Matcher) -> None:
-    """OpenMP thread counts are per calling thread; the web app searches on an executor thread."""
+def test_searches_run_on_the_configured_threads_in_any_thread(matcher: Matcher) -> None:
+    """OpenMP thread counts are per calling thread; the web app searches on an executor thread, and the
+    encoder's thread count must survive the search."""
     from concurrent.futures import ThreadPoolExecutor
 
     import faiss
 
+    seen: list[int] = []
+
+    class RecordingIndex:
+        def __init__(self, index: faiss.Index):
+            self.index = index
+
+        def search(self, x: np.ndarray, n: int):  # type: ignore[no-untyped-def]
+            seen.append(faiss.omp_get_max_threads())
+            return self.index.search(x, n)
+
+    scope = matcher._scopes["ipo_allotment_notice"]
+    scope.index = RecordingIndex(scope.index)
+
     def match_then_count() -> int:
-        faiss.omp_set_num_threads(2)  # what a fresh thread would inherit on this 2-core machine
-        matcher.match("我想开个户怎么弄", "ipo_allotment_notice")
+        faiss.omp_set_num_threads(2)  # what a fresh thread has on this 2-core machine
+        matcher.match("找我干嘛", "ipo_allotment_notice")
         return faiss.omp_get_max_threads()
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        assert pool.submit(match_then_count).result() == matcher.search_threads == 1
+        after = pool.submit(match_then_count).result()
+    assert seen == [matcher.search_threads] == [1], "the search ran on one OpenMP thread"
+    assert after == 2, "the thread's own count (torch's, if the library is shared) is restored"
