@@ -22,6 +22,11 @@ def _paths(spec: str) -> list[Path]:
     return paths
 
 
+def _check_name(name: str) -> None:
+    if not name.startswith("albert-sim-"):
+        raise CallbotError(f"--name {name!r} must start with 'albert-sim-' so that `albert-sim` can find it.")
+
+
 @model_app.command("distill")
 def model_distill(
     epochs: Annotated[float, typer.Option(help="Passes over the sentences.")] = 2.0,
@@ -39,8 +44,8 @@ def model_distill(
 
     s = get_settings()
     get_store().migrate()
-    if name is not None and not name.startswith("albert-sim-"):
-        raise CallbotError(f"--name {name!r} must start with 'albert-sim-' so that `albert-sim` can find it.")
+    if name is not None:
+        _check_name(name)
     if source is not None and not (source / "callbot_encoder.json").is_file():
         raise CallbotError(f"--source {source} is not a model directory; `callbot model list` shows what is in the cache.")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, relation_weight=relation_weight)
@@ -97,8 +102,7 @@ def model_train(
     s = get_settings()
     get_store().migrate()
     src = source or resolve_model(s.models_dir, "albert-sim-distilled")
-    if not name.startswith("albert-sim-"):
-        raise CallbotError(f"--name {name!r} must start with 'albert-sim-' so that `albert-sim` can find it.")
+    _check_name(name)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, finance_ratio=finance_ratio, margin=margin, scale=scale,
                       teacher_weight=teacher_weight)
     files = _paths(pairs)
