@@ -99,10 +99,10 @@ def model_train(
     from nlu.albert.pipeline import run_train
     from nlu.model_cache import resolve_model
 
+    _check_name(name)
     s = get_settings()
     get_store().migrate()
     src = source or resolve_model(s.models_dir, "albert-sim-distilled")
-    _check_name(name)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, finance_ratio=finance_ratio, margin=margin, scale=scale,
                       teacher_weight=teacher_weight)
     files = _paths(pairs)

@@ -93,3 +93,12 @@ def test_unknown_scenario_export(tmp_path: Path) -> None:
     run(["kb", "demo"], tmp_path)
     result = run(["kb", "export", "--scenario", "no_such"], tmp_path)
     assert result.returncode == 4 and "Scenario 'no_such' does not exist" in result.stderr
+
+
+def test_model_commands_refuse_names_albert_sim_cannot_find(tmp_path: Path) -> None:
+    for args in (["model", "train", "--pairs", "", "--name", "mymodel"], ["model", "distill", "--name", "mymodel"]):
+        result = run(args, tmp_path)
+        assert result.returncode != 0 and "must start with 'albert-sim-'" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    missing = run(["model", "distill", "--source", str(tmp_path / "nothing-here")], tmp_path)
+    assert missing.returncode != 0 and "is not a model directory" in missing.stderr, missing.stderr
