@@ -102,6 +102,9 @@ def model_train(
     _check_name(name)
     s = get_settings()
     get_store().migrate()
+    if source is None and not (s.models_dir / "albert-sim-distilled" / "callbot_encoder.json").is_file():
+        raise CallbotError(f"No distilled ALBERT-sim in {s.models_dir}; run `callbot model distill` first, "
+                           "or give --source with a model directory.")
     src = source or resolve_model(s.models_dir, "albert-sim-distilled")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, finance_ratio=finance_ratio, margin=margin, scale=scale,
                       teacher_weight=teacher_weight)

@@ -102,3 +102,5 @@ def test_model_commands_refuse_names_albert_sim_cannot_find(tmp_path: Path) -> N
         assert "Traceback" not in result.stderr
     missing = run(["model", "distill", "--source", str(tmp_path / "nothing-here")], tmp_path)
     assert missing.returncode != 0 and "is not a model directory" in missing.stderr, missing.stderr
+    undistilled = run(["model", "train", "--pairs", ""], tmp_path)
+    assert undistilled.returncode != 0 and "run `callbot model distill` first" in undistilled.stderr, undistilled.stderr
