@@ -38,6 +38,9 @@ def model_distill(
     relation_weight: Annotated[float, typer.Option(help="Weight of the in-batch neighbour-ranking term (0 = vectors only).")] = 1.0,
     source: Annotated[Optional[Path], typer.Option(help="Continue distilling this ALBERT-sim instead of starting from albert-sim-init.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Directory name of the result (default albert-sim-distilled[-research]).")] = None,
+    embedding_size: Annotated[int, typer.Option(help="Width of the factorised embedding (SVD rank of e5's).")] = 128,
+    layers: Annotated[int, typer.Option(help="Passes through the shared transformer layer.")] = 4,
+    intermediate_size: Annotated[int, typer.Option(help="Feed-forward width of the shared layer (e5's is 1536; pruned below).")] = 768,
 ) -> None:
     """Build ALBERT-sim from e5-small: cut vocabulary, SVD embeddings, then distil e5's sentence vectors."""
     from nlu.albert.pipeline import run_distill
@@ -48,9 +51,17 @@ def model_distill(
         _check_name(name)
     if source is not None and not (source / "callbot_encoder.json").is_file():
         raise CallbotError(f"--source {source} is not a model directory; `callbot model list` shows what is in the cache.")
+    if not (16 <= embedding_size <= 384 and 1 <= layers <= 12 and 64 <= intermediate_size <= 1536):
+        raise CallbotError("--embedding-size must be 16–384, --layers 1–12 and --intermediate-size 64–1536 "
+                           "(the student cannot be wider than e5-small).")
+    from nlu.albert.build import AlbertSimShape
+
+    shape = AlbertSimShape(embedding_size=embedding_size, num_hidden_layers=layers, intermediate_size=intermediate_size)
+    if source is not None and shape != AlbertSimShape():
+        raise CallbotError("--source continues an existing model, whose shape is fixed; drop the shape options.")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, relation_weight=relation_weight)
     path = run_distill(s.models_dir, s.cache_dir, get_store(), _paths(corpora) if corpora else [], cfg, max_sentences,
-                       corpus_sentences, source=source, name=name)
+                       corpus_sentences, shape=shape, source=source, name=name)
     out.print(f"Distilled ALBERT-sim written to {path} (training curve: {path / 'training_curve.png'}).")
     _verify(path)
 

@@ -11,6 +11,7 @@ right-but-asked; the temperature minimises the negative log-likelihood of the ri
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,17 @@ from typing import Any
 import numpy as np
 
 from nlu.data.corpora import package_sentences, sample
-from nlu.matcher import ALL, FAQ_SCENARIO, Matcher, Thresholds
+from nlu.matcher import ALL, FAQ_SCENARIO, Matcher, QuestionEntry, Thresholds
 
 
-def _leave_one_out(matcher: Matcher, max_queries: int) -> list[tuple[bool, list[float], int]]:
-    """(top1 correct, top intent scores, index of gold among intents or -1) per in-domain query."""
+def _leave_one_out(matcher: Matcher, max_queries: int,
+                   only: Callable[[QuestionEntry], bool] | None = None) -> list[tuple[bool, list[float], int]]:
+    """(top1 correct, top intent scores, index of gold among intents or -1) per in-domain query;
+    ``only`` restricts which extension questions are queries (all of them stay in the index)."""
     out = []
     scopes = {k: v for k, v in matcher._scopes.items() if k != ALL and "@" not in k}
-    queries = [(name, i) for name, scope in scopes.items() for i, e in enumerate(scope.entries) if not e.is_standard]
+    queries = [(name, i) for name, scope in scopes.items() for i, e in enumerate(scope.entries)
+               if not e.is_standard and (only is None or only(e))]
     for name, i in sample(queries, max_queries, seed=3):
         e = scopes[name].entries[i]
         query = matcher._cache(matcher.encoder_for(name)).vectors[e.text][None, :]

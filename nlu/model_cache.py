@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from knowledge_base.errors import CallbotError
+from nlu.data.kb_split import SPLIT_ID
 from nlu.encoders.e5_builder import E5_BUILD_VERSION, VERIFY_COSINE, VERIFY_PAIR, build_e5_small
 
 
@@ -48,7 +49,8 @@ def ensure_base_model(models_dir: Path, force: bool = False) -> tuple[Path, bool
 
 
 def best_albert(models_dir: Path) -> tuple[Path, dict] | None:
-    """The verified ALBERT-sim (not a per-scenario fine-tune) with the best measured quality."""
+    """The verified ALBERT-sim (not a per-scenario fine-tune) with the best measured quality; `auto` also
+    needs its ``better_than_e5``, which a stale or leaked measurement never has."""
     found = []
     for stamp in models_dir.glob("albert-sim*/verified.json"):
         if stamp.parent.name.startswith("albert-sim-ft-"):
@@ -57,10 +59,14 @@ def best_albert(models_dir: Path) -> tuple[Path, dict] | None:
             report = json.loads(stamp.read_text())
         except (OSError, ValueError):
             continue
-        found.append((float(report.get("score", 0.0)), stamp.parent, report))
+        # Scores are only comparable under the same KB measure, and a model trained on the held-out
+        # questions has an inflated one: current, clean measurements rank first.
+        current = report.get("kb_split") == SPLIT_ID
+        clean = current and not report.get("kb_heldout_seen", True)
+        found.append(((clean, current, float(report.get("score", 0.0))), stamp.parent, report))
     if not found:
         return None
-    _score, path, report = max(found, key=lambda x: x[0])
+    _rank, path, report = max(found, key=lambda x: x[0])
     return path, report
 
 
@@ -75,7 +81,8 @@ def resolve_model(models_dir: Path, name: str) -> Path:
         return path
     if name in ("albert-sim", "auto"):
         best = best_albert(models_dir)
-        if best is not None and (name == "albert-sim" or best[1].get("better_than_e5")):
+        eligible = best is not None and best[1].get("better_than_e5") and best[1].get("kb_split") == SPLIT_ID
+        if best is not None and (name == "albert-sim" or eligible):
             return best[0]
         if name == "albert-sim":
             raise ModelNotBuilt(

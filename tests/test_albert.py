@@ -339,3 +339,26 @@ def test_teacher_vectors_reuse_sentences_of_earlier_sets(tmp_path: Path) -> None
     assert np.array_equal(subset[[0, 2]], first[[2, 0]]) and subset[1, 0] == 3
     again = teacher_vectors(teacher, ["丁戊己", "新句子", "甲乙"], tmp_path)
     assert len(teacher.encoded) == 4 and np.array_equal(again, subset)
+
+
+def test_kb_pair_training_records_whether_the_heldout_questions_were_seen(
+        tiny_albert: tuple[Path, list[str], np.ndarray], kb, demo_file: Path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from nlu.albert.pipeline import run_train
+    from nlu.data.kb_split import SPLIT_ID
+
+    kb.import_files([demo_file])
+    src, _, _ = tiny_albert
+    cfg = TrainConfig(epochs=0.05, batch_size=8, lr=1e-4, checkpoint_every=100)
+    models = src.parent / "selection"
+    out = run_train(models, kb.store, src, [], set(), cfg, max_pairs=0, name="albert-sim-clean-kb")
+    meta = json.loads((out / "callbot_encoder.json").read_text())
+    assert meta["kb_heldout_seen"] is False and any(SPLIT_ID in d for d in meta["data"])
+    # A model trained before the split (its data says only "knowledge base FAQ groups") passes its leak on.
+    leaky = models / "albert-sim-old"
+    shutil.copytree(src, leaky)
+    old_meta = json.loads((leaky / "callbot_encoder.json").read_text())
+    (leaky / "callbot_encoder.json").write_text(json.dumps({**old_meta, "data": ["knowledge base FAQ groups"]}))
+    child = run_train(models, kb.store, leaky, [], set(), cfg, max_pairs=0, name="albert-sim-child")
+    assert json.loads((child / "callbot_encoder.json").read_text())["kb_heldout_seen"] is True

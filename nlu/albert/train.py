@@ -249,7 +249,7 @@ class TeacherAnchor:
 
 
 def train_pairs(src: Path, out: Path, finance: list[Triple], general: list[Triple], cfg: TrainConfig,
-                data: list[str], anchor: TeacherAnchor | None = None) -> Path:
+                data: list[str], anchor: TeacherAnchor | None = None, meta: dict[str, Any] | None = None) -> Path:
     """GenF + SimF (AM-softmax) on paraphrase pairs, each pair used in both directions; a pair's hard
     negative (when it has one) is an extra column every row must score below its partner. With an
     ``anchor`` and ``cfg.teacher_weight`` > 0, each step also pays the distillation loss on a batch of
@@ -296,4 +296,4 @@ def train_pairs(src: Path, out: Path, finance: list[Triple], general: list[Tripl
     return run.finish(out.name, data, {"train_seconds": round(time.monotonic() - started, 1),
                                        "pairs": {"finance": len(finance), "general": len(general)},
                                        "hard_negatives": sum(1 for t in finance + general if t[2]),
-                                       "teacher_anchor": len(anchor.sentences) if use_anchor else 0})
+                                       "teacher_anchor": len(anchor.sentences) if use_anchor else 0, **(meta or {})})

