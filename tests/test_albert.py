@@ -362,3 +362,37 @@ def test_kb_pair_training_records_whether_the_heldout_questions_were_seen(
     (leaky / "callbot_encoder.json").write_text(json.dumps({**old_meta, "data": ["knowledge base FAQ groups"]}))
     child = run_train(models, kb.store, leaky, [], set(), cfg, max_pairs=0, name="albert-sim-child")
     assert json.loads((child / "callbot_encoder.json").read_text())["kb_heldout_seen"] is True
+
+
+def test_verify_measures_on_never_trained_questions_and_refuses_leaked_models(
+        tiny_trained: Path, e5_model_dir: Path, kb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    import nlu.model_quality as quality
+    from knowledge_base.demo import write_demo_file
+    from nlu.data.kb_split import SPLIT_ID
+
+    kb.import_files([write_demo_file(tmp_path / "demo.yaml")])
+    monkeypatch.setattr(quality, "dev_sets", dict)  # the KB half only; the corpora half is the same code path
+    e5 = tmp_path / "e5"  # e5's files, linked, so its quality.json is this test's own
+    e5.mkdir()
+    for f in e5_model_dir.iterdir():
+        (e5 / f.name).symlink_to(f)
+    # A cached e5 measurement for this KB version that any model beats...
+    (e5 / "quality.json").write_text(json.dumps({"kb_heldout_top1": 0.0, "kb_queries": 1,
+                                                 "kb_version": kb.store.kb_version(), "kb_split": SPLIT_ID}))
+    report = quality.verify_albert(tiny_trained, e5, kb.store, tmp_path / "vectors")
+    assert 900 <= report["kb_queries"] <= 1400, "dialogue questions plus the held-out fifth of FAQ questions"
+    assert report["kb_split"] == SPLIT_ID and report["kb_heldout_seen"] is False and report["better_than_e5"] is True
+    # ...but not a model that trained on the held-out questions,
+    leaky = tmp_path / "albert-sim-leaky"
+    shutil.copytree(tiny_trained, leaky)
+    meta = json.loads((leaky / "callbot_encoder.json").read_text())
+    (leaky / "callbot_encoder.json").write_text(json.dumps({**meta, "data": ["knowledge base FAQ groups"]}))
+    leaked = quality.verify_albert(leaky, e5, kb.store, tmp_path / "vectors")
+    assert leaked["kb_heldout_seen"] is True and leaked["better_than_e5"] is False
+    assert leaked["quality"] == report["quality"], "same weights, same measure"
+    # and after a KB edit e5 is measured again instead of trusting the cached figure.
+    kb.add_question(kb.intents("faq")[0]["id"], "这个问题是测试新加的吗", "test")
+    again = quality.verify_albert(tiny_trained, e5, kb.store, tmp_path / "vectors")
+    assert again["e5_quality"]["kb_heldout_top1"] > 0.5 and again["better_than_e5"] is False
