@@ -72,6 +72,7 @@ async def expand_intent(request: Request, intent_id: int) -> HTTPResponse:
     """Generate paraphrases of the intent's standard question and store them as pending for review."""
     import asyncio
 
+    from nlu.api import GENERATION
     from nlu.service import expand
 
     body = _body(request) if request.body else {}
@@ -84,7 +85,7 @@ async def expand_intent(request: Request, intent_id: int) -> HTTPResponse:
     intent = kb.intent(intent_id)
     loop = asyncio.get_running_loop()
     kept, generated = await loop.run_in_executor(
-        None, lambda: expand(intent["standard_question"], n, method, intent["scenario"], intent["name"]))
+        GENERATION, lambda: expand(intent["standard_question"], n, method, intent["scenario"], intent["name"]))
     stored = [kb.add_question(intent_id, c.text, author="generator", source=QuestionSource.generated,
                               status=ReviewStatus.pending) | {"similarity": c.similarity} for c in kept]
     return json({"intent_id": intent_id, "generated": generated, "stored": stored}, status=201)

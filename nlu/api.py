@@ -15,6 +15,9 @@ bp = Blueprint("nlu", url_prefix="/nlu")
 # One thread does all encoding: libgomp gives every calling thread its own OpenMP team, so a rotating
 # default executor multiplies torch's spinning worker threads (and two parses would fight for 2 cores anyway).
 ENCODING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlu-encode")
+# Generation (POST /kb/intents/{id}/expand) takes seconds: its own single thread, so expansions queue
+# behind each other instead of stacking OpenMP teams, and parses never wait behind one.
+GENERATION = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nlu-generate")
 MAX_BODY_TEXT = 10_000
 _served = {"parses": 0}  # since this process started; shown by /nlu/status
 

@@ -311,6 +311,14 @@ def test_expand_endpoint_stores_pending_generated_questions(tiny_trained: Path, 
         assert len(stored) == before + len(result["stored"])
         for q in result["stored"]:
             assert stored[q["text"]]["status"] == "pending" and stored[q["text"]]["source"] == "generated"
+        # Two staff members expanding at once while callers are being parsed: everything answers.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(4) as pool:
+            expands = [pool.submit(http, "POST", url + f"/kb/intents/{i['id']}/expand", {"n": 3}, 180) for i in intents[1:3]]
+            parses = [pool.submit(http, "POST", url + "/nlu/parse", {"text": "我想开户", "scenario": "faq"}, 120) for _ in range(6)]
+            assert all(f.result()[0] == 201 for f in expands), [f.result() for f in expands]
+            assert all(f.result()[0] == 200 and f.result()[1]["intent"] for f in parses), [f.result() for f in parses]
         status, result = http("POST", url + f"/kb/intents/{target['id']}/expand", {"n": "many"})
         assert status == 400 and "n must be an integer" in result["error"]
     finally:
