@@ -31,6 +31,25 @@ class Candidate:
     nearest_intent: str | None = None
 
 
+_SENTENCE_END = re.compile(r"[?？!！。]")
+_FULL_WIDTH = str.maketrans({"?": "？", "!": "！", ",": "，", ";": "；", ":": "："})
+
+
+def tidy_question(text: str) -> str:
+    """One question, written the way staff write Chinese ones. The tokenizer decodes punctuation as
+    ASCII, and a small generator rarely stops at the question mark: it runs on with fragments
+    (怎么注销账户?怎么销?), so everything after the first sentence end is dropped."""
+    end = _SENTENCE_END.search(text)
+    if end:
+        text = text[: end.end()]
+    text = re.sub(r"\s*([?？!！。,，])\s*", r"\1", text).strip(" ,，、")
+    if not re.search(r"\w", text):
+        return ""
+    if re.search(r"[\u4e00-\u9fff]", text):
+        text = text.translate(_FULL_WIDTH)
+    return text
+
+
 class Generator:
     """Beam search and sampling over segment 2 of ``[CLS] source [SEP] …``."""
 
@@ -53,6 +72,9 @@ class Generator:
         # Added to the logits of the source's own tokens: a paraphrase mostly reuses the source's words,
         # and a small generator otherwise drifts into its training corpora's vocabulary.
         self.copy_bias = copy_bias
+        # Tokens that end a question: a hypothesis is finished there, so the beam's width goes to
+        # different questions instead of fragments after the question mark.
+        self.question_ends = {i for t, i in self.tok.get_vocab().items() if _SENTENCE_END.fullmatch(t.lstrip("▁"))}
 
     def _next_logprobs(self, src: list[int], prefixes: list[list[int]]) -> torch.Tensor:
         cls, sep, pad = self.tok.cls_token_id, self.tok.sep_token_id, self.tok.pad_token_id
@@ -88,7 +110,7 @@ class Generator:
 
     def _decode(self, ids: list[int]) -> str:
         text = self.tok.decode(ids, skip_special_tokens=True)
-        return re.sub(r"(?<=[\u4e00-\u9fff])\s+|\s+(?=[\u4e00-\u9fff])", "", text).strip()
+        return tidy_question(re.sub(r"(?<=[\u4e00-\u9fff])\s+|\s+(?=[\u4e00-\u9fff])", "", text).strip())
 
     def beam(self, text: str, n: int, beam_size: int | None = None, max_len: int = 32) -> list[str]:
         src = self.tok(text, add_special_tokens=False, truncation=True, max_length=48)["input_ids"]
@@ -104,9 +126,10 @@ class Generator:
             for value, flat in zip(top.values.tolist(), top.indices.tolist(), strict=True):
                 b, tokid = divmod(flat, logp.shape[1])
                 seq = beams[b][0] + [tokid]
-                if tokid == sep:
-                    if len(seq) > 1:
-                        finished.append((seq[:-1], value / len(seq)))  # length-normalised
+                if tokid == sep or tokid in self.question_ends:
+                    kept = seq[:-1] if tokid == sep else seq
+                    if len(kept) > 1:
+                        finished.append((kept, value / len(seq)))  # length-normalised
                 else:
                     nxt.append((seq, value))
                 if len(nxt) >= beam_size:
@@ -117,7 +140,30 @@ class Generator:
         if len(finished) < n:  # ran out of length: keep the best unfinished hypotheses too
             finished += [(seq, score / max(1, len(seq))) for seq, score in beams]
         finished.sort(key=lambda x: -x[1])
-        return list(dict.fromkeys(self._decode(s) for s, _ in finished))[: n * 3]
+        return [t for t in dict.fromkeys(self._decode(s) for s, _ in finished) if t][: n * 3]
+
+    def back_scores(self, source: str, candidates: list[str], batch: int = 32) -> list[float]:
+        """Mean log-probability per token of regenerating ``source`` from each candidate (teacher
+        forcing, no copy bias): a candidate that dropped or garbled the source's content cannot lead
+        back to it, however close its sentence vector is."""
+        from nlu.albert.unilm import build_unilm_batch
+
+        if not candidates:
+            return []
+        src = self.tok(source, add_special_tokens=False, truncation=True, max_length=48)["input_ids"]
+        out: list[float] = []
+        for start in range(0, len(candidates), batch):
+            chunk = candidates[start : start + batch]
+            ids = [self.tok(c, add_special_tokens=False, truncation=True, max_length=48)["input_ids"] for c in chunk]
+            b = build_unilm_batch([(c, src) for c in ids], self.tok.cls_token_id, self.tok.sep_token_id,
+                                  self.tok.pad_token_id, max_len=64)
+            with torch.inference_mode():
+                logits = self.model(input_ids=b.input_ids, token_type_ids=b.token_type_ids,
+                                    attention_mask=b.attention_mask).logits
+            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, b.input_ids[:, 1:, None])[..., 0]
+            mask = b.target_mask[:, 1:].float()
+            out += ((logp * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist()
+        return out
 
     def sample(self, text: str, n: int, top_k: int = 5, max_len: int = 32, seed: int = 0) -> list[str]:
         src = self.tok(text, add_special_tokens=False, truncation=True, max_length=48)["input_ids"]
@@ -136,11 +182,11 @@ class Generator:
             picks = torch.multinomial(probs, 1, generator=gen)[:, 0]
             for row, i in enumerate(active):
                 tokid = int(idx[row, picks[row]])
-                if tokid == sep:
-                    done[i] = True
-                else:
+                if tokid != sep:
                     seqs[i].append(tokid)
-        return list(dict.fromkeys(self._decode(s) for s in seqs if s))
+                if tokid == sep or tokid in self.question_ends:
+                    done[i] = True
+        return [t for t in dict.fromkeys(self._decode(s) for s in seqs if s) if t]
 
 
 def filter_and_rank(source: str, candidates: list[str], encoder, existing: list[str],  # type: ignore[no-untyped-def]

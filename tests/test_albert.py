@@ -404,3 +404,24 @@ def test_verify_measures_on_never_trained_questions_and_refuses_leaked_models(
     kb.add_question(kb.intents("faq")[0]["id"], "这个问题是测试新加的吗", "test")
     again = quality.verify_albert(tiny_trained, e5, kb.store, tmp_path / "vectors")
     assert again["e5_quality"]["kb_heldout_top1"] > 0.5 and again["better_than_e5"] is False
+
+
+def test_generated_questions_end_at_the_first_question_mark_and_use_chinese_punctuation() -> None:
+    from nlu.expansion import tidy_question
+
+    assert tidy_question("怎么注销账户?怎么销?") == "怎么注销账户？"
+    assert tidy_question("可以撤单后下单吗? ?,可以下?") == "可以撤单后下单吗？"
+    assert tidy_question("开户要带什么, 身份证吗?") == "开户要带什么，身份证吗？"
+    assert tidy_question("What is an ETF?") == "What is an ETF?", "English keeps its own punctuation"
+    assert tidy_question("? ?") == "" and tidy_question("，") == ""
+
+
+def test_round_trip_scores_prefer_candidates_that_lead_back_to_the_source(tiny_trained: Path) -> None:
+    from nlu.expansion import Generator
+
+    gen = Generator(tiny_trained)
+    source = "我想问一下开户的流程"
+    scores = gen.back_scores(source, [source, "天气", "今天天气很好适合出去玩"])
+    assert len(scores) == 3 and all(s < 0 for s in scores)
+    assert scores[0] > max(scores[1:]), "the source itself regenerates the source best"
+    assert gen.back_scores(source, []) == []
