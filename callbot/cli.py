@@ -118,13 +118,50 @@ def model_base(force: Annotated[bool, typer.Option(help="Rebuild even if a verif
 
 @model_app.command("list")
 def model_list() -> None:
-    """Models in the cache."""
+    """Models in the cache: what built them, how they measured, and which one each name resolves to."""
+    import json
+
+    from nlu.data.kb_split import SPLIT_ID
+    from nlu.model_cache import resolve_model
+
     models_dir = get_settings().models_dir
-    table = Table("name", "path", "verified")
+    resolved: dict[str, list[str]] = {}
+    for alias in ("albert-sim", "auto"):
+        try:
+            resolved.setdefault(resolve_model(models_dir, alias).name, []).append(alias)
+        except CallbotError as exc:  # nothing to resolve to yet: say so under the table
+            resolved.setdefault("", []).append(f"{alias}: {exc}")
+    table = Table("name", "stage", "shape", "KB held-out top-1 / LCQMC / BQ", "vs e5-small", "resolves")
     for path in sorted(models_dir.glob("*")) if models_dir.is_dir() else []:
-        if path.is_dir() and not path.name.endswith(".partial"):
-            table.add_row(path.name, str(path), "yes" if (path / "verified.json").is_file() else "no")
+        if not path.is_dir() or path.name.endswith(".partial"):
+            continue
+        meta, report, broken = {}, {}, []
+        for name, target in (("callbot_encoder.json", meta), ("verified.json", report)):
+            if not (path / name).is_file():
+                continue
+            try:
+                target.update(json.loads((path / name).read_text()))
+            except (OSError, ValueError):
+                broken.append(name)
+        shape = meta.get("shape") or {}
+        shape_text = f"E{shape['embedding_size']} L{shape['num_hidden_layers']} F{shape['intermediate_size']}" if shape else "-"
+        q = report.get("quality") or {}
+        if report.get("kb_split") == SPLIT_ID:
+            figures = " / ".join(str(q.get(k, "-")) for k in ("kb_heldout_top1", "lcqmc_spearman", "bq_spearman"))
+            verdict = "saw held-out KB questions" if report.get("kb_heldout_seen") else \
+                ("at least as good" if report.get("better_than_e5") else "worse")
+        elif q:
+            figures, verdict = "stale measure", f"run `callbot model verify {path.name}`"
+        else:
+            figures, verdict = "-", "-" if path.name.startswith("e5-") else "not verified"
+        if broken:
+            verdict = f"unreadable {', '.join(broken)}: rebuild or delete this model"
+        table.add_row(path.name, str(meta.get("stage", "base" if path.name.startswith("e5-") else "init" if "-init" in path.name else "-")), shape_text,
+                      figures, verdict, ", ".join(resolved.get(path.name, [])))
     out.print(table)
+    for problem in resolved.get("", []):
+        out.print(problem)
+    out.print(f"Cache: {models_dir}. Data behind each model: `callbot_encoder.json` in its directory.")
 
 
 # --------------------------------------------------------------------- services

@@ -104,3 +104,29 @@ def test_model_commands_refuse_names_albert_sim_cannot_find(tmp_path: Path) -> N
     assert missing.returncode != 0 and "is not a model directory" in missing.stderr, missing.stderr
     undistilled = run(["model", "train", "--pairs", ""], tmp_path)
     assert undistilled.returncode != 0 and "run `callbot model distill` first" in undistilled.stderr, undistilled.stderr
+
+
+def test_model_list_shows_measurements_staleness_and_what_names_resolve_to(tmp_path: Path) -> None:
+    import json
+
+    from nlu.data.kb_split import SPLIT_ID
+
+    models = tmp_path / "cache" / "models"
+    shape = {"embedding_size": 256, "num_hidden_layers": 4, "intermediate_size": 768}
+    for name, report in (
+        ("albert-sim-new", {"quality": {"kb_heldout_top1": 0.71, "lcqmc_spearman": 75.2, "bq_spearman": 64.0},
+                            "kb_split": SPLIT_ID, "kb_heldout_seen": False, "better_than_e5": False, "score": 46.6}),
+        ("albert-sim-old", {"quality": {"kb_top1": 0.9}, "better_than_e5": False, "score": 60.0}),
+        ("albert-sim-broken", None),
+    ):
+        (models / name).mkdir(parents=True)
+        (models / name / "callbot_encoder.json").write_text(json.dumps({"stage": "pairs", "shape": shape}))
+        (models / name / "verified.json").write_text(json.dumps(report) if report else "{not json")
+    result = run(["model", "list"], tmp_path, COLUMNS="250")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("│")}
+    assert "0.71 / 75.2 / 64.0" in rows["albert-sim-new"] and "E256 L4 F768" in rows["albert-sim-new"]
+    assert "albert-sim" in rows["albert-sim-new"].split("│")[-2], "the clean current measurement wins over a higher stale one"
+    assert "stale measure" in rows["albert-sim-old"] and "callbot model verify albert-sim-old" in rows["albert-sim-old"]
+    assert "unreadable verified.json" in rows["albert-sim-broken"]
+    assert "auto:" in result.stdout and "callbot model base" in result.stdout, "no e5-small built: says how to get it"
