@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -14,10 +15,16 @@ from callbot.settings import get_settings
 RESULTS = get_settings().home / "bench"
 
 
+DEFAULT_MODELS = ("albert-sim-init", "albert-sim-distilled", "albert-sim-distilled-research", "albert-sim-trained")
+
+
 def available_models() -> list[tuple[str, Path]]:
+    """e5-small (every ratio's baseline) and the ALBERT-sims named in ``CALLBOT_BENCH_MODELS``
+    (comma-separated cache names; default: the four standard build stages), those that exist."""
     models = get_settings().models_dir
+    chosen = [n.strip() for n in os.environ.get("CALLBOT_BENCH_MODELS", "").split(",") if n.strip()] or DEFAULT_MODELS
     out = []
-    for name in ("e5-small-v1", "albert-sim-init", "albert-sim-distilled", "albert-sim-distilled-research", "albert-sim-trained"):
+    for name in dict.fromkeys(("e5-small-v1", *chosen)):
         if (models / name / "callbot_encoder.json").is_file():
             out.append((name, models / name))
     return out
