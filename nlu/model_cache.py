@@ -48,6 +48,14 @@ def ensure_base_model(models_dir: Path, force: bool = False) -> tuple[Path, bool
     return target, True
 
 
+def verified_rank(report: dict) -> tuple[bool, bool, float]:
+    """Sort key of a ``verified.json``. Scores are only comparable under the same KB measure, and a
+    model trained on the held-out questions has an inflated one: current, clean measurements first."""
+    current = report.get("kb_split") == SPLIT_ID
+    clean = current and not report.get("kb_heldout_seen", True)
+    return clean, current, float(report.get("score", 0.0))
+
+
 def best_albert(models_dir: Path) -> tuple[Path, dict] | None:
     """The verified ALBERT-sim (not a per-scenario fine-tune) with the best measured quality; `auto` also
     needs its ``better_than_e5``, which a stale or leaked measurement never has."""
@@ -59,11 +67,7 @@ def best_albert(models_dir: Path) -> tuple[Path, dict] | None:
             report = json.loads(stamp.read_text())
         except (OSError, ValueError):
             continue
-        # Scores are only comparable under the same KB measure, and a model trained on the held-out
-        # questions has an inflated one: current, clean measurements rank first.
-        current = report.get("kb_split") == SPLIT_ID
-        clean = current and not report.get("kb_heldout_seen", True)
-        found.append(((clean, current, float(report.get("score", 0.0))), stamp.parent, report))
+        found.append((verified_rank(report), stamp.parent, report))
     if not found:
         return None
     _rank, path, report = max(found, key=lambda x: x[0])

@@ -49,6 +49,7 @@ def get_generator():  # type: ignore[no-untyped-def]
     import json
 
     from nlu.expansion import ExpanderUnavailable, Generator
+    from nlu.model_cache import verified_rank
 
     settings = get_settings()
     models_dir = settings.models_dir
@@ -61,13 +62,13 @@ def get_generator():  # type: ignore[no-untyped-def]
             f"No trained ALBERT-sim in {models_dir}; run `callbot model distill` then `callbot model train --pairs …` "
             "to enable paraphrase generation."
         )
-    def rank(d: Path) -> tuple[float, float]:
-        # The best verified score first (what `albert-sim` resolves to), then the newest weights.
+    def rank(d: Path) -> tuple[bool, tuple[bool, bool, float], float]:
+        # Verified before unverified, ranked like `albert-sim` (verified_rank), then the newest weights.
         try:
-            score = float(json.loads((d / "verified.json").read_text()).get("score", 0.0))
+            report = json.loads((d / "verified.json").read_text())
         except (OSError, ValueError):
-            score = float("-inf")
-        return score, (d / "model.safetensors").stat().st_mtime
+            return False, (False, False, 0.0), (d / "model.safetensors").stat().st_mtime
+        return True, verified_rank(report), (d / "model.safetensors").stat().st_mtime
 
     return Generator(max(trained, key=rank), copy_bias=settings.nlu.copy_bias)
 
