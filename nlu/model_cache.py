@@ -53,7 +53,15 @@ def verified_rank(report: dict) -> tuple[bool, bool, float]:
     model trained on the held-out questions has an inflated one: current, clean measurements first."""
     current = report.get("kb_split") == SPLIT_ID
     clean = current and not report.get("kb_heldout_seen", True)
-    return clean, current, float(report.get("score", 0.0))
+    quality = report.get("quality")
+    return clean, current, quality_score(quality) if isinstance(quality, dict) else float(report.get("score", 0.0))
+
+
+def quality_score(quality: dict) -> float:
+    """Mean of the measures in points: KB top-1 is a fraction, Spearman already ×100, and a plain mean
+    would let the Spearmans drown the KB figure."""
+    values = [float(v) * (100 if k.startswith("kb_") else 1) for k, v in quality.items() if isinstance(v, int | float)]
+    return round(sum(values) / len(values), 4) if values else 0.0
 
 
 def best_albert(models_dir: Path) -> tuple[Path, dict] | None:

@@ -18,6 +18,7 @@ import numpy as np
 from knowledge_base.db import Store
 from nlu.data.corpora import corpus_file, read_pairs, sample
 from nlu.data.kb_split import SPLIT_ID, is_clean_query, saw_heldout
+from nlu.model_cache import quality_score
 
 KB_QUERIES = 2000  # all clean questions of the demo KB (about 1,100); a cap for big knowledge bases
 
@@ -67,6 +68,6 @@ def verify_albert(model_dir: Path, e5_dir: Path, store: Store, cache_dir: Path) 
     leaked = saw_heldout(json.loads((model_dir / "callbot_encoder.json").read_text()))
     better = not leaked and all(mine[k] >= e5_q[k] for k in mine)
     report = {"quality": mine, "e5_quality": e5_q, "better_than_e5": better, "kb_split": SPLIT_ID,
-              "kb_heldout_seen": leaked, "kb_queries": queries, "score": round(float(np.mean(list(mine.values()))), 4)}
+              "kb_heldout_seen": leaked, "kb_queries": queries, "score": quality_score(mine)}
     (model_dir / "verified.json").write_text(json.dumps(report, indent=2))
     return report

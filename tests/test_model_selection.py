@@ -79,3 +79,14 @@ def test_auto_never_picks_a_stale_measurement_even_if_it_claimed_to_beat_e5(tmp_
     assert resolve_model(tmp_path, "auto") == e5
     _model(tmp_path, "albert-sim-clean", 0.80, True, SPLIT_ID, False)
     assert resolve_model(tmp_path, "auto").name == "albert-sim-clean"
+
+
+def test_ranking_weighs_the_kb_figure_in_points_like_the_spearmans(tmp_path: Path) -> None:
+    for name, kb_top1, lcqmc in (("albert-sim-kb-strong", 0.80, 70.0), ("albert-sim-kb-weak", 0.60, 70.5)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "verified.json").write_text(json.dumps({
+            "quality": {"kb_heldout_top1": kb_top1, "lcqmc_spearman": lcqmc}, "kb_split": SPLIT_ID,
+            "kb_heldout_seen": False, "better_than_e5": False, "score": (kb_top1 + lcqmc) / 2}))
+    best = best_albert(tmp_path)
+    assert best is not None and best[0].name == "albert-sim-kb-strong", "20 KB points outweigh half a Spearman point"
