@@ -156,8 +156,9 @@ def model_list() -> None:
             figures, verdict = "-", "-" if path.name.startswith("e5-") else "not verified"
         if broken:
             verdict = f"unreadable {', '.join(broken)}: rebuild or delete this model"
-        table.add_row(path.name, str(meta.get("stage", "base" if path.name.startswith("e5-") else "init" if "-init" in path.name else "-")), shape_text,
-                      figures, verdict, ", ".join(resolved.get(path.name, [])))
+        # e5 and the initial ALBERT-sims are never trained by a `_Run`, so their metadata has no stage.
+        stage = meta.get("stage") or ("base" if path.name.startswith("e5-") else "init" if "-init" in path.name else "-")
+        table.add_row(path.name, str(stage), shape_text, figures, verdict, ", ".join(resolved.get(path.name, [])))
     out.print(table)
     for problem in resolved.get("", []):
         out.print(problem)

@@ -60,7 +60,7 @@ def teacher_anchor(models_dir: Path, cache_dir: Path, store: Store, corpora: lis
 
 def init_name(shape: AlbertSimShape | None) -> str:
     """``albert-sim-init`` for the default shape; other shapes get their own initial model, e.g.
-    ``albert-sim-init-e256-l4``, so experiments never overwrite the default's."""
+    ``albert-sim-init-e256-l4-f768``, so experiments never overwrite the default's."""
     default = AlbertSimShape()
     if shape is None or shape == default:
         return "albert-sim-init"
