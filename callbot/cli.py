@@ -145,6 +145,8 @@ def model_list() -> None:
                 broken.append(name)
         shape = meta.get("shape") or {}
         shape_text = f"E{shape['embedding_size']} L{shape['num_hidden_layers']} F{shape['intermediate_size']}" if shape else "-"
+        if shape.get("num_hidden_groups", 1) > 1:
+            shape_text += f" G{shape['num_hidden_groups']}"
         q = report.get("quality") or {}
         if report.get("kb_split") == SPLIT_ID:
             figures = " / ".join(str(q.get(k, "-")) for k in ("kb_heldout_top1", "lcqmc_spearman", "bq_spearman"))

@@ -41,6 +41,8 @@ def model_distill(
     embedding_size: Annotated[int, typer.Option(help="Width of the factorised embedding (SVD rank of e5's).")] = 128,
     layers: Annotated[int, typer.Option(help="Passes through the shared transformer layer.")] = 4,
     intermediate_size: Annotated[int, typer.Option(help="Feed-forward width of the shared layer (e5's is 1536; pruned below).")] = 768,
+    groups: Annotated[int, typer.Option(help="Layer groups (ALBERT's num_hidden_groups): 1 = one layer shared by every pass; "
+                                            "= --layers for unshared layers (same speed, more parameters).")] = 1,
 ) -> None:
     """Build ALBERT-sim from e5-small: cut vocabulary, SVD embeddings, then distil e5's sentence vectors."""
     from nlu.albert.pipeline import run_distill
@@ -54,9 +56,12 @@ def model_distill(
     if not (16 <= embedding_size <= 384 and 1 <= layers <= 12 and 64 <= intermediate_size <= 1536):
         raise CallbotError("--embedding-size must be 16–384, --layers 1–12 and --intermediate-size 64–1536 "
                            "(the student cannot be wider than e5-small).")
+    if groups < 1 or layers % groups:
+        raise CallbotError(f"--groups {groups} must divide --layers {layers} (each group serves layers/groups passes).")
     from nlu.albert.build import AlbertSimShape
 
-    shape = AlbertSimShape(embedding_size=embedding_size, num_hidden_layers=layers, intermediate_size=intermediate_size)
+    shape = AlbertSimShape(embedding_size=embedding_size, num_hidden_layers=layers, intermediate_size=intermediate_size,
+                           num_hidden_groups=groups)
     if source is not None and shape != AlbertSimShape():
         raise CallbotError("--source continues an existing model, whose shape is fixed; drop the shape options.")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, relation_weight=relation_weight)

@@ -1,9 +1,10 @@
-"""`callbot nlu match | embed | eval | calibrate`."""
+"""`callbot nlu match | embed | eval | calibrate | expand | mine`."""
 
 from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -126,3 +127,40 @@ def expand_cmd(
     for i, c in enumerate(kept, 1):
         table.add_row(str(i), c.text, f"{c.similarity:.4f}", c.nearest_intent or "")
     out.print(table)
+
+
+@nlu_app.command("mine")
+def mine_cmd(
+    since: Annotated[Optional[datetime], typer.Option(help="Only caller turns from this date on (YYYY-MM-DD).", formats=["%Y-%m-%d"])] = None,
+    scenario: Annotated[Optional[str], typer.Option("--scenario", "-s", help="Only conversations of this scenario.")] = None,
+    limit: Annotated[int, typer.Option(help="Most proposals to show (or store).")] = 50,
+    min_conversations: Annotated[int, typer.Option(help="Propose a wording only if this many conversations used it.")] = 1,
+    store: Annotated[bool, typer.Option("--store", help="Add the proposals as pending extension questions for staff review.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+) -> None:
+    """Propose extension questions from what callers said: wordings the bot matched to one intent
+    without ambiguity that the knowledge base does not have yet (personal data is never proposed)."""
+    from nlu.service import mine_conversations
+
+    get_store().migrate()
+    report = mine_conversations(since, scenario, limit, min_conversations, store_as_pending=store, progress=sys.stderr.isatty())
+    if as_json:
+        out.print_json(json.dumps(report, ensure_ascii=False, default=str))
+        return
+    table = Table("#", "caller wording", "intent", "score", "nearest question", "conversations",
+                  title=f"{_count(len(report['proposed']), 'proposal')} from {_count(report['distinct'], 'distinct wording')} "
+                        f"({_count(report['utterances'], 'caller turn')})")
+    for i, m in enumerate(report["proposed"], 1):
+        table.add_row(str(i), m["text"], f"{m['scenario']}/{m['intent']}", f"{m['score']:.4f}", m["nearest_question"],
+                      str(m["conversations"]))
+    out.print(table)
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted(report["skipped"].items())) or "none"
+    out.print(f"Not proposed: {skipped}.")
+    if store:
+        out.print(f"Stored {len(report['stored'])} as pending extension questions (source: mined); review them in the admin UI.")
+    elif report["proposed"]:
+        out.print("Run again with --store to add them to the review queue.")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -91,6 +91,29 @@ async def expand_intent(request: Request, intent_id: int) -> HTTPResponse:
     return json({"intent_id": intent_id, "generated": generated, "stored": stored}, status=201)
 
 
+@bp.post("/mine")
+async def mine_questions(request: Request) -> HTTPResponse:
+    """Propose extension questions from recorded caller turns; ``"store": true`` queues them as pending."""
+    import asyncio
+    from datetime import datetime
+
+    from nlu.api import GENERATION
+    from nlu.service import mine_conversations
+
+    body = _body(request) if request.body else {}
+    try:
+        since = datetime.fromisoformat(body["since"]) if body.get("since") else None
+        limit, min_conversations = int(body.get("limit", 50)), int(body.get("min_conversations", 1))
+    except (TypeError, ValueError):
+        raise CallbotError("since must be an ISO date (2026-11-01); limit and min_conversations integers.") from None
+    scenario = body.get("scenario") or None
+    store, actor = bool(body.get("store", False)), _actor(request)
+    loop = asyncio.get_running_loop()
+    report = await loop.run_in_executor(
+        GENERATION, lambda: mine_conversations(since, scenario, limit, min_conversations, store, actor))
+    return json(report, status=201 if store else 200)
+
+
 @bp.patch("/questions/<question_id:int>")
 async def edit_question(request: Request, question_id: int) -> HTTPResponse:
     body = _body(request)

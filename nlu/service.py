@@ -98,3 +98,32 @@ def expand(text: str, n: int = 20, method: str = "beam", scenario: str | None = 
         return top.intent if top else None
 
     return filter_and_rank(source, raw, matcher.encoder, existing, nearest if intent else None, intent, n=n), len(raw)
+
+
+def mine_conversations(since=None, scenario: str | None = None, limit: int = 50, min_conversations: int = 1,  # type: ignore[no-untyped-def]
+                       store_as_pending: bool = False, actor: str = "miner", progress: bool = False) -> dict:
+    """Propose extension questions from recorded caller turns (nlu.mining); with ``store_as_pending``
+    they become ``pending`` questions (source ``mined``) in the staff review queue."""
+    from callbot.context import get_kb, get_store
+    from knowledge_base.errors import CallbotError
+    from knowledge_base.models import QuestionSource, ReviewStatus
+    from nlu.mining import caller_utterances, mine
+
+    if not 1 <= limit <= 1000:
+        raise CallbotError("limit must be between 1 and 1000.")
+    if min_conversations < 1:
+        raise CallbotError("min_conversations must be at least 1.")
+    store = get_store()
+    report = mine(get_matcher(), store, caller_utterances(store, since, scenario), limit=limit,
+                  min_conversations=min_conversations, progress=progress)
+    out = report.as_dict()
+    if store_as_pending:
+        kb, stored = get_kb(), []
+        for m in report.proposed:
+            try:
+                stored.append(kb.add_question(m.intent_id, m.text, author=actor, source=QuestionSource.mined,
+                                              status=ReviewStatus.pending) | {"conversations": m.conversations})
+            except CallbotError:  # the same wording proposed from two scenarios for one shared FAQ
+                continue
+        out["stored"] = stored
+    return out

@@ -60,11 +60,13 @@ def teacher_anchor(models_dir: Path, cache_dir: Path, store: Store, corpora: lis
 
 def init_name(shape: AlbertSimShape | None) -> str:
     """``albert-sim-init`` for the default shape; other shapes get their own initial model, e.g.
-    ``albert-sim-init-e256-l4-f768``, so experiments never overwrite the default's."""
+    ``albert-sim-init-e256-l4-f768`` (``-g4`` with unshared layer groups), so experiments never
+    overwrite the default's."""
     default = AlbertSimShape()
     if shape is None or shape == default:
         return "albert-sim-init"
-    return f"albert-sim-init-e{shape.embedding_size}-l{shape.num_hidden_layers}-f{shape.intermediate_size}"
+    groups = f"-g{shape.num_hidden_groups}" if shape.num_hidden_groups > 1 else ""
+    return f"albert-sim-init-e{shape.embedding_size}-l{shape.num_hidden_layers}-f{shape.intermediate_size}{groups}"
 
 
 def run_distill(models_dir: Path, cache_dir: Path, store: Store, corpora: list[Path], cfg: TrainConfig,
