@@ -1,4 +1,4 @@
-"""Run benchmarks: `python -m benchmarks [similarity retrieval latency parse]` (all by default)."""
+"""Run benchmarks: `python -m benchmarks [similarity retrieval latency parse expansion mining dialogue]` (all by default)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import sys
 
 from rich.console import Console
 
-from benchmarks import dialogue, expansion, latency, parse, retrieval, similarity
+from benchmarks import dialogue, expansion, latency, mining, parse, retrieval, similarity
 
 SUITES = {"similarity": similarity.run, "retrieval": retrieval.run, "latency": latency.run, "parse": parse.run,
-          "expansion": expansion.run, "dialogue": dialogue.run}
+          "expansion": expansion.run, "mining": mining.run,
+          "dialogue": dialogue.run}
 
 
 def main() -> None:

@@ -112,7 +112,7 @@ def _known_texts(store: Store) -> dict[int, set[str]]:
 
 
 def mine(matcher: Matcher, store: Store, utterances: Iterable[CallerUtterance], near_duplicate: float = 0.98,
-         min_chars: int = 4, max_chars: int = 60, min_conversations: int = 1, limit: int = 50,
+         min_chars: int = 2, max_chars: int = 80, min_conversations: int = 1, limit: int = 50,
          progress: bool = False) -> MiningReport:
     """Propose extension questions from caller utterances (see the module docstring)."""
     report = MiningReport()
