@@ -128,6 +128,32 @@ def tiny_albert(e5_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return out, sentences, teacher
 
 
+def test_unshared_layer_groups_start_from_distinct_e5_layers(e5_model_dir: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+    from transformers import AlbertModel
+
+    from nlu.data.corpora import package_sentences, sample
+    from nlu.encoders.sentence_encoder import SentenceEncoder
+
+    sentences = sample(package_sentences(max_chars=20), 48, seed=2)
+    teacher = SentenceEncoder(e5_model_dir).encode(sentences[:8])
+    out = tmp_path / "albert-sim-init-e32-l2-f128-g2"
+    info = build_initial(e5_model_dir, out, sentences, sentences[:8], teacher,
+                         AlbertSimShape(embedding_size=32, num_hidden_layers=2, intermediate_size=128, num_hidden_groups=2))
+    layers = info["init_layer"]
+    assert len(layers) == 2 and layers[0] < layers[1] == 11, "distinct layers, the last one e5's last"
+    losses = info["probe_losses"]
+    assert len(losses) == 11 and losses[",".join(map(str, layers))] == min(losses.values()), "the best probe loss wins"
+    model = AlbertModel.from_pretrained(out)
+    e5 = load_file(str(e5_model_dir / "model.safetensors"))
+    assert len(model.encoder.albert_layer_groups) == 2
+    for group, layer in enumerate(layers):
+        query = model.encoder.albert_layer_groups[group].albert_layers[0].attention.query.weight
+        assert torch.allclose(query, e5[f"encoder.layer.{layer}.attention.self.query.weight"].float())
+    vectors = SentenceEncoder(out).encode(["新股中签了吗", "怎么开户"])
+    assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
 def test_distillation_learns_and_resumes(tiny_albert: tuple[Path, list[str], np.ndarray], monkeypatch: pytest.MonkeyPatch) -> None:
     import nlu.albert.train as train_module
 

@@ -100,6 +100,8 @@ def test_model_commands_refuse_names_albert_sim_cannot_find(tmp_path: Path) -> N
         result = run(args, tmp_path)
         assert result.returncode != 0 and "must start with 'albert-sim-'" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+    groups = run(["model", "distill", "--layers", "4", "--groups", "3"], tmp_path)
+    assert groups.returncode != 0 and "--groups 3 must divide --layers 4" in groups.stderr, groups.stderr
     missing = run(["model", "distill", "--source", str(tmp_path / "nothing-here")], tmp_path)
     assert missing.returncode != 0 and "is not a model directory" in missing.stderr, missing.stderr
     undistilled = run(["model", "train", "--pairs", ""], tmp_path)
