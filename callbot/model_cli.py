@@ -163,4 +163,12 @@ def model_finetune(
     path, report = run_finetune(s.models_dir, get_store(), scenario, src, _paths(general_pairs) if general_pairs else [],
                                 FinetuneConfig(steps=steps, lr=lr))
     out.print_json(json.dumps(report, ensure_ascii=False))
-    out.print(f"Scenario model written to {path}; `callbot up` uses it for scenario {scenario}.")
+    from nlu.calibration import calibrate, save_thresholds
+    from nlu.encoders.sentence_encoder import SentenceEncoder
+    from nlu.matcher import Matcher
+
+    # Its own thresholds: fine-tuning moves the scores the decision rule compares.
+    thresholds, calibration = calibrate(Matcher(get_store(), SentenceEncoder(path), s.cache_dir / "vectors" / "quality"))
+    save_thresholds(path, thresholds, calibration)
+    out.print(f"Scenario model written to {path} (thresholds: fallback {thresholds.fallback}, ambiguous margin "
+              f"{thresholds.ambiguous_margin}); `callbot up` uses it for scenario {scenario}.")

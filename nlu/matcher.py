@@ -50,6 +50,10 @@ class Thresholds:
         if path and path.is_file():
             data = json.loads(path.read_text())
             return cls(**{k: float(v) for k, v in data.items() if k in cls.__dataclass_fields__ and isinstance(v, (int, float))})
+        if model_dir and (model_dir / "callbot_encoder.json").is_file() \
+                and json.loads((model_dir / "callbot_encoder.json").read_text()).get("kind") == "albert-sim":
+            log.warning("model has no calibrated thresholds; using e5-small's, which may reject most messages",
+                        extra={"fields": {"model": model_dir.name, "fix": f"callbot model verify {model_dir.name}"}})
         return cls()
 
 

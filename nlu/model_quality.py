@@ -4,7 +4,8 @@ Quality = knowledge-base leave-one-out top-1 on questions no model trains on (di
 and the held-out FAQ split, nlu.data.kb_split; always available) and, when the research corpora are
 present, Spearman×100 on our LCQMC/BQ dev pairs. ``better_than_e5`` requires all (where measured) to
 be at least e5's, and a model that was pair-trained on the held-out questions is never eligible: its KB
-figure is inflated. The result is written to ``verified.json`` beside the model.
+figure is inflated. The result is written to ``verified.json`` beside the model, and the model's
+match/ambiguous/fallback thresholds, calibrated on the knowledge base, to ``thresholds.json``.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from nlu.model_cache import quality_score
 KB_QUERIES = 2000  # all clean questions of the demo KB (about 1,100); a cap for big knowledge bases
 
 
-def _measure(path: Path, store: Store, cache_dir: Path, dev: dict[str, list]) -> dict[str, Any]:
-    from nlu.calibration import _leave_one_out
+def _measure(path: Path, store: Store, cache_dir: Path, dev: dict[str, list], calibrate_thresholds: bool = False) -> dict[str, Any]:
+    """Quality figures; with ``calibrate_thresholds`` also the model's decision thresholds, saved beside
+    it (an ALBERT-sim's scores spread differently from e5's: e5's thresholds would reject everything)."""
+    from nlu.calibration import _leave_one_out, calibrate, save_thresholds
     from nlu.encoders.sentence_encoder import SentenceEncoder
     from nlu.matcher import Matcher
     from nlu.similarity_eval import encoder_scores, evaluate_pairs
@@ -37,6 +40,9 @@ def _measure(path: Path, store: Store, cache_dir: Path, dev: dict[str, list]) ->
     out: dict[str, Any] = {"kb_heldout_top1": round(float((gold == 0).mean()), 4), "kb_queries": len(gold)}
     for label, pairs in dev.items():
         out[f"{label}_spearman"] = evaluate_pairs(encoder_scores(enc, pairs), pairs)["spearman"]
+    if calibrate_thresholds:
+        thresholds, report = calibrate(matcher)
+        save_thresholds(path, thresholds, report)
     return out
 
 
@@ -63,7 +69,7 @@ def verify_albert(model_dir: Path, e5_dir: Path, store: Store, cache_dir: Path) 
         e5_q = {**_measure(e5_dir, store, cache_dir, dev), **stamp}
         e5_file.write_text(json.dumps(e5_q))
     e5_q = {k: v for k, v in e5_q.items() if k not in ("kb_queries", *stamp)}
-    mine = _measure(model_dir, store, cache_dir, dev)
+    mine = _measure(model_dir, store, cache_dir, dev, calibrate_thresholds=True)
     queries = mine.pop("kb_queries")
     leaked = saw_heldout(json.loads((model_dir / "callbot_encoder.json").read_text()))
     better = not leaked and all(mine[k] >= e5_q[k] for k in mine)

@@ -281,6 +281,37 @@ def test_expand_command_runs_end_to_end(tiny_trained: Path, e5_model_dir: Path, 
     assert bad.returncode == 1 and "method must be beam or sample" in bad.stderr
 
 
+def test_finetune_command_reports_and_calibrates_the_scenario_model(tiny_trained: Path, e5_model_dir: Path, tmp_path: Path) -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    shutil.copytree(tiny_trained, cache / "models" / "albert-sim-trained")
+    (cache / "models" / "e5-small-v1").symlink_to(e5_model_dir)
+    env = {**os.environ, "CALLBOT_CACHE_DIR": str(cache), "CALLBOT_HOME": str(tmp_path / "home")}
+    callbot = str(Path(sys.executable).parent / "callbot")
+    root = Path(__file__).resolve().parent.parent
+    assert subprocess.run([callbot, "kb", "demo"], cwd=root, env=env, capture_output=True).returncode == 0
+    result = subprocess.run([callbot, "model", "finetune", "--scenario", "ipo_allotment_notice", "--steps", "4",
+                             "--source", str(cache / "models" / "albert-sim-trained")],
+                            cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    out = cache / "models" / "albert-sim-ft-ipo_allotment_notice"
+    report = json.loads((out / "report.json").read_text())
+    assert report["scenario"] == "ipo_allotment_notice" and report["heldout_questions"] > 0
+    for side in ("before", "after"):
+        assert 0 <= report[side]["scenario_heldout_accuracy"] <= 1 and "找我干嘛 / 找他干嘛" in report[side]["probe_cosines"]
+    assert report["before"] != report["after"], "four episodes moved the weights"
+    thresholds = json.loads((out / "thresholds.json").read_text())
+    assert 0.3 <= thresholds["fallback"] < 1 and "fallback" in result.stdout
+    missing = subprocess.run([callbot, "model", "finetune", "--scenario", "nope", "--source", str(out)], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and "Scenario 'nope' does not exist" in missing.stderr, missing.stderr
+
+
 def test_generation_loss_paths_agree() -> None:
     from nlu.losses.generation import generation_loss_from_hidden
 
@@ -399,12 +430,14 @@ def test_kb_pair_training_records_whether_the_heldout_questions_were_seen(
 
 
 def test_verify_measures_on_never_trained_questions_and_refuses_leaked_models(
-        tiny_trained: Path, e5_model_dir: Path, kb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+        tiny_trained: Path, e5_model_dir: Path, kb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
     import shutil
 
     import nlu.model_quality as quality
     from knowledge_base.demo import write_demo_file
     from nlu.data.kb_split import SPLIT_ID
+    from nlu.matcher import Thresholds
 
     kb.import_files([write_demo_file(tmp_path / "demo.yaml")])
     monkeypatch.setattr(quality, "dev_sets", dict)  # the KB half only; the corpora half is the same code path
@@ -417,12 +450,21 @@ def test_verify_measures_on_never_trained_questions_and_refuses_leaked_models(
                                                  "kb_version": kb.store.kb_version(), "kb_split": SPLIT_ID}))
     report = quality.verify_albert(tiny_trained, e5, kb.store, tmp_path / "vectors")
     assert 900 <= report["kb_queries"] <= 1400, "dialogue questions plus the held-out fifth of FAQ questions"
+    # Verify also calibrates the model's own decision thresholds, which the matcher then uses.
+    saved = json.loads((tiny_trained / "thresholds.json").read_text())
+    assert saved["calibration"]["kb_version"] == kb.store.kb_version() and saved["calibration"]["in_domain_queries"] > 500
+    assert Thresholds.for_model(tiny_trained) == Thresholds(saved["fallback"], saved["ambiguous_margin"], saved["temperature"])
     assert report["kb_split"] == SPLIT_ID and report["kb_heldout_seen"] is False and report["better_than_e5"] is True
     # ...but not a model that trained on the held-out questions,
     leaky = tmp_path / "albert-sim-leaky"
     shutil.copytree(tiny_trained, leaky)
     meta = json.loads((leaky / "callbot_encoder.json").read_text())
     (leaky / "callbot_encoder.json").write_text(json.dumps({**meta, "data": ["knowledge base FAQ groups"]}))
+    (leaky / "thresholds.json").unlink()
+    with caplog.at_level(logging.WARNING, logger="nlu.matcher"):
+        assert Thresholds.for_model(leaky) == Thresholds(), "uncalibrated: e5's defaults..."
+    assert "no calibrated thresholds" in caplog.text and "callbot model verify albert-sim-leaky" in str(
+        [getattr(r, "fields", {}) for r in caplog.records]), "...with a warning that says how to fix it"
     leaked = quality.verify_albert(leaky, e5, kb.store, tmp_path / "vectors")
     assert leaked["kb_heldout_seen"] is True and leaked["better_than_e5"] is False
     assert leaked["quality"] == report["quality"], "same weights, same measure"
