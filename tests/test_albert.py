@@ -258,13 +258,14 @@ def test_copy_bias_keeps_generation_on_the_source_words(tiny_albert: tuple[Path,
     # Not all: repeats and repeated bigrams stay forbidden, so a short source runs out of its own words.
     assert biased >= 0.8 and biased > unbiased + 0.3, (unbiased, biased)
 
-def test_expand_command_runs_end_to_end(tiny_trained: Path, e5_model_dir: Path, tmp_path: Path) -> None:
+def demo_home_with(trained: Path, e5_model_dir: Path, tmp_path: Path) -> tuple[dict[str, str], str, Path, Path]:
+    """A model cache holding ``trained`` as albert-sim-trained beside e5, and a home with the demo KB:
+    (environment, callbot executable, repository root, cache directory)."""
     import os
     import shutil
     import subprocess
     import sys
 
-    trained = tiny_trained
     cache = tmp_path / "cache"
     (cache / "models").mkdir(parents=True)
     shutil.copytree(trained, cache / "models" / "albert-sim-trained")
@@ -273,6 +274,13 @@ def test_expand_command_runs_end_to_end(tiny_trained: Path, e5_model_dir: Path, 
     callbot = str(Path(sys.executable).parent / "callbot")
     root = Path(__file__).resolve().parent.parent
     assert subprocess.run([callbot, "kb", "demo"], cwd=root, env=env, capture_output=True).returncode == 0
+    return env, callbot, root, cache
+
+
+def test_expand_command_runs_end_to_end(tiny_trained: Path, e5_model_dir: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    env, callbot, root, _ = demo_home_with(tiny_trained, e5_model_dir, tmp_path)
     result = subprocess.run([callbot, "nlu", "expand", "怎么开户", "-n", "5", "--scenario", "faq"], cwd=root, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -282,19 +290,9 @@ def test_expand_command_runs_end_to_end(tiny_trained: Path, e5_model_dir: Path, 
 
 
 def test_finetune_command_reports_and_calibrates_the_scenario_model(tiny_trained: Path, e5_model_dir: Path, tmp_path: Path) -> None:
-    import os
-    import shutil
     import subprocess
-    import sys
 
-    cache = tmp_path / "cache"
-    (cache / "models").mkdir(parents=True)
-    shutil.copytree(tiny_trained, cache / "models" / "albert-sim-trained")
-    (cache / "models" / "e5-small-v1").symlink_to(e5_model_dir)
-    env = {**os.environ, "CALLBOT_CACHE_DIR": str(cache), "CALLBOT_HOME": str(tmp_path / "home")}
-    callbot = str(Path(sys.executable).parent / "callbot")
-    root = Path(__file__).resolve().parent.parent
-    assert subprocess.run([callbot, "kb", "demo"], cwd=root, env=env, capture_output=True).returncode == 0
+    env, callbot, root, cache = demo_home_with(tiny_trained, e5_model_dir, tmp_path)
     result = subprocess.run([callbot, "model", "finetune", "--scenario", "ipo_allotment_notice", "--steps", "4",
                              "--source", str(cache / "models" / "albert-sim-trained")],
                             cwd=root, env=env, capture_output=True, text=True, timeout=600)
