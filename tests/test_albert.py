@@ -482,12 +482,14 @@ def test_generated_questions_end_at_the_first_question_mark_and_use_chinese_punc
     assert tidy_question("? ?") == "" and tidy_question("，") == ""
 
 
-def test_round_trip_scores_prefer_candidates_that_lead_back_to_the_source(tiny_trained: Path) -> None:
+def test_round_trip_scores_prefer_candidates_that_lead_back_to_the_source(
+        tiny_albert: tuple[Path, list[str], np.ndarray], tiny_trained: Path) -> None:
     from nlu.expansion import Generator
 
+    _, sentences, _ = tiny_albert
     gen = Generator(tiny_trained)
-    source = "我想问一下开户的流程"
-    scores = gen.back_scores(source, [source, "天气", "今天天气很好适合出去玩"])
+    source, partner = sentences[0], sentences[1]  # a pair the tiny model trained on, both directions
+    scores = gen.back_scores(source, [partner, "天气", "今天天气很好适合出去玩"])
     assert len(scores) == 3 and all(s < 0 for s in scores)
-    assert scores[0] > max(scores[1:]), "the source itself regenerates the source best"
+    assert scores[0] > max(scores[1:]), "the trained partner leads back to the source best"
     assert gen.back_scores(source, []) == []

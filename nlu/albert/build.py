@@ -98,6 +98,7 @@ def build_initial(e5_dir: Path, out_dir: Path, texts: list[str], probe: list[str
                           hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout_prob=0.0,
                           pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                           eos_token_id=tokenizer.eos_token_id, layer_norm_eps=1e-12)
+    torch.manual_seed(0)  # the parts not copied from e5 (MLM head) start the same on every build
     model = AlbertForMaskedLM(config)
     e5 = _e5_state(e5_dir)
     rows = e5["embeddings.word_embeddings.weight"][torch.tensor(old_ids)]
