@@ -42,7 +42,7 @@ def model_distill(
     layers: Annotated[int, typer.Option(help="Passes through the shared transformer layer.")] = 4,
     intermediate_size: Annotated[int, typer.Option(help="Feed-forward width of the shared layer (e5's is 1536; pruned below).")] = 768,
     groups: Annotated[int, typer.Option(help="Layer groups (ALBERT's num_hidden_groups): 1 = one layer shared by every pass; "
-                                            "= --layers for unshared layers (same speed, more parameters).")] = 1,
+                                            "= --layers for unshared layers (more parameters; slower per single sentence, see docs/nlu.md).")] = 1,
 ) -> None:
     """Build ALBERT-sim from e5-small: cut vocabulary, SVD embeddings, then distil e5's sentence vectors."""
     from nlu.albert.pipeline import run_distill

@@ -1,7 +1,7 @@
 """Mining extension questions (扩展问) from what callers actually said.
 
 FAQ teams grow their knowledge base from recorded conversations: a caller's wording that the bot
-understood, but only just, is a new phrasing worth adding. The miner reads the callers' turns, groups
+understood, but that no question in the knowledge base already says, is a new phrasing worth adding. The miner reads the callers' turns, groups
 identical wordings, re-matches each one with the current model and knowledge base (a question added
 since the call may already cover it), and proposes those that
 
