@@ -9,22 +9,10 @@ from rich.table import Table
 
 from benchmarks.common import save
 from callbot.context import get_kb
-from nlu.data.corpora import corpus_file, read_pairs, sample
 from nlu.encoders.sentence_encoder import SentenceEncoder
+from nlu.generation_quality import TOP, faq_sources, measure, teacher_threshold
+from nlu.generation_quality import save as save_beside_model
 from nlu.model_cache import e5_dir
-from nlu.similarity_eval import encoder_scores, evaluate_pairs
-
-SOURCES = 30
-TOP = 10
-
-
-def _teacher_threshold(teacher: SentenceEncoder) -> tuple[float, str]:
-    try:
-        dev = sample(read_pairs(corpus_file("lcqmc_train.tsv"), "dev"), 2000, seed=11)
-    except Exception:
-        return 0.90, "default 0.90 (no corpora to calibrate on)"
-    r = evaluate_pairs(encoder_scores(teacher, dev), dev)
-    return r["threshold"], f"best-accuracy threshold on LCQMC dev ({r['accuracy']:.1f}% acc)"
 
 
 def run(console: Console) -> dict:
@@ -33,15 +21,13 @@ def run(console: Console) -> dict:
 
     generator = get_generator()
     teacher = SentenceEncoder(e5_dir(get_settings().models_dir))
-    threshold, how = _teacher_threshold(teacher)
+    threshold, how = teacher_threshold(teacher)
     kb = get_kb()
-    faq = kb.intents("faq")
-    existing = {q["text"] for it in faq for q in kb.intent(it["id"])["extension_questions"]} | {it["standard_question"] for it in faq}
-    sources = [it["standard_question"] for it in sample(faq, SOURCES, seed=2)]
+    sources, existing = faq_sources(kb)
     configured = generator.copy_bias
     existing_list = sorted(existing)
     existing_vecs = teacher.encode(existing_list)
-    runs = {bias: _measure(generator, bias, sources, teacher, threshold, existing, existing_vecs)
+    runs = {bias: measure(generator, bias, sources, teacher, threshold, existing, existing_vecs)
             for bias in sorted({0.0, 1.0, 2.0, 3.0, 4.0, configured})}
     generator.copy_bias = configured
     rerank = _rerank(generator, sources, teacher, threshold, existing, existing_vecs)
@@ -70,6 +56,9 @@ def run(console: Console) -> dict:
                       f"{r['useful_share'] / base_r:.2f}×" if base_r else "-")
     console.print(order)
     save("expansion", result)
+    save_beside_model(generator.path, {**runs[configured], "copy_bias": configured, "sources": len(sources),
+                                       "teacher_threshold": threshold, "threshold_from": how,
+                                       "kb_version": kb.store.kb_version()})
     return result
 
 
@@ -94,29 +83,3 @@ def _rerank(generator, sources: list[str], teacher: SentenceEncoder, threshold: 
     by = {how: {"candidates": len(p), "paraphrase_share": round(sum(a for a, _ in p) / max(1, len(p)), 4),
                 "useful_share": round(sum(b for _, b in p) / max(1, len(p)), 4)} for how, p in picks.items()}
     return {"by_selection": by}
-
-
-def _measure(generator, bias: float, sources: list[str], teacher: SentenceEncoder, threshold: float,  # type: ignore[no-untyped-def]
-             existing: set[str], existing_vecs: np.ndarray) -> dict:
-    """Top-10 beam candidates per source: paraphrase (teacher ≥ threshold), new (not in the KB), useful
-    (a paraphrase the expansion filter would keep: no KB question within cosine 0.98)."""
-    generator.copy_bias = bias
-    total = paraphrase = new = useful = 0
-    examples = []
-    for src in sources:
-        cands = [c for c in generator.beam(src, TOP) if c and c != src][:TOP]
-        if not cands:
-            continue
-        vecs = teacher.encode([src, *cands])
-        sims = vecs[1:] @ vecs[0]
-        total += len(cands)
-        paraphrase += int((sims >= threshold).sum())
-        near_kb = (vecs[1:] @ existing_vecs.T).max(axis=1) >= 0.98 if len(existing_vecs) else np.zeros(len(cands), bool)
-        useful += int(((sims >= threshold) & ~near_kb).sum())
-        new += sum(c not in existing for c in cands)
-        if len(examples) < 10:
-            best = int(np.argmax(sims))
-            examples.append((src, cands[best], round(float(sims[best]), 4)))
-    return {"candidates": total, "paraphrase_share": round(paraphrase / max(1, total), 4),
-            "new_to_kb_share": round(new / max(1, total), 4), "useful_share": round(useful / max(1, total), 4),
-            "examples": examples}

@@ -36,6 +36,8 @@ def model_distill(
     corpora: Annotated[Optional[str], typer.Option(help="Also distil on sentences of these pair files (research licence), comma-separated.")] = None,
     corpus_sentences: Annotated[int, typer.Option(help="Sentences sampled from each corpus file.")] = 20_000,
     relation_weight: Annotated[float, typer.Option(help="Weight of the in-batch neighbour-ranking term (0 = vectors only).")] = 1.0,
+    hidden_weight: Annotated[float, typer.Option(help="Weight of the hidden-state term: each pass imitates its e5 layer token by token "
+                                                     "(0 = off; runs e5 on 16 sentences of every batch, about 1.4× slower).")] = 0.0,
     source: Annotated[Optional[Path], typer.Option(help="Continue distilling this ALBERT-sim instead of starting from albert-sim-init.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Directory name of the result (default albert-sim-distilled[-research]).")] = None,
     embedding_size: Annotated[int, typer.Option(help="Width of the factorised embedding (SVD rank of e5's).")] = 128,
@@ -64,33 +66,72 @@ def model_distill(
                            num_hidden_groups=groups)
     if source is not None and shape != AlbertSimShape():
         raise CallbotError("--source continues an existing model, whose shape is fixed; drop the shape options.")
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, relation_weight=relation_weight)
+    if hidden_weight < 0:
+        raise CallbotError(f"--hidden-weight {hidden_weight} must be 0 (off) or positive.")
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, relation_weight=relation_weight, hidden_weight=hidden_weight)
     path = run_distill(s.models_dir, s.cache_dir, get_store(), _paths(corpora) if corpora else [], cfg, max_sentences,
                        corpus_sentences, shape=shape, source=source, name=name)
     out.print(f"Distilled ALBERT-sim written to {path} (training curve: {path / 'training_curve.png'}).")
     _verify(path)
 
 
-def _verify(path: Path) -> None:
+def _verify(path: Path, quantize: str = "none") -> None:
     import json
 
     from nlu.model_cache import e5_dir
     from nlu.model_quality import verify_albert
 
     s = get_settings()
-    report = verify_albert(path, e5_dir(s.models_dir), get_store(), s.cache_dir / "vectors" / "quality")
+    report = verify_albert(path, e5_dir(s.models_dir), get_store(), s.cache_dir / "vectors" / "quality", quantize)
     out.print_json(json.dumps(report))
+    if quantize != "none":
+        out.print(f"Measured the {quantize} variant (verified.{quantize}.json); set nlu.quantize={quantize} to match with it.")
+        return
     verdict = "it is now the default encoder (`auto`)" if report["better_than_e5"] else "e5-small stays the default encoder"
     out.print(f"Measured against e5-small: {verdict}.")
 
 
 @model_app.command("verify")
-def model_verify(name: Annotated[str, typer.Argument(help="A model directory name in the cache, e.g. albert-sim-trained.")]) -> None:
+def model_verify(
+    name: Annotated[str, typer.Argument(help="A model directory name in the cache, e.g. albert-sim-trained.")],
+    quantize: Annotated[str, typer.Option(help="none, or int8: measure the int8 variant (for the nlu.quantize setting).")] = "none",
+) -> None:
     """Measure an ALBERT-sim against e5-small and record whether it may be the default."""
+    from nlu.encoders.sentence_encoder import QUANTIZATIONS
+
     path = get_settings().models_dir / name
     if not (path / "callbot_encoder.json").is_file():
         raise CallbotError(f"{path} is not a model directory; `callbot model list` shows what is in the cache.")
-    _verify(path)
+    if quantize not in QUANTIZATIONS:
+        raise CallbotError(f"--quantize {quantize!r}: use one of {', '.join(QUANTIZATIONS)}.")
+    _verify(path, quantize)
+
+
+@model_app.command("rate-generator")
+def model_rate_generator(
+    name: Annotated[str, typer.Argument(help="A pair-trained ALBERT-sim in the cache, e.g. albert-sim-trained.")],
+    sources: Annotated[int, typer.Option(help="FAQ standard questions to generate from (a fixed sample).")] = 30,
+) -> None:
+    """Measure a generator's paraphrases (teacher-judged, new to the KB) at the configured copy bias; generator `auto` ranks by it."""
+    import json
+
+    from callbot.context import get_kb
+    from nlu.encoders.sentence_encoder import SentenceEncoder
+    from nlu.expansion import Generator
+    from nlu.generation_quality import rate
+    from nlu.model_cache import e5_dir
+
+    s = get_settings()
+    path = s.models_dir / name
+    if not (path / "callbot_encoder.json").is_file():
+        raise CallbotError(f"{path} is not a model directory; `callbot model list` shows what is in the cache.")
+    if not 1 <= sources <= 500:
+        raise CallbotError(f"--sources {sources} must be between 1 and 500.")
+    get_store().migrate()
+    report = rate(Generator(path, copy_bias=s.nlu.copy_bias), path, SentenceEncoder(e5_dir(s.models_dir)), get_kb(), sources)
+    out.print_json(json.dumps({k: v for k, v in report.items() if k != "examples"}, ensure_ascii=False))
+    out.print(f"{name}: {report['useful_share']:.1%} of {report['candidates']} candidates useful at copy bias "
+              f"{report['copy_bias']:g} (written to {path / 'expansion.json'}).")
 
 
 @model_app.command("train")

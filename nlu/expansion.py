@@ -68,6 +68,7 @@ class Generator:
         self.model = AlbertForMaskedLM.from_pretrained(model_dir).eval()
         self.tok = AutoTokenizer.from_pretrained(model_dir)
         self.name = meta.get("name", model_dir.name)
+        self.path = model_dir
         self.repetition_penalty = 1.5
         # Added to the logits of the source's own tokens: a paraphrase mostly reuses the source's words,
         # and a small generator otherwise drifts into its training corpora's vocabulary.

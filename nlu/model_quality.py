@@ -24,7 +24,8 @@ from nlu.model_cache import quality_score
 KB_QUERIES = 2000  # all clean questions of the demo KB (about 1,100); a cap for big knowledge bases
 
 
-def _measure(path: Path, store: Store, cache_dir: Path, dev: dict[str, list], calibrate_thresholds: bool = False) -> dict[str, Any]:
+def _measure(path: Path, store: Store, cache_dir: Path, dev: dict[str, list], calibrate_thresholds: bool = False,
+             quantize: str = "none") -> dict[str, Any]:
     """Quality figures; with ``calibrate_thresholds`` also the model's decision thresholds, saved beside
     it (an ALBERT-sim's scores spread differently from e5's: e5's thresholds would reject everything)."""
     from nlu.calibration import _leave_one_out, calibrate, save_thresholds
@@ -32,7 +33,7 @@ def _measure(path: Path, store: Store, cache_dir: Path, dev: dict[str, list], ca
     from nlu.matcher import Matcher
     from nlu.similarity_eval import encoder_scores, evaluate_pairs
 
-    enc = SentenceEncoder(path)
+    enc = SentenceEncoder(path, quantize=quantize)
     matcher = Matcher(store, enc, cache_dir)
     matcher.refresh(force=True)
     loo = _leave_one_out(matcher, KB_QUERIES, only=lambda e: is_clean_query(e.kind, e.text))
@@ -58,7 +59,10 @@ def dev_sets() -> dict[str, list]:
     return sets
 
 
-def verify_albert(model_dir: Path, e5_dir: Path, store: Store, cache_dir: Path) -> dict[str, Any]:
+def verify_albert(model_dir: Path, e5_dir: Path, store: Store, cache_dir: Path, quantize: str = "none") -> dict[str, Any]:
+    """Measure ``model_dir`` against e5-small (float32, the default) and write ``verified.json``; with
+    ``quantize="int8"`` measure the int8 variant instead and write ``verified.int8.json``, which informs
+    the `nlu.quantize` setting but never makes a model the default (thresholds stay the float32 ones)."""
     dev = dev_sets()
     e5_file = e5_dir / "quality.json"
     e5_q = json.loads(e5_file.read_text()) if e5_file.is_file() else None
@@ -69,11 +73,13 @@ def verify_albert(model_dir: Path, e5_dir: Path, store: Store, cache_dir: Path) 
         e5_q = {**_measure(e5_dir, store, cache_dir, dev), **stamp}
         e5_file.write_text(json.dumps(e5_q))
     e5_q = {k: v for k, v in e5_q.items() if k not in ("kb_queries", *stamp)}
-    mine = _measure(model_dir, store, cache_dir, dev, calibrate_thresholds=True)
+    mine = _measure(model_dir, store, cache_dir, dev, calibrate_thresholds=quantize == "none", quantize=quantize)
     queries = mine.pop("kb_queries")
     leaked = saw_heldout(json.loads((model_dir / "callbot_encoder.json").read_text()))
     better = not leaked and all(mine[k] >= e5_q[k] for k in mine)
     report = {"quality": mine, "e5_quality": e5_q, "better_than_e5": better, "kb_split": SPLIT_ID,
               "kb_heldout_seen": leaked, "kb_queries": queries, "score": quality_score(mine)}
-    (model_dir / "verified.json").write_text(json.dumps(report, indent=2))
+    if quantize != "none":
+        report["quantize"] = quantize
+    (model_dir / ("verified.json" if quantize == "none" else f"verified.{quantize}.json")).write_text(json.dumps(report, indent=2))
     return report

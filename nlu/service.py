@@ -15,8 +15,9 @@ from nlu.model_cache import resolve_model
 def load_encoder(name: str):  # type: ignore[no-untyped-def]
     from nlu.encoders.sentence_encoder import SentenceEncoder
 
-    path = resolve_model(get_settings().models_dir, name)
-    return SentenceEncoder(path), path
+    settings = get_settings()
+    path = resolve_model(settings.models_dir, name)
+    return SentenceEncoder(path, quantize=settings.nlu.quantize), path
 
 
 def vector_dir(db_url: str) -> Path:
@@ -34,7 +35,7 @@ def get_matcher(model: str | None = None) -> Matcher:
 
         for ft in sorted(settings.models_dir.glob("albert-sim-ft-*/callbot_encoder.json")):
             scenario = ft.parent.name.removeprefix("albert-sim-ft-")
-            scope_encoders[scenario] = SentenceEncoder(ft.parent)
+            scope_encoders[scenario] = SentenceEncoder(ft.parent, quantize=settings.nlu.quantize)
     matcher = Matcher(get_store(), encoder, vector_dir(settings.db_url), Thresholds.for_model(Path(path)),
                       exact_index_limit=settings.nlu.exact_index_limit, scope_encoders=scope_encoders,
                       search_threads=settings.nlu.search_threads)
@@ -45,10 +46,12 @@ def get_matcher(model: str | None = None) -> Matcher:
 @lru_cache(maxsize=1)
 def get_generator():  # type: ignore[no-untyped-def]
     """The generation head of a pair-trained ALBERT-sim (expansion needs GenF training): the one named by
-    ``nlu.generator``, or with ``auto`` the best verified one (the newest among unverified ones)."""
+    ``nlu.generator``, or with ``auto`` the one whose measured generation is best (`callbot model
+    rate-generator`), else the best verified one (the newest among unverified ones)."""
     import json
 
     from nlu.expansion import ExpanderUnavailable, Generator
+    from nlu.generation_quality import generation_rank
     from nlu.model_cache import verified_rank
 
     settings = get_settings()
@@ -62,13 +65,16 @@ def get_generator():  # type: ignore[no-untyped-def]
             f"No trained ALBERT-sim in {models_dir}; run `callbot model distill` then `callbot model train --pairs …` "
             "to enable paraphrase generation."
         )
-    def rank(d: Path) -> tuple[bool, tuple[bool, bool, float], float]:
-        # Verified before unverified, ranked like `albert-sim` (verified_rank), then the newest weights.
+    def rank(d: Path) -> tuple[tuple[bool, float], bool, tuple[bool, bool, float], float]:
+        # Measured generation at the copy bias in use first (expansion.json: the better encoder can be
+        # the worse generator), then verified before unverified ranked like `albert-sim`, then the newest.
+        generation = generation_rank(d, settings.nlu.copy_bias)
+        mtime = (d / "model.safetensors").stat().st_mtime
         try:
             report = json.loads((d / "verified.json").read_text())
         except (OSError, ValueError):
-            return False, (False, False, 0.0), (d / "model.safetensors").stat().st_mtime
-        return True, verified_rank(report), (d / "model.safetensors").stat().st_mtime
+            return generation, False, (False, False, 0.0), mtime
+        return generation, True, verified_rank(report), mtime
 
     return Generator(max(trained, key=rank), copy_bias=settings.nlu.copy_bias)
 

@@ -187,6 +187,75 @@ def test_distillation_learns_and_resumes(tiny_albert: tuple[Path, list[str], np.
     assert loss_of(out) < loss_of(src), "distillation moved the student toward the teacher"
 
 
+def test_hidden_state_loss_counts_only_aligned_tokens_and_weighs_layers_alike() -> None:
+    from nlu.losses.hidden_states import hidden_state_loss
+
+    torch.manual_seed(0)
+    teacher = [torch.randn(2, 7, 8), 100 * torch.randn(2, 7, 8)]  # the second layer at a much larger scale
+    rows, t_pos = torch.tensor([0, 0, 1]), torch.tensor([4, 5, 4])
+    student = [torch.zeros(2, 5, 8), torch.zeros(2, 5, 8)]
+    s_pos = torch.tensor([1, 2, 1])
+    for layer in range(2):
+        student[layer][rows, s_pos] = teacher[layer][rows, t_pos]
+    assert float(hidden_state_loss(student, teacher, rows, s_pos, t_pos)) == pytest.approx(0.0, abs=1e-6)
+    student[1][0, 3] = 1e6  # an unaligned position (padding, [CLS]) never counts
+    assert float(hidden_state_loss(student, teacher, rows, s_pos, t_pos)) == pytest.approx(0.0, abs=1e-6)
+    off_small = [student[0] + 0.1 * torch.randn_like(student[0]), student[1]]
+    off_large = [student[0], student[1] + 10 * torch.randn_like(student[1])]
+    small, large = (float(hidden_state_loss(x, teacher, rows, s_pos, t_pos)) for x in (off_small, off_large))
+    assert small > 0 and large > 0 and 0.1 < small / large < 10, "the same relative error costs alike on both layers"
+    with pytest.raises(ValueError):
+        hidden_state_loss(student[:1], teacher, rows, s_pos, t_pos)
+
+
+def test_teacher_states_align_the_same_pieces(tiny_albert: tuple[Path, list[str], np.ndarray], e5_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from nlu.albert.teacher_states import TeacherStates, matched_layers
+
+    assert matched_layers([5, 7, 9, 11], 4, 12) == [5, 7, 9, 11]
+    assert matched_layers(5, 4, 12) == [3, 6, 8, 11], "a shared layer: evenly spaced, ending at e5's last"
+    src, sentences, _ = tiny_albert
+    student_tok = AutoTokenizer.from_pretrained(src)
+    states = TeacherStates(e5_model_dir, [3, 11])
+    texts = [sentences[0], "Ωψ thanks ok 🙂", sentences[1]]  # the middle one has pieces outside the cut vocabulary
+    aligned = states.states(texts, student_tok, 48)
+    assert len(aligned.teacher) == 2 and aligned.teacher[0].shape[-1] == 384
+    assert set(aligned.rows.tolist()) == {0, 2}, "a sentence split differently takes no part"
+    teacher_ids = states.tokenizer([states.prefix + t for t in texts], padding=True)["input_ids"]
+    student_ids = student_tok(texts, padding=True)["input_ids"]
+    for r, s, t in zip(aligned.rows.tolist(), aligned.student_pos.tolist(), aligned.teacher_pos.tolist(), strict=True):
+        piece = student_tok.convert_ids_to_tokens(student_ids[r][s])
+        assert states.tokenizer.convert_ids_to_tokens(teacher_ids[r][t]) == piece
+
+
+def test_hidden_state_distillation_brings_each_pass_towards_its_e5_layer(
+        tiny_albert: tuple[Path, list[str], np.ndarray], e5_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from nlu.albert.teacher_states import TeacherStates
+    from nlu.albert.train import _load, _student_states
+    from nlu.losses.hidden_states import hidden_state_loss
+
+    src, sentences, teacher = tiny_albert
+    states = TeacherStates(e5_model_dir, [5, 11])
+    out = src.parent / "albert-sim-distilled-hidden"
+    distill(src, out, sentences, teacher, TrainConfig(epochs=3, batch_size=16, lr=5e-4, hidden_weight=1.0), ["test"],
+            teacher_states=states)
+    meta = json.loads((out / "callbot_encoder.json").read_text())
+    assert meta["hidden_distillation"] == {"teacher_layers": [5, 11], "weight": 1.0, "sentences_per_step": 16}
+    tok = AutoTokenizer.from_pretrained(src)
+
+    def hidden_of(path: Path) -> float:
+        model, _ = _load(path)
+        with torch.no_grad():
+            _, passes = _student_states(model.albert, tok, sentences[:32], 48)
+            a = states.states(sentences[:32], tok, 48)
+            return float(hidden_state_loss(passes, a.teacher, a.rows, a.student_pos, a.teacher_pos))
+
+    assert hidden_of(out) < 0.8 * hidden_of(src), "the passes moved towards e5's layers"
+
+
 @pytest.fixture(scope="module")
 def tiny_trained(tiny_albert: tuple[Path, list[str], np.ndarray]) -> Path:
     """The tiny ALBERT after GenF+SimF pair training (every other pair carries a hard negative)."""
@@ -280,13 +349,60 @@ def demo_home_with(trained: Path, e5_model_dir: Path, tmp_path: Path) -> tuple[d
 def test_expand_command_runs_end_to_end(tiny_trained: Path, e5_model_dir: Path, tmp_path: Path) -> None:
     import subprocess
 
-    env, callbot, root, _ = demo_home_with(tiny_trained, e5_model_dir, tmp_path)
+    env, callbot, root, cache = demo_home_with(tiny_trained, e5_model_dir, tmp_path)
     result = subprocess.run([callbot, "nlu", "expand", "怎么开户", "-n", "5", "--scenario", "faq"], cwd=root, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "generated (beam)" in result.stdout
     bad = subprocess.run([callbot, "nlu", "expand", "怎么开户", "--method", "greedy"], cwd=root, env=env, capture_output=True, text=True)
     assert bad.returncode == 1 and "method must be beam or sample" in bad.stderr
+    # Rating the generator writes what generator `auto` ranks by.
+    rated = subprocess.run([callbot, "model", "rate-generator", "albert-sim-trained", "--sources", "3"], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert rated.returncode == 0, rated.stderr
+    report = json.loads((cache / "models" / "albert-sim-trained" / "expansion.json").read_text())
+    assert report["sources"] == 3 and 0 < report["candidates"] <= 30 and report["copy_bias"] == 3.0
+    assert 0.0 <= report["useful_share"] <= report["paraphrase_share"] <= 1.0
+    for args, message in ((["albert-sim-nope"], "not a model directory"), (["e5-small-v1"], "no trained generation head"),
+                          (["albert-sim-trained", "--sources", "0"], "between 1 and 500")):
+        bad = subprocess.run([callbot, "model", "rate-generator", *args], cwd=root, env=env, capture_output=True, text=True)
+        assert bad.returncode == 1 and message in bad.stderr and "Traceback" not in bad.stderr, (args, bad.stderr)
+
+
+def test_generator_auto_prefers_measured_generation_over_encoder_score(tiny_trained: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import nlu.service as service
+    from callbot.settings import Settings
+    from nlu.data.kb_split import SPLIT_ID
+    from nlu.generation_quality import save
+
+    settings = Settings(cache_dir=tmp_path)
+    models = settings.models_dir
+    for name, kb_top1 in (("albert-sim-good-encoder", 0.9), ("albert-sim-good-generator", 0.5)):
+        shutil.copytree(tiny_trained, models / name)
+        meta = json.loads((models / name / "callbot_encoder.json").read_text())
+        (models / name / "callbot_encoder.json").write_text(json.dumps({**meta, "name": name}))
+        (models / name / "verified.json").write_text(json.dumps(
+            {"kb_split": SPLIT_ID, "kb_heldout_seen": False, "quality": {"kb_heldout_top1": kb_top1}}))
+        (models / name / "expansion.json").unlink(missing_ok=True)
+    monkeypatch.setattr(service, "get_settings", lambda: settings)
+
+    def chosen() -> str:
+        service.get_generator.cache_clear()
+        return service.get_generator().name
+
+    try:
+        assert chosen() == "albert-sim-good-encoder", "nothing measured: the better encoder"
+        bias = settings.nlu.copy_bias
+        save(models / "albert-sim-good-generator", {"useful_share": 0.10, "copy_bias": bias})
+        save(models / "albert-sim-good-encoder", {"useful_share": 0.05, "copy_bias": bias})
+        assert chosen() == "albert-sim-good-generator", "measured generation outranks the encoder score"
+        save(models / "albert-sim-good-generator", {"useful_share": 0.30, "copy_bias": bias + 1})
+        assert chosen() == "albert-sim-good-encoder", "a measurement at another copy bias does not count"
+    finally:
+        service.get_generator.cache_clear()
 
 
 def test_finetune_command_reports_and_calibrates_the_scenario_model(tiny_trained: Path, e5_model_dir: Path, tmp_path: Path) -> None:
@@ -466,10 +582,33 @@ def test_verify_measures_on_never_trained_questions_and_refuses_leaked_models(
     leaked = quality.verify_albert(leaky, e5, kb.store, tmp_path / "vectors")
     assert leaked["kb_heldout_seen"] is True and leaked["better_than_e5"] is False
     assert leaked["quality"] == report["quality"], "same weights, same measure"
+    # The int8 variant is measured on its own and never touches the float32 verdict or thresholds.
+    before = (tiny_trained / "verified.json").read_text(), (tiny_trained / "thresholds.json").read_text()
+    int8 = quality.verify_albert(tiny_trained, e5, kb.store, tmp_path / "vectors", quantize="int8")
+    assert int8["quantize"] == "int8" and json.loads((tiny_trained / "verified.int8.json").read_text()) == int8
+    assert abs(int8["quality"]["kb_heldout_top1"] - report["quality"]["kb_heldout_top1"]) < 0.05
+    assert ((tiny_trained / "verified.json").read_text(), (tiny_trained / "thresholds.json").read_text()) == before
     # and after a KB edit e5 is measured again instead of trusting the cached figure.
     kb.add_question(kb.intents("faq")[0]["id"], "这个问题是测试新加的吗", "test")
     again = quality.verify_albert(tiny_trained, e5, kb.store, tmp_path / "vectors")
     assert again["e5_quality"]["kb_heldout_top1"] > 0.5 and again["better_than_e5"] is False
+
+
+def test_int8_encoder_stays_close_to_float32_and_keeps_its_own_vector_cache(tiny_trained: Path) -> None:
+    from knowledge_base.errors import CallbotError
+    from nlu.encoders.sentence_encoder import SentenceEncoder
+
+    texts = ["新股中签了要缴款吗", "我想开个户怎么弄", "", "风险测评过期了 what now"]
+    fp32, int8 = SentenceEncoder(tiny_trained), SentenceEncoder(tiny_trained, quantize="int8")
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in int8.model.modules())
+    assert not any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in fp32.model.modules())
+    a, b = fp32.encode(texts), int8.encode(texts)
+    assert b.shape == a.shape and b.dtype == np.float32 and np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    cos = (a * b).sum(1)
+    assert cos.min() > 0.97 and not np.allclose(a, b), "close to float32, but not the same vectors"
+    assert int8.cache_id != fp32.cache_id and int8.cache_id.endswith("-int8")
+    with pytest.raises(CallbotError, match="int8"):
+        SentenceEncoder(tiny_trained, quantize="int4")
 
 
 def test_generated_questions_end_at_the_first_question_mark_and_use_chinese_punctuation() -> None:

@@ -87,7 +87,15 @@ def run_distill(models_dir: Path, cache_dir: Path, store: Store, corpora: list[P
     if source is not None:
         parent = json.loads((source / "callbot_encoder.json").read_text())
         data = list(dict.fromkeys([*parent.get("data", []), *data]))
-    return distill(init_dir, models_dir / name, sentences, vectors, cfg, data, name=name)
+    states = None
+    if cfg.hidden_weight > 0:
+        from nlu.albert.teacher_states import TeacherStates, matched_layers
+
+        meta = json.loads((init_dir / "callbot_encoder.json").read_text())
+        config = json.loads((init_dir / "config.json").read_text())
+        e5_layers = json.loads((e5_dir / "config.json").read_text())["num_hidden_layers"]
+        states = TeacherStates(e5_dir, matched_layers(meta.get("init_layer"), config["num_hidden_layers"], e5_layers))
+    return distill(init_dir, models_dir / name, sentences, vectors, cfg, data, name=name, teacher_states=states)
 
 
 def hard_negative_triples(pairs: list, use_negatives: bool = True) -> list[tuple[str, str, str | None]]:

@@ -22,10 +22,12 @@ from tqdm import tqdm
 
 from nlu.albert.curves import plot_losses
 from nlu.albert.encode import cls_vectors
+from nlu.albert.teacher_states import TeacherStates
 from nlu.albert.unilm import build_unilm_batch
 from nlu.losses.am_softmax import am_softmax_loss
 from nlu.losses.distillation import distillation_loss
 from nlu.losses.generation import generation_loss_from_hidden
+from nlu.losses.hidden_states import hidden_state_loss
 
 
 @dataclass
@@ -51,6 +53,11 @@ class TrainConfig:
     # distillation (and the teacher anchor): weight of the in-batch neighbour-ranking term
     relation_weight: float = 0.0
     relation_temperature: float = 0.05
+    # distillation: weight of the hidden-state term (each pass imitates its e5 layer, token by token)
+    hidden_weight: float = 0.0
+    # ...paid on the first this-many sentences of each batch: e5's forward pass costs more than the student's
+    # training step, and a few hundred aligned tokens per step are plenty for a token-level term
+    hidden_sentences: int = 16
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -179,12 +186,16 @@ class _Run:
 
 
 def distill(src: Path, out: Path, sentences: list[str], teacher: np.ndarray, cfg: TrainConfig, data: list[str],
-            progress: Callable[[int, int], None] | None = None, name: str = "albert-sim-distilled") -> Path:
+            progress: Callable[[int, int], None] | None = None, name: str = "albert-sim-distilled",
+            teacher_states: TeacherStates | None = None) -> Path:
+    """Distil e5's sentence vectors (``teacher``, one row per sentence) into the ALBERT-sim at ``src``;
+    with ``teacher_states`` and ``cfg.hidden_weight`` > 0 every pass also imitates its e5 layer."""
     n_batches = max(1, len(sentences) // cfg.batch_size)
     total = int(n_batches * cfg.epochs)
     run = _Run(src, out, cfg, total, "distill")
     rng = random.Random(cfg.seed)
     order = list(range(len(sentences)))
+    use_hidden = teacher_states is not None and cfg.hidden_weight > 0
     started = time.monotonic()
     with tqdm(total=total, initial=run.step, desc="distilling from e5-small", unit="step") as bar:
         epoch = 0
@@ -197,15 +208,38 @@ def distill(src: Path, out: Path, sentences: list[str], teacher: np.ndarray, cfg
                 if epoch * n_batches + b < run.step:
                     continue  # resuming: skip batches already trained on
                 idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                student = cls_vectors(run.model.albert, run.tokenizer, [sentences[i] for i in idx], cfg.max_length)
+                texts = [sentences[i] for i in idx]
+                parts: dict[str, float] = {}
+                if use_hidden:
+                    student, passes = _student_states(run.model.albert, run.tokenizer, texts, cfg.max_length)
+                    aligned = teacher_states.states(texts[: cfg.hidden_sentences], run.tokenizer, cfg.max_length)  # type: ignore[union-attr]
+                    hidden = hidden_state_loss(passes, aligned.teacher, aligned.rows, aligned.student_pos,
+                                               aligned.teacher_pos)
+                    parts["hidden"] = hidden.item()
+                else:
+                    student = cls_vectors(run.model.albert, run.tokenizer, texts, cfg.max_length)
                 loss = distillation_loss(student, torch.from_numpy(teacher[idx]),
                                          relation_weight=cfg.relation_weight, temperature=cfg.relation_temperature)
-                run.update(loss, {})
+                if use_hidden:
+                    parts["vector"] = loss.item()
+                    loss = loss + cfg.hidden_weight * hidden
+                run.update(loss, parts)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
             epoch += 1
-    return run.finish(name, data, {"train_seconds": round(time.monotonic() - started, 1),
-                                                      "sentences": len(sentences)})
+    extra: dict[str, Any] = {"train_seconds": round(time.monotonic() - started, 1), "sentences": len(sentences)}
+    if use_hidden:
+        extra["hidden_distillation"] = {"teacher_layers": teacher_states.layers, "weight": cfg.hidden_weight,
+                                        "sentences_per_step": cfg.hidden_sentences}  # type: ignore[union-attr]
+    return run.finish(name, data, extra)
+
+
+def _student_states(albert: torch.nn.Module, tokenizer, texts: list[str], max_length: int):  # type: ignore[no-untyped-def]
+    """[CLS] vectors and the output of every pass (for the hidden-state term)."""
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    out = albert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                 token_type_ids=torch.zeros_like(batch["input_ids"]), output_hidden_states=True)
+    return out.last_hidden_state[:, 0], list(out.hidden_states[1:])
 
 
 Triple = tuple[str, str, str | None]  # anchor, paraphrase, hard negative (or None)
