@@ -122,16 +122,22 @@ def model_list() -> None:
     import json
 
     from nlu.data.kb_split import SPLIT_ID
+    from nlu.generation_quality import best_generator, generation_rank
     from nlu.model_cache import resolve_model
 
-    models_dir = get_settings().models_dir
+    settings = get_settings()
+    models_dir = settings.models_dir
     resolved: dict[str, list[str]] = {}
     for alias in ("albert-sim", "auto"):
         try:
             resolved.setdefault(resolve_model(models_dir, alias).name, []).append(alias)
         except CallbotError as exc:  # nothing to resolve to yet: say so under the table
             resolved.setdefault("", []).append(f"{alias}: {exc}")
-    table = Table("name", "stage", "shape", "KB held-out top-1 / LCQMC / BQ", "vs e5-small", "resolves")
+    generator = settings.nlu.generator
+    if generator == "auto" and models_dir.is_dir() and (chosen := best_generator(models_dir, settings.nlu.copy_bias)):
+        resolved.setdefault(chosen.name, []).append("generator")
+    table = Table("name", "stage", "shape", "KB held-out top-1 / LCQMC / BQ", "vs e5-small",
+                  f"generation useful (bias {settings.nlu.copy_bias:g})", "resolves")
     for path in sorted(models_dir.glob("*")) if models_dir.is_dir() else []:
         if not path.is_dir() or path.name.endswith(".partial"):
             continue
@@ -160,7 +166,9 @@ def model_list() -> None:
             verdict = f"unreadable {', '.join(broken)}: rebuild or delete this model"
         # e5 and the initial ALBERT-sims are never trained by a `_Run`, so their metadata has no stage.
         stage = meta.get("stage") or ("base" if path.name.startswith("e5-") else "init" if "-init" in path.name else "-")
-        table.add_row(path.name, str(stage), shape_text, figures, verdict, ", ".join(resolved.get(path.name, [])))
+        measured, useful = generation_rank(path, settings.nlu.copy_bias)
+        generation = f"{useful:.1%}" if measured else ("not rated" if stage == "pairs" else "-")
+        table.add_row(path.name, str(stage), shape_text, figures, verdict, generation, ", ".join(resolved.get(path.name, [])))
     out.print(table)
     for problem in resolved.get("", []):
         out.print(problem)

@@ -86,6 +86,33 @@ def save(model_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
+def best_generator(models_dir: Path, copy_bias: float) -> Path | None:
+    """Generator `auto`: among pair-trained ALBERT-sims (the only ones with a trained generation head),
+    measured generation at the copy bias in use first, then verified before unverified ranked like
+    `albert-sim`, then the newest weights; None when there is none."""
+    from nlu.model_cache import verified_rank
+
+    trained = []
+    for meta_file in models_dir.glob("albert-sim-*/callbot_encoder.json"):
+        try:
+            stage = json.loads(meta_file.read_text()).get("stage")
+        except (OSError, ValueError):
+            continue  # an unreadable model is not a candidate; `callbot model list` reports it
+        if stage == "pairs" and (meta_file.parent / "model.safetensors").is_file():
+            trained.append(meta_file.parent)
+
+    def rank(d: Path) -> tuple[tuple[bool, float], bool, tuple[bool, bool, float], float]:
+        generation = generation_rank(d, copy_bias)
+        mtime = (d / "model.safetensors").stat().st_mtime
+        try:
+            report = json.loads((d / "verified.json").read_text())
+        except (OSError, ValueError):
+            return generation, False, (False, False, 0.0), mtime
+        return generation, True, verified_rank(report), mtime
+
+    return max(trained, key=rank) if trained else None
+
+
 def generation_rank(model_dir: Path, copy_bias: float) -> tuple[bool, float]:
     """Sort key for generator `auto`: models measured at the copy bias in use first, by useful share."""
     try:

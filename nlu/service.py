@@ -46,37 +46,21 @@ def get_matcher(model: str | None = None) -> Matcher:
 @lru_cache(maxsize=1)
 def get_generator():  # type: ignore[no-untyped-def]
     """The generation head of a pair-trained ALBERT-sim (expansion needs GenF training): the one named by
-    ``nlu.generator``, or with ``auto`` the one whose measured generation is best (`callbot model
-    rate-generator`), else the best verified one (the newest among unverified ones)."""
-    import json
-
+    ``nlu.generator``, or with ``auto`` the one nlu.generation_quality.best_generator picks."""
     from nlu.expansion import ExpanderUnavailable, Generator
-    from nlu.generation_quality import generation_rank
-    from nlu.model_cache import verified_rank
+    from nlu.generation_quality import best_generator
 
     settings = get_settings()
     models_dir = settings.models_dir
     if settings.nlu.generator != "auto":
         return Generator(resolve_model(models_dir, settings.nlu.generator), copy_bias=settings.nlu.copy_bias)
-    trained = [p.parent for p in models_dir.glob("albert-sim-*/callbot_encoder.json")
-               if json.loads(p.read_text()).get("stage") == "pairs" and (p.parent / "model.safetensors").is_file()]
-    if not trained:
+    chosen = best_generator(models_dir, settings.nlu.copy_bias)
+    if chosen is None:
         raise ExpanderUnavailable(
             f"No trained ALBERT-sim in {models_dir}; run `callbot model distill` then `callbot model train --pairs …` "
             "to enable paraphrase generation."
         )
-    def rank(d: Path) -> tuple[tuple[bool, float], bool, tuple[bool, bool, float], float]:
-        # Measured generation at the copy bias in use first (expansion.json: the better encoder can be
-        # the worse generator), then verified before unverified ranked like `albert-sim`, then the newest.
-        generation = generation_rank(d, settings.nlu.copy_bias)
-        mtime = (d / "model.safetensors").stat().st_mtime
-        try:
-            report = json.loads((d / "verified.json").read_text())
-        except (OSError, ValueError):
-            return generation, False, (False, False, 0.0), mtime
-        return generation, True, verified_rank(report), mtime
-
-    return Generator(max(trained, key=rank), copy_bias=settings.nlu.copy_bias)
+    return Generator(chosen, copy_bias=settings.nlu.copy_bias)
 
 
 def expand(text: str, n: int = 20, method: str = "beam", scenario: str | None = None, intent: str | None = None):  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CALLBOT = [str(Path(sys.executable).parent / "callbot")]  # the installed console script
 SUBCOMMANDS = [[], ["up"], ["down"], ["status"], ["kb"], ["kb", "import"], ["kb", "export"], ["kb", "demo"], ["kb", "stats"],
-               ["kb", "scenarios"], ["db"], ["db", "upgrade"], ["model"], ["model", "base"], ["model", "list"], ["model", "distill"], ["model", "train"], ["model", "finetune"], ["model", "verify"],
+               ["kb", "scenarios"], ["db"], ["db", "upgrade"], ["model"], ["model", "base"], ["model", "list"], ["model", "distill"], ["model", "train"], ["model", "finetune"], ["model", "verify"], ["model", "rate-generator"],
                ["bot"], ["bot", "train"], ["nlu"], ["nlu", "match"], ["nlu", "embed"], ["nlu", "eval"], ["nlu", "calibrate"],
                ["nlu", "expand"]]
 
@@ -124,11 +124,16 @@ def test_model_list_shows_measurements_staleness_and_what_names_resolve_to(tmp_p
         (models / name).mkdir(parents=True)
         (models / name / "callbot_encoder.json").write_text(json.dumps({"stage": "pairs", "shape": shape}))
         (models / name / "verified.json").write_text(json.dumps(report) if report else "{not json")
+        (models / name / "model.safetensors").write_bytes(b"")
+    # The weaker encoder generates better: generator `auto` follows the measured generation.
+    (models / "albert-sim-old" / "expansion.json").write_text(json.dumps({"useful_share": 0.12, "copy_bias": 3.0}))
     result = run(["model", "list"], tmp_path, COLUMNS="250")
     assert result.returncode == 0, result.stderr
     rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("│")}
     assert "0.71 / 75.2 / 64.0" in rows["albert-sim-new"] and "E256 L4 F768" in rows["albert-sim-new"]
     assert "albert-sim" in rows["albert-sim-new"].split("│")[-2], "the clean current measurement wins over a higher stale one"
     assert "stale measure" in rows["albert-sim-old"] and "callbot model verify albert-sim-old" in rows["albert-sim-old"]
+    assert "12.0%" in rows["albert-sim-old"] and "generator" in rows["albert-sim-old"].split("│")[-2]
+    assert "not rated" in rows["albert-sim-new"] and "generator" not in rows["albert-sim-new"].split("│")[-2]
     assert "unreadable verified.json" in rows["albert-sim-broken"]
     assert "auto:" in result.stdout and "callbot model base" in result.stdout, "no e5-small built: says how to get it"
