@@ -37,7 +37,7 @@ def model_distill(
     corpus_sentences: Annotated[int, typer.Option(help="Sentences sampled from each corpus file.")] = 20_000,
     relation_weight: Annotated[float, typer.Option(help="Weight of the in-batch neighbour-ranking term (0 = vectors only).")] = 1.0,
     hidden_weight: Annotated[float, typer.Option(help="Weight of the hidden-state term: each pass imitates its e5 layer token by token "
-                                                     "(0 = off; runs e5 on 16 sentences of every batch, about 1.4× slower).")] = 0.0,
+                                                     "(0 = off; runs e5 on 16 sentences of every batch, about 1.15× slower per step).")] = 0.0,
     source: Annotated[Optional[Path], typer.Option(help="Continue distilling this ALBERT-sim instead of starting from albert-sim-init.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Directory name of the result (default albert-sim-distilled[-research]).")] = None,
     embedding_size: Annotated[int, typer.Option(help="Width of the factorised embedding (SVD rank of e5's).")] = 128,

@@ -34,8 +34,9 @@ class NluSettings(BaseModel):
     # FAISS's OpenMP pool and torch's spin against each other when a parse alternates encode and search:
     # one search thread halves /nlu/parse at 10k questions (benchmarks/parse.py measures both).
     search_threads: int = 1
-    # int8 = dynamic int8 weights for the matching encoder: ALBERT-sim per sentence 1.3–1.9× faster,
-    # vectors at cosine ≥ 0.995 to float32 (benchmarks/latency.py; `callbot model verify --quantize int8`)
+    # int8 = dynamic int8 weights for the matching encoder: ALBERT-sim per sentence 1.3–1.7× faster in most
+    # runs, vectors at cosine ≥ 0.995 to float32, no measurable loss for the pair-trained students; e5-small
+    # loses 2.8 KB points, hence not the default (benchmarks/latency.py; `callbot model verify --quantize int8`)
     quantize: Literal["none", "int8"] = "none"
     generator: str = "auto"  # model for `nlu expand`: auto = the best verified pair-trained ALBERT-sim
     # Logit bonus for the source's own tokens when generating paraphrases: 3 raised the useful share of
