@@ -41,10 +41,15 @@ class TeacherStates:
 
     def states(self, texts: list[str], student_tokenizer, max_length: int) -> AlignedStates:  # type: ignore[no-untyped-def]
         s_ids = student_tokenizer(texts, add_special_tokens=False)["input_ids"]
-        t_ids = self.tokenizer([self.prefix + t for t in texts], add_special_tokens=False)["input_ids"]
+        # One tokenization of the teacher side serves both the alignment and the forward pass: a sentence
+        # short enough to align (n + 2 ≤ max_length) is never truncated at max_length + 8.
+        batch = self.tokenizer([self.prefix + t for t in texts], padding=True, truncation=True,
+                               max_length=max_length + 8, return_tensors="pt")
+        lengths = batch["attention_mask"].sum(1).tolist()
         rows, s_pos, t_pos = [], [], []
-        for i, (s, t) in enumerate(zip(s_ids, t_ids, strict=True)):
+        for i, s in enumerate(s_ids):
             n = len(s)
+            t = batch["input_ids"][i, 1 : lengths[i] - 1].tolist()  # without <s> and </s>
             if not n or n + 2 > max_length or len(t) < n:
                 continue
             mapped = self.tokenizer.convert_tokens_to_ids(student_tokenizer.convert_ids_to_tokens(s))
@@ -54,8 +59,6 @@ class TeacherStates:
             rows += [i] * n
             s_pos += range(1, n + 1)
             t_pos += range(offset, offset + n)
-        batch = self.tokenizer([self.prefix + t for t in texts], padding=True, truncation=True,
-                               max_length=max_length + 8, return_tensors="pt")
         with torch.no_grad():
             hidden = self.model(**batch, output_hidden_states=True).hidden_states
         return AlignedStates([hidden[layer + 1] for layer in self.layers], torch.tensor(rows, dtype=torch.long),
