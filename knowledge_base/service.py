@@ -155,7 +155,8 @@ class KnowledgeBase:
     def _intent_dict(self, it: Intent, with_questions: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {"id": it.id, "scenario": it.scenario.code, "name": it.name, "kind": it.kind.value,
                                "category": it.category, "standard_question": it.standard_question, "answer": it.answer,
-                               "question_count": len(it.extension_questions)}
+                               "question_count": len(it.extension_questions),
+                               "pending_count": sum(q.status == ReviewStatus.pending for q in it.extension_questions)}
         if with_questions:
             out["extension_questions"] = [self._question_dict(q) for q in it.extension_questions]
         return out

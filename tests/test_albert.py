@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -438,7 +439,9 @@ def test_generation_loss_paths_agree() -> None:
     assert torch.allclose(full, generation_loss_from_hidden(head, hidden, ids, mask), atol=1e-6)
 
 
-def test_expand_endpoint_stores_pending_generated_questions(tiny_trained: Path, e5_model_dir: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def generator_webapp(tiny_trained: Path, e5_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The web app on the demo knowledge base, with the tiny trained ALBERT-sim as its generator; its URL."""
     import os
     import shutil
     import signal
@@ -448,10 +451,10 @@ def test_expand_endpoint_stores_pending_generated_questions(tiny_trained: Path, 
 
     from tests.conftest import free_port, http
 
-    trained = tiny_trained
+    tmp_path = tmp_path_factory.mktemp("generator-webapp")
     cache = tmp_path / "cache"
     (cache / "models").mkdir(parents=True)
-    shutil.copytree(trained, cache / "models" / "albert-sim-trained")
+    shutil.copytree(tiny_trained, cache / "models" / "albert-sim-trained")
     (cache / "models" / "e5-small-v1").symlink_to(e5_model_dir)
     port = free_port()
     env = {**os.environ, "CALLBOT_CACHE_DIR": str(cache), "CALLBOT_HOME": str(tmp_path / "home"), "CALLBOT_PORTS__WEB": str(port),
@@ -471,30 +474,103 @@ def test_expand_endpoint_stores_pending_generated_questions(tiny_trained: Path, 
             except OSError:
                 pass
             time.sleep(0.5)
-        _, intents = http("GET", url + "/kb/scenarios/faq/intents")
-        target = next(i for i in intents if i["name"] == "faq_open_account")
-        before = target["question_count"]
-        status, result = http("POST", url + f"/kb/intents/{target['id']}/expand", {"n": 5, "method": "beam"}, timeout=120)
-        assert status == 201, result
-        assert result["generated"] > 0 and len(result["stored"]) <= 5
-        _, after = http("GET", url + f"/kb/intents/{target['id']}")
-        stored = {q["text"]: q for q in after["extension_questions"]}
-        assert len(stored) == before + len(result["stored"])
-        for q in result["stored"]:
-            assert stored[q["text"]]["status"] == "pending" and stored[q["text"]]["source"] == "generated"
-        # Two staff members expanding at once while callers are being parsed: everything answers.
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(4) as pool:
-            expands = [pool.submit(http, "POST", url + f"/kb/intents/{i['id']}/expand", {"n": 3}, 180) for i in intents[1:3]]
-            parses = [pool.submit(http, "POST", url + "/nlu/parse", {"text": "我想开户", "scenario": "faq"}, 120) for _ in range(6)]
-            assert all(f.result()[0] == 201 for f in expands), [f.result() for f in expands]
-            assert all(f.result()[0] == 200 and f.result()[1]["intent"] for f in parses), [f.result() for f in parses]
-        status, result = http("POST", url + f"/kb/intents/{target['id']}/expand", {"n": "many"})
-        assert status == 400 and "n must be an integer" in result["error"]
+        yield url
     finally:
         os.killpg(web.pid, signal.SIGTERM)
         web.wait(timeout=30)
+
+
+def test_expand_endpoint_stores_pending_generated_questions(generator_webapp: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest import http
+
+    url = generator_webapp
+    _, intents = http("GET", url + "/kb/scenarios/faq/intents")
+    target = next(i for i in intents if i["name"] == "faq_open_account")
+    before = target["question_count"]
+    status, result = http("POST", url + f"/kb/intents/{target['id']}/expand", {"n": 5, "method": "beam"}, timeout=120)
+    assert status == 201, result
+    assert result["generated"] > 0 and len(result["stored"]) <= 5
+    _, after = http("GET", url + f"/kb/intents/{target['id']}")
+    stored = {q["text"]: q for q in after["extension_questions"]}
+    assert len(stored) == before + len(result["stored"])
+    for q in result["stored"]:
+        assert stored[q["text"]]["status"] == "pending" and stored[q["text"]]["source"] == "generated"
+    # Two staff members expanding at once while callers are being parsed: everything answers.
+    with ThreadPoolExecutor(4) as pool:
+        expands = [pool.submit(http, "POST", url + f"/kb/intents/{i['id']}/expand", {"n": 3}, 180) for i in intents[1:3]]
+        parses = [pool.submit(http, "POST", url + "/nlu/parse", {"text": "我想开户", "scenario": "faq"}, 120) for _ in range(6)]
+        assert all(f.result()[0] == 201 for f in expands), [f.result() for f in expands]
+        assert all(f.result()[0] == 200 and f.result()[1]["intent"] for f in parses), [f.result() for f in parses]
+    status, result = http("POST", url + f"/kb/intents/{target['id']}/expand", {"n": "many"})
+    assert status == 400 and "n must be an integer" in result["error"]
+
+
+def test_admin_page_generates_and_reviews_questions_in_a_browser(generator_webapp: str) -> None:
+    """Staff in Chromium: pick an intent, generate extension questions, approve one, see an error for a bad count."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from tests.browser import chromium
+    from tests.conftest import http
+
+    url = generator_webapp
+    _, intents = http("GET", url + "/kb/scenarios/faq/intents")
+    target = next(i for i in intents if i["name"] == "faq_trading_hours")  # not one the API test expanded
+    assert target["pending_count"] == 0, target
+
+    def rows(browser):  # type: ignore[no-untyped-def]
+        return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")[:3]] for tr in browser.find_elements(By.CSS_SELECTOR, "#qs tr")]
+
+    with chromium() as browser:
+        wait = WebDriverWait(browser, 120)
+        browser.get(url + "/admin")
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#sc option[value=faq]"))
+        Select(browser.find_element(By.ID, "sc")).select_by_value("faq")
+        item = f".it[data-id='{target['id']}']"
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, item))[0].click()
+        wait.until(lambda b: b.find_element(By.ID, "std").text == "标准问：" + target["standard_question"])
+        shown = len(rows(browser))
+        assert shown == target["question_count"] and not browser.find_elements(By.CSS_SELECTOR, item + " .badge")
+
+        n = browser.find_element(By.ID, "n")
+        n.clear()
+        n.send_keys("4")
+        browser.find_element(By.ID, "expand").click()
+        wait.until(lambda b: "新增待审核" in b.find_element(By.ID, "gen-msg").text)
+        _, after = http("GET", url + f"/kb/intents/{target['id']}")
+        pending = [q for q in after["extension_questions"] if q["status"] == "pending"]
+        assert pending and all(q["source"] == "generated" for q in pending)
+        assert f"新增待审核 {len(pending)} 条" in browser.find_element(By.ID, "gen-msg").text
+        wait.until(lambda b: len(rows(b)) == shown + len(pending))
+        assert browser.find_element(By.CSS_SELECTOR, item + " .badge").text == str(len(pending))
+
+        # Only the review queue, then approve its first entry with the row's button.
+        browser.find_element(By.ID, "only-pending").click()
+        wait.until(lambda b: len(rows(b)) == len(pending))
+        assert all(status == "pending" for _, _, status in rows(browser))
+        first = browser.find_element(By.CSS_SELECTOR, "#qs tr")
+        approved_text = first.find_element(By.TAG_NAME, "td").text
+        first.find_element(By.CSS_SELECTOR, "button[data-s=approved]").click()
+        wait.until(lambda b: len(rows(b)) == len(pending) - 1)
+        _, after = http("GET", url + f"/kb/intents/{target['id']}")
+        by_text = {q["text"]: q for q in after["extension_questions"]}
+        assert by_text[approved_text]["status"] == "approved" and by_text[approved_text]["reviewed_by"] == "admin-ui"
+        if len(pending) > 1:
+            wait.until(lambda b: b.find_element(By.CSS_SELECTOR, item + " .badge").text == str(len(pending) - 1))
+        else:
+            wait.until(lambda b: not b.find_elements(By.CSS_SELECTOR, item + " .badge"))
+
+        # A count the API refuses: its reason is shown, nothing is stored.
+        n.clear()
+        n.send_keys("0")
+        browser.find_element(By.ID, "expand").click()
+        wait.until(lambda b: "n must be between 1 and 100" in b.find_element(By.ID, "gen-msg").text)
+        assert browser.find_element(By.ID, "gen-msg").get_attribute("class") == "err"
+        assert browser.find_element(By.ID, "expand").is_enabled()
+        _, final = http("GET", url + f"/kb/intents/{target['id']}")
+        assert len(final["extension_questions"]) == len(after["extension_questions"])
 
 
 def test_teacher_vectors_reuse_sentences_of_earlier_sets(tmp_path: Path) -> None:
