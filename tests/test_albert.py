@@ -509,6 +509,7 @@ def test_expand_endpoint_stores_pending_generated_questions(generator_webapp: st
 
 def test_admin_page_generates_and_reviews_questions_in_a_browser(generator_webapp: str) -> None:
     """Staff in Chromium: pick an intent, generate extension questions, approve one, see an error for a bad count."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -524,7 +525,7 @@ def test_admin_page_generates_and_reviews_questions_in_a_browser(generator_webap
         return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")[:3]] for tr in browser.find_elements(By.CSS_SELECTOR, "#qs tr")]
 
     with chromium() as browser:
-        wait = WebDriverWait(browser, 120)
+        wait = WebDriverWait(browser, 120, ignored_exceptions=(StaleElementReferenceException,))  # the page redraws its lists
         browser.get(url + "/admin")
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#sc option[value=faq]"))
         Select(browser.find_element(By.ID, "sc")).select_by_value("faq")
