@@ -296,6 +296,43 @@ def test_teacher_anchor_keeps_pair_training_near_the_teacher(tiny_albert: tuple[
     assert drift(out) < drift(tiny_trained), "the anchored run stayed nearer the teacher than plain pair training"
 
 
+def test_cosent_loss_ranks_every_positive_pair_above_every_negative() -> None:
+    from nlu.losses.cosent import cosent_loss
+
+    labels = torch.tensor([1, 0, 1, 0])
+    right = cosent_loss(torch.tensor([0.9, 0.2, 0.8, 0.1]), labels)
+    # Each row's pair is still above its own negative, but one positive is below another row's negative:
+    # a per-row loss misses that; this one does not.
+    crossed = cosent_loss(torch.tensor([0.9, 0.6, 0.5, 0.1]), labels)
+    assert right < 0.01 < crossed
+    assert float(cosent_loss(torch.tensor([0.9, 0.1]), torch.tensor([1, 1]))) == 0.0, "one label only: nothing to rank"
+    with pytest.raises(ValueError, match="1-d and alike"):
+        cosent_loss(torch.zeros(3), torch.zeros(4))
+
+
+def test_cosent_term_orders_labelled_pairs(tiny_albert: tuple[Path, list[str], np.ndarray], tiny_trained: Path) -> None:
+    from nlu.albert.train import LabelledPairs
+    from nlu.encoders.sentence_encoder import SentenceEncoder
+    from nlu.losses.cosent import cosent_loss
+
+    src, sentences, _ = tiny_albert
+    pairs = [(sentences[i], sentences[i + 1], sentences[i + 41] if i % 4 == 0 else None) for i in range(0, 40, 2)]
+    labelled = [(sentences[i], sentences[i + 1], 1) for i in range(0, 40, 2)] + [
+        (sentences[i], sentences[i + 43], 0) for i in range(0, 40, 2)]
+    out = src.parent / "albert-sim-cosent"
+    cfg = TrainConfig(epochs=4, batch_size=4, lr=1e-3, checkpoint_every=3, cosent_weight=2.0, cosent_batch=16)
+    train_pairs(src, out, pairs[:10], pairs[10:], cfg, ["test"], labelled=LabelledPairs(labelled[::2], labelled[1::2]))
+    meta = json.loads((out / "callbot_encoder.json").read_text())
+    assert meta["cosent_pairs"] == len(labelled) and meta["train_config"]["cosent_weight"] == 2.0
+
+    def ranking_loss(path: Path) -> float:
+        enc = SentenceEncoder(path)
+        a, b = enc.encode([x for x, _, _ in labelled]), enc.encode([y for _, y, _ in labelled])
+        return float(cosent_loss(torch.from_numpy((a * b).sum(1)), torch.tensor([y for _, _, y in labelled])))
+
+    assert ranking_loss(out) < ranking_loss(tiny_trained), "the CoSENT run orders the labelled pairs better"
+
+
 def test_pair_training_then_generation(tiny_albert: tuple[Path, list[str], np.ndarray], tiny_trained: Path) -> None:
     from nlu.expansion import ExpanderUnavailable, Generator
 

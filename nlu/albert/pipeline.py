@@ -11,7 +11,7 @@ from knowledge_base.db import Store
 from knowledge_base.errors import CallbotError
 from knowledge_base.models import ExtensionQuestion, Intent, IntentKind, ReviewStatus
 from nlu.albert.build import AlbertSimShape, build_initial
-from nlu.albert.train import TeacherAnchor, TrainConfig, distill, teacher_vectors, train_pairs
+from nlu.albert.train import LabelledPairs, TeacherAnchor, TrainConfig, distill, teacher_vectors, train_pairs
 from nlu.data.corpora import corpus_file, package_sentences, pair_sentences, read_pairs, sample
 from nlu.data.kb_split import SPLIT_ID, is_heldout, saw_heldout
 from nlu.model_cache import ensure_base_model
@@ -114,12 +114,21 @@ def run_train(models_dir: Path, store: Store, src: Path, pair_files: list[Path],
               name: str = "albert-sim-trained") -> Path:
     finance: list[tuple[str, str, str | None]] = [(a, b, None) for a, b in kb_faq_pairs(store)]
     general: list[tuple[str, str, str | None]] = []
+    labelled = LabelledPairs([], [])
     data = [f"knowledge base FAQ groups (held-out split {SPLIT_ID} excluded)"]
     for path in pair_files:
-        triples = sample(hard_negative_triples(read_pairs(path, "train"), hard_negatives), max_pairs)
-        (finance if path.name in finance_names else general).extend(triples)
+        pairs = read_pairs(path, "train")
+        triples = sample(hard_negative_triples(pairs, hard_negatives), max_pairs)
+        is_finance = path.name in finance_names
+        (finance if is_finance else general).extend(triples)
         with_neg = sum(1 for t in triples if t[2])
         data.append(f"{path.name} train positives ({len(triples)}, {with_neg} with a hard negative; research licence)")
+        if cfg.cosent_weight > 0:
+            # Both labels, as the file has them: the term learns where LCQMC/BQ draw the line.
+            rows = [(p.a, p.b, p.label) for p in sample(pairs, max_pairs)]
+            (labelled.finance if is_finance else labelled.general).extend(rows)
+            data.append(f"{path.name} train labelled pairs ({len(rows)}, {sum(r[2] for r in rows)} positive; "
+                        f"CoSENT weight {cfg.cosent_weight:g}; research licence)")
     if not finance and not general:
         raise CallbotError("No training pairs: give --pairs files or add approved FAQ extension questions.")
     parent = json.loads((src / "callbot_encoder.json").read_text())
@@ -128,7 +137,8 @@ def run_train(models_dir: Path, store: Store, src: Path, pair_files: list[Path],
         data.append(f"teacher anchor: e5-small vectors of {len(anchor.sentences)} distillation sentences "
                     f"(weight {cfg.teacher_weight}, {len(anchor.focus)} knowledge-base questions in focus)")
     seen = saw_heldout(parent)  # a child of a model that saw the held-out questions inherits the leak
-    return train_pairs(src, models_dir / name, finance, general, cfg, data, anchor, {"kb_heldout_seen": seen})
+    return train_pairs(src, models_dir / name, finance, general, cfg, data, anchor, {"kb_heldout_seen": seen},
+                       labelled if cfg.cosent_weight > 0 else None)
 
 
 def default_corpora(names: tuple[str, ...] = ("lcqmc_train.tsv", "bq_train.tsv")) -> list[Path]:

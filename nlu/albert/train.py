@@ -25,6 +25,7 @@ from nlu.albert.encode import cls_vectors
 from nlu.albert.teacher_states import TeacherStates
 from nlu.albert.unilm import build_unilm_batch
 from nlu.losses.am_softmax import am_softmax_loss
+from nlu.losses.cosent import cosent_loss
 from nlu.losses.distillation import distillation_loss
 from nlu.losses.generation import generation_loss_from_hidden
 from nlu.losses.hidden_states import hidden_state_loss
@@ -58,6 +59,10 @@ class TrainConfig:
     # ...paid on the first this-many sentences of each batch: e5's forward pass costs more than the student's
     # training step, and a few hundred aligned tokens per step are plenty for a token-level term
     hidden_sentences: int = 16
+    # pair training: weight of the CoSENT term on a mixed-in batch of labelled pairs (both labels; 0 = off)
+    cosent_weight: float = 0.0
+    cosent_batch: int = 32
+    cosent_scale: float = 20.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -282,12 +287,31 @@ class TeacherAnchor:
             yield list(dict.fromkeys(picked))
 
 
+@dataclass
+class LabelledPairs:
+    """Sentence pairs with their 0/1 labels, financial and general, for the CoSENT term: each batch
+    mixes the two at the pair batches' ratio, so both domains share one threshold."""
+
+    finance: list[tuple[str, str, int]]
+    general: list[tuple[str, str, int]]
+
+    def batches(self, size: int, finance_ratio: float, seed: int) -> Iterator[list[tuple[str, str, int]]]:
+        rng = random.Random(seed + 2)
+        both = bool(self.finance and self.general)
+        n_fin = round(size * finance_ratio) if both else (size if self.finance else 0)
+        while True:
+            yield (rng.sample(self.finance, min(n_fin, len(self.finance))) if n_fin else []) + (
+                rng.sample(self.general, min(size - n_fin, len(self.general))) if size - n_fin else [])
+
+
 def train_pairs(src: Path, out: Path, finance: list[Triple], general: list[Triple], cfg: TrainConfig,
-                data: list[str], anchor: TeacherAnchor | None = None, meta: dict[str, Any] | None = None) -> Path:
+                data: list[str], anchor: TeacherAnchor | None = None, meta: dict[str, Any] | None = None,
+                labelled: LabelledPairs | None = None) -> Path:
     """GenF + SimF (AM-softmax) on paraphrase pairs, each pair used in both directions; a pair's hard
     negative (when it has one) is an extra column every row must score below its partner. With an
     ``anchor`` and ``cfg.teacher_weight`` > 0, each step also pays the distillation loss on a batch of
-    anchor sentences."""
+    anchor sentences; with ``labelled`` pairs and ``cfg.cosent_weight`` > 0, the CoSENT loss on a batch
+    of them, each side encoded alone as at matching time."""
     pairs_total = len(finance) + len(general)
     total = max(1, int(pairs_total * cfg.epochs / cfg.batch_size))
     run = _Run(src, out, cfg, total, "pairs")
@@ -296,10 +320,13 @@ def train_pairs(src: Path, out: Path, finance: list[Triple], general: list[Tripl
     batches = _pair_batches(finance, general, cfg, total)
     use_anchor = anchor is not None and cfg.teacher_weight > 0 and len(anchor.sentences) >= cfg.teacher_batch
     anchor_batches = anchor.batches(cfg.teacher_batch, cfg.seed) if use_anchor else None
+    use_cosent = labelled is not None and cfg.cosent_weight > 0 and bool(labelled.finance or labelled.general)
+    cosent_batches = labelled.batches(cfg.cosent_batch, cfg.finance_ratio, cfg.seed) if use_cosent and labelled else None
     for _ in range(run.step):
         next(batches)  # resuming: same sampling sequence, skip what was trained
-        if anchor_batches is not None:
-            next(anchor_batches)
+        for extra in (anchor_batches, cosent_batches):
+            if extra is not None:
+                next(extra)
     with tqdm(total=total, initial=run.step, desc="training GenF+SimF", unit="step") as bar:
         for batch in batches:
             texts = [t for a, b, _ in batch for t in (a, b)]
@@ -324,10 +351,20 @@ def train_pairs(src: Path, out: Path, finance: list[Triple], general: list[Tripl
                 teach = distillation_loss(student, torch.from_numpy(anchor.vectors[idx]))
                 loss = loss + cfg.teacher_weight * teach
                 parts["teacher"] = teach.item()
+            if cosent_batches is not None:
+                rows = next(cosent_batches)
+                sides = cls_vectors(run.model.albert, tok, [t for a, b, _ in rows for t in (a, b)], cfg.max_length)
+                sides = torch.nn.functional.normalize(sides, dim=-1)
+                cos = (sides[0::2] * sides[1::2]).sum(-1)
+                ranked = cosent_loss(cos, torch.tensor([y for _, _, y in rows], dtype=cos.dtype), cfg.cosent_scale)
+                loss = loss + cfg.cosent_weight * ranked
+                parts["cosent"] = ranked.item()
             run.update(loss, parts)
             bar.update(1)
             bar.set_postfix(sim=f"{sim.item():.3f}", gen=f"{gen.item():.3f}")
     return run.finish(out.name, data, {"train_seconds": round(time.monotonic() - started, 1),
                                        "pairs": {"finance": len(finance), "general": len(general)},
                                        "hard_negatives": sum(1 for t in finance + general if t[2]),
-                                       "teacher_anchor": len(anchor.sentences) if use_anchor else 0, **(meta or {})})
+                                       "teacher_anchor": len(anchor.sentences) if use_anchor else 0,
+                                       "cosent_pairs": len(labelled.finance) + len(labelled.general) if use_cosent and labelled else 0,
+                                       **(meta or {})})
