@@ -152,3 +152,45 @@ def test_chat_wordings_reach_the_review_queue_through_the_api(dialogue_product: 
 
     status, bad = http("POST", product["web"] + "/kb/mine", {"since": "last tuesday"})
     assert status == 400 and "ISO date" in bad["error"]
+
+
+@pytest.mark.slow
+def test_admin_page_mines_chat_wordings_into_the_review_queue(dialogue_product: dict[str, Any]) -> None:
+    """Staff in Chromium press 从通话挖掘问法: the customers' new wording lands as a pending question with a badge."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from tests.browser import chromium
+
+    product = dialogue_product
+    wording = "我想把佣金降低一点可以吗"  # e5: faq_commission_reduce 0.974, runner-up 0.926
+    for sender in ("mine-ui-1", "mine-ui-2"):
+        status, reply = http("POST", product["rasa"] + "/webhooks/rest/webhook", {"sender": sender, "message": wording})
+        assert status == 200 and reply, reply
+    status, preview = http("POST", product["web"] + "/kb/mine", {"limit": 200}, timeout=300)
+    assert status == 200, preview
+    proposed = {m["text"]: m for m in preview["proposed"]}
+    assert wording in proposed, preview
+    target = proposed[wording]
+
+    with chromium() as browser:
+        wait = WebDriverWait(browser, 300, ignored_exceptions=(StaleElementReferenceException,))
+        browser.get(product["web"] + "/admin")
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, f"#sc option[value={target['scenario']}]"))
+        Select(browser.find_element(By.ID, "sc")).select_by_value(target["scenario"])
+        item = f".it[data-id='{target['intent_id']}']"
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, item))
+        assert not browser.find_element(By.ID, "mine-scoped").is_selected(), "chat turns have no scenario: mine them all"
+        browser.find_element(By.ID, "mine").click()
+        wait.until(lambda b: "新增待审核" in b.find_element(By.ID, "mine-msg").text)
+        assert f"读取 {preview['utterances']} 句来电" in browser.find_element(By.ID, "mine-msg").text
+        _, intent = http("GET", product["web"] + f"/kb/intents/{target['intent_id']}")
+        queued = [q for q in intent["extension_questions"] if q["text"] == wording]
+        assert queued and queued[0]["status"] == "pending" and queued[0]["source"] == "mined"
+        assert queued[0]["author"] == "admin-ui"
+        badge = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, item + " .badge"))[0]
+        assert int(badge.text) == sum(q["status"] == "pending" for q in intent["extension_questions"]) >= 1
+        # Pressing again proposes nothing new: the wording is known now, so nothing is stored twice.
+        browser.find_element(By.ID, "mine").click()
+        wait.until(lambda b: "新增待审核 0 条" in b.find_element(By.ID, "mine-msg").text)
