@@ -137,3 +137,9 @@ def test_model_list_shows_measurements_staleness_and_what_names_resolve_to(tmp_p
     assert "not rated" in rows["albert-sim-new"] and "generator" not in rows["albert-sim-new"].split("│")[-2]
     assert "unreadable verified.json" in rows["albert-sim-broken"]
     assert "auto:" in result.stdout and "callbot model base" in result.stdout, "no e5-small built: says how to get it"
+
+
+def test_model_train_refuses_a_negative_cosent_weight(tmp_path: Path) -> None:
+    result = run(["model", "train", "--pairs", str(tmp_path / "pairs.tsv"), "--cosent-weight", "-1", "--source", str(tmp_path)], tmp_path)
+    assert result.returncode == 1 and "--cosent-weight -1 must be 0 (off) or positive" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "cache" / "models").exists()
