@@ -120,23 +120,29 @@ def test_mine_command_queues_pending_questions_once(e5_model_dir: Path, tmp_path
     assert bad.returncode == 1 and "Scenario 'nope' does not exist" in bad.stderr
 
 
-@pytest.mark.slow
-def test_chat_wordings_reach_the_review_queue_through_the_api(dialogue_product: dict[str, Any]) -> None:
-    product = dialogue_product
-    wording = "怎么看自己中没中新股"  # e5: faq_ipo_allotment_query 0.974, runner-up 0.931
-    for sender in ("mine-1", "mine-2"):
+def chat_then_preview_mining(product: dict[str, Any], wording: str, senders: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Customers type ``wording`` in chat; the mining report that follows (nothing stored) and its proposal of ``wording``."""
+    for sender in senders:
         status, reply = http("POST", product["rasa"] + "/webhooks/rest/webhook", {"sender": sender, "message": wording})
         assert status == 200 and reply, reply
     # Chat conversations have no scenario: they are re-matched across the knowledge base, as the bot matched them.
     status, report = http("POST", product["web"] + "/kb/mine", {"limit": 1000}, timeout=300)
     assert status == 200, report
-    mined = {m["text"]: m for m in report["proposed"]}
-    assert wording in mined and mined[wording]["conversations"] >= 2, report
-    assert mined[wording]["intent"] == "faq_ipo_allotment_query"
+    proposed = {m["text"]: m for m in report["proposed"]}
+    assert wording in proposed, report
+    return report, proposed[wording]
+
+
+@pytest.mark.slow
+def test_chat_wordings_reach_the_review_queue_through_the_api(dialogue_product: dict[str, Any]) -> None:
+    product = dialogue_product
+    wording = "怎么看自己中没中新股"  # e5: faq_ipo_allotment_query 0.974, runner-up 0.931
+    report, mined = chat_then_preview_mining(product, wording, ("mine-1", "mine-2"))
+    assert mined["conversations"] >= 2 and mined["intent"] == "faq_ipo_allotment_query", report
 
     status, report = http("POST", product["web"] + "/kb/mine", {"limit": 1000, "store": True}, timeout=300)
     assert status == 201 and wording in {q["text"] for q in report["stored"]}, report
-    intent_id = mined[wording]["intent_id"]
+    intent_id = mined["intent_id"]
     _, intent = http("GET", product["web"] + f"/kb/intents/{intent_id}")
     queued = next(q for q in intent["extension_questions"] if q["text"] == wording)
     assert queued["status"] == "pending" and queued["source"] == "mined"
@@ -165,14 +171,7 @@ def test_admin_page_mines_chat_wordings_into_the_review_queue(dialogue_product: 
 
     product = dialogue_product
     wording = "我想把佣金降低一点可以吗"  # e5: faq_commission_reduce 0.974, runner-up 0.926
-    for sender in ("mine-ui-1", "mine-ui-2"):
-        status, reply = http("POST", product["rasa"] + "/webhooks/rest/webhook", {"sender": sender, "message": wording})
-        assert status == 200 and reply, reply
-    status, preview = http("POST", product["web"] + "/kb/mine", {"limit": 200}, timeout=300)
-    assert status == 200, preview
-    proposed = {m["text"]: m for m in preview["proposed"]}
-    assert wording in proposed, preview
-    target = proposed[wording]
+    preview, target = chat_then_preview_mining(product, wording, ("mine-ui-1", "mine-ui-2"))
 
     with chromium() as browser:
         wait = WebDriverWait(browser, 300, ignored_exceptions=(StaleElementReferenceException,))
