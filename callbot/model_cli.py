@@ -150,7 +150,7 @@ def model_train(
     teacher_weight: Annotated[float, typer.Option(help="Weight of the e5 distillation term mixed into every step (0 = off; 1.0 measured no better, see docs/nlu.md).")] = 0.0,
     teacher_sentences: Annotated[int, typer.Option(help="Package-shipped sentences in the teacher anchor set (as `model distill --max-sentences`).")] = 40_000,
     teacher_corpus_sentences: Annotated[int, typer.Option(help="Sentences per pair file in the anchor set (as `model distill --corpus-sentences`).")] = 20_000,
-    cosent_weight: Annotated[float, typer.Option(help="Weight of the CoSENT term: each step also ranks a batch of labelled pairs (both labels, up to --max-pairs per file) so every paraphrase scores above every non-paraphrase (0 = off; about 1.3× slower per step).")] = 0.0,
+    cosent_weight: Annotated[float, typer.Option(help="Weight of the CoSENT term: each step also ranks a batch of labelled pairs (both labels, up to --max-pairs per file) so every paraphrase scores above every non-paraphrase (0 = off; measured about 1.9× slower per step).")] = 0.0,
     name: Annotated[str, typer.Option(help="Directory name of the trained model in the cache.")] = "albert-sim-trained",
 ) -> None:
     """GenF + SimF training on paraphrase pairs (UniLM mask), batches mixing financial and general pairs."""
@@ -164,10 +164,10 @@ def model_train(
         raise CallbotError(f"No distilled ALBERT-sim in {s.models_dir}; run `callbot model distill` first, "
                            "or give --source with a model directory.")
     src = source or resolve_model(s.models_dir, "albert-sim-distilled")
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, finance_ratio=finance_ratio, margin=margin, scale=scale,
-                      teacher_weight=teacher_weight, cosent_weight=cosent_weight)
     if cosent_weight < 0:
         raise CallbotError(f"--cosent-weight {cosent_weight:g} must be 0 (off) or positive.")
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, finance_ratio=finance_ratio, margin=margin, scale=scale,
+                      teacher_weight=teacher_weight, cosent_weight=cosent_weight)
     files = _paths(pairs)
     anchor = None
     if teacher_weight > 0:

@@ -250,13 +250,18 @@ def _student_states(albert: torch.nn.Module, tokenizer, texts: list[str], max_le
 Triple = tuple[str, str, str | None]  # anchor, paraphrase, hard negative (or None)
 
 
+def _mixed_sample(rng: random.Random, finance: list, general: list, size: int, finance_ratio: float) -> list:
+    """``size`` items, ``finance_ratio`` of them financial (all of one kind when the other is empty)."""
+    n_fin = round(size * finance_ratio) if finance and general else (size if finance else 0)
+    n_gen = size - n_fin
+    return (rng.sample(finance, min(n_fin, len(finance))) if n_fin else []) + (
+        rng.sample(general, min(n_gen, len(general))) if n_gen else [])
+
+
 def _pair_batches(finance: list[Triple], general: list[Triple], cfg: TrainConfig, total: int) -> Iterator[list[Triple]]:
     rng = random.Random(cfg.seed)
-    n_fin = round(cfg.batch_size * cfg.finance_ratio) if finance and general else (cfg.batch_size if finance else 0)
-    n_gen = cfg.batch_size - n_fin
     for _ in range(total):
-        batch = (rng.sample(finance, min(n_fin, len(finance))) if n_fin else []) + (
-            rng.sample(general, min(n_gen, len(general))) if n_gen else [])
+        batch = _mixed_sample(rng, finance, general, cfg.batch_size, cfg.finance_ratio)
         # No sentence twice in a batch: a duplicate would be a false in-batch negative.
         seen: set[str] = set()
         clean = []
@@ -297,11 +302,8 @@ class LabelledPairs:
 
     def batches(self, size: int, finance_ratio: float, seed: int) -> Iterator[list[tuple[str, str, int]]]:
         rng = random.Random(seed + 2)
-        both = bool(self.finance and self.general)
-        n_fin = round(size * finance_ratio) if both else (size if self.finance else 0)
         while True:
-            yield (rng.sample(self.finance, min(n_fin, len(self.finance))) if n_fin else []) + (
-                rng.sample(self.general, min(size - n_fin, len(self.general))) if size - n_fin else [])
+            yield _mixed_sample(rng, self.finance, self.general, size, finance_ratio)
 
 
 def train_pairs(src: Path, out: Path, finance: list[Triple], general: list[Triple], cfg: TrainConfig,
