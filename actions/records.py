@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from callbot.context import get_store
+from callbot.logs import mask_sensitive
 from knowledge_base.models import Conversation, ConversationTurn, Outcome, Scenario, utcnow
 
 OUTCOME_WEIGHT = {"handed_over": 3, "complained": 2, "refused": 1, "wrong_person": 1, "callback": 1, "confirmed": 1}
@@ -37,15 +38,22 @@ class ConversationRecorder:
                 s.add(ConversationTurn(conversation_id=self.conversation_id, seq=seq, speaker=speaker, text=text, **fields))
 
     def user(self, text: str, parse: dict[str, Any]) -> None:
+        """A caller's or customer's turn. Numbers a caller reads out (mobile, resident ID) are stored masked,
+        as in the logs; a channel's payload (/greet when the widget opens, /silence on a quiet line) is
+        stored as an ``event``: it is not something the person said."""
         nlu = parse.get("callbot_nlu") or {}
         matched = nlu.get("matched") or {}
         intent = (parse.get("intent") or {}).get("name")
-        self._add_turn("user", text or "", intent=matched.get("intent") or intent,
+        text = text or ""
+        if text.startswith("/"):
+            self._add_turn("event", text, intent=intent)
+            return
+        self._add_turn("user", mask_sensitive(text), intent=matched.get("intent") or intent,
                        score=matched.get("score") or (parse.get("intent") or {}).get("confidence"),
                        matched_question=matched.get("question"), ranking=(nlu.get("ranking") or [])[:5])
 
     def bot(self, *texts: str) -> None:
-        self._add_turns([("bot", text, {}) for text in texts])
+        self._add_turns([("bot", mask_sensitive(text), {}) for text in texts])
 
     def note_compliance(self, text: str, rules: list[str]) -> None:
         with self.store.session("actions") as s:

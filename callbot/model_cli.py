@@ -151,6 +151,7 @@ def model_train(
     teacher_sentences: Annotated[int, typer.Option(help="Package-shipped sentences in the teacher anchor set (as `model distill --max-sentences`).")] = 40_000,
     teacher_corpus_sentences: Annotated[int, typer.Option(help="Sentences per pair file in the anchor set (as `model distill --corpus-sentences`).")] = 20_000,
     cosent_weight: Annotated[float, typer.Option(help="Weight of the CoSENT term: each step also ranks a batch of labelled pairs (both labels, up to --max-pairs per file) so every paraphrase scores above every non-paraphrase (0 = off; measured about 1.9× slower per step).")] = 0.0,
+    kb_repeat: Annotated[int, typer.Option(help="Times each knowledge-base pair (standard question ≈ extension question, FAQ and dialogue intents, held-out fifth excluded) is repeated among the financial pairs.")] = 1,
     name: Annotated[str, typer.Option(help="Directory name of the trained model in the cache.")] = "albert-sim-trained",
 ) -> None:
     """GenF + SimF training on paraphrase pairs (UniLM mask), batches mixing financial and general pairs."""
@@ -166,6 +167,8 @@ def model_train(
     src = source or resolve_model(s.models_dir, "albert-sim-distilled")
     if cosent_weight < 0:
         raise CallbotError(f"--cosent-weight {cosent_weight:g} must be 0 (off) or positive.")
+    if kb_repeat < 1:
+        raise CallbotError(f"--kb-repeat {kb_repeat} must be at least 1 (each knowledge-base pair used once).")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, finance_ratio=finance_ratio, margin=margin, scale=scale,
                       teacher_weight=teacher_weight, cosent_weight=cosent_weight)
     files = _paths(pairs)
@@ -181,7 +184,7 @@ def model_train(
         research = [f for f in files if any(d.startswith(f"{f.name} train sentences") for d in meta.get("data", []))]
         anchor = teacher_anchor(s.models_dir, s.cache_dir, get_store(), research, teacher_sentences, teacher_corpus_sentences)
     path = run_train(s.models_dir, get_store(), src, files, {n.strip() for n in finance.split(",")}, cfg, max_pairs,
-                     hard_negatives, anchor, name)
+                     hard_negatives, anchor, name, kb_repeat)
     out.print(f"Trained ALBERT-sim written to {path} (training curve: {path / 'training_curve.png'}).")
     _verify(path)
 

@@ -292,7 +292,7 @@ class ConversationTurn(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversation.id", ondelete="CASCADE"), index=True)
     seq: Mapped[int] = mapped_column(Integer)
-    speaker: Mapped[str] = mapped_column(String(8))  # user | bot
+    speaker: Mapped[str] = mapped_column(String(8))  # user | bot | event (a channel payload: /greet, /silence)
     text: Mapped[str] = mapped_column(Text)
     intent: Mapped[str | None] = mapped_column(String(64), nullable=True)
     score: Mapped[float | None] = mapped_column(Float, nullable=True)

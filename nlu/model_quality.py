@@ -36,7 +36,7 @@ def _measure(path: Path, store: Store, cache_dir: Path, dev: dict[str, list], ca
     enc = SentenceEncoder(path, quantize=quantize)
     matcher = Matcher(store, enc, cache_dir)
     matcher.refresh(force=True)
-    loo = _leave_one_out(matcher, KB_QUERIES, only=lambda e: is_clean_query(e.kind, e.text))
+    loo = _leave_one_out(matcher, KB_QUERIES, only=lambda e: is_clean_query(e.text))
     gold = np.array([g for _, _, g in loo])
     out: dict[str, Any] = {"kb_heldout_top1": round(float((gold == 0).mean()), 4), "kb_queries": len(gold)}
     for label, pairs in dev.items():

@@ -638,16 +638,17 @@ def test_kb_pair_training_records_whether_the_heldout_questions_were_seen(
         tiny_albert: tuple[Path, list[str], np.ndarray], kb, demo_file: Path) -> None:  # type: ignore[no-untyped-def]
     import shutil
 
-    from nlu.albert.pipeline import run_train
+    from nlu.albert.pipeline import kb_pairs, run_train
     from nlu.data.kb_split import SPLIT_ID
 
     kb.import_files([demo_file])
     src, _, _ = tiny_albert
     cfg = TrainConfig(epochs=0.05, batch_size=8, lr=1e-4, checkpoint_every=100)
     models = src.parent / "selection"
-    out = run_train(models, kb.store, src, [], set(), cfg, max_pairs=0, name="albert-sim-clean-kb")
+    out = run_train(models, kb.store, src, [], set(), cfg, max_pairs=0, name="albert-sim-clean-kb", kb_repeat=2)
     meta = json.loads((out / "callbot_encoder.json").read_text())
     assert meta["kb_heldout_seen"] is False and any(SPLIT_ID in d for d in meta["data"])
+    assert any(f"dialogue intent groups ({len(kb_pairs(kb.store))} pairs × 2;" in d for d in meta["data"]), meta["data"]
     # A model trained before the split (its data says only "knowledge base FAQ groups") passes its leak on.
     leaky = models / "albert-sim-old"
     shutil.copytree(src, leaky)

@@ -143,3 +143,9 @@ def test_model_train_refuses_a_negative_cosent_weight(tmp_path: Path) -> None:
     result = run(["model", "train", "--pairs", str(tmp_path / "pairs.tsv"), "--cosent-weight", "-1", "--source", str(tmp_path)], tmp_path)
     assert result.returncode == 1 and "--cosent-weight -1 must be 0 (off) or positive" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "cache" / "models").exists()
+
+
+def test_model_train_refuses_a_kb_repeat_below_one(tmp_path: Path) -> None:
+    result = run(["model", "train", "--pairs", str(tmp_path / "pairs.tsv"), "--kb-repeat", "0", "--source", str(tmp_path)], tmp_path)
+    assert result.returncode == 1 and "--kb-repeat 0 must be at least 1" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "cache" / "models").exists()

@@ -236,8 +236,13 @@ def test_chat_greets_from_the_domain_and_nudges_a_silent_customer(product: dict[
     assert texts(say(product, "chat-greet", "你好，在吗")) == greeting, "typing 你好 gets the same greeting"
     nudge = texts(say(product, "chat-greet", "/silence"))
     assert nudge and "还在吗" in nudge[0]
+    say(product, "chat-greet", "我手机13812345678，身份证110101199003071234")
     record = conversation(product, "chat-greet")
-    assert [t["speaker"] for t in record["turns"]] == ["user", "bot"] * 3 and record["outcome"] is None
+    assert [t["speaker"] for t in record["turns"]] == ["event", "bot", "user", "bot", "event", "bot", "user", "bot"]
+    assert [t["text"] for t in record["turns"] if t["speaker"] == "event"] == ["/greet", "/silence"]
+    assert record["outcome"] is None
+    said = record["turns"][6]["text"]
+    assert said == "我手机138****5678，身份证110101********1234", "numbers a customer types are stored masked"
 
 
 def test_staff_see_handed_over_conversations_with_their_transcript(product: dict[str, Any]) -> None:
@@ -307,4 +312,5 @@ def test_chat_widget_in_a_browser_answers_and_hands_over(product: dict[str, Any]
     status, record = http("GET", product["web"] + f"/conversations/{sender}")
     assert status == 200 and record["outcome"] == "handed_over" and record["channel"] == "chat", record
     said = [t["text"] for t in record["turns"] if t["speaker"] == "user"]
-    assert [t for t in said if not t.startswith("/")] == ["我想开个户怎么弄", "转人工"], said  # /greet: the widget opening
+    assert said == ["我想开个户怎么弄", "转人工"], said
+    assert [t["text"] for t in record["turns"] if t["speaker"] == "event"][:1] == ["/greet"], "the widget's opening payload"

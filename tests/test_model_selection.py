@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from knowledge_base.models import ExtensionQuestion, Intent, IntentKind
 from knowledge_base.service import KnowledgeBase
-from nlu.albert.pipeline import kb_faq_pairs
+from nlu.albert.pipeline import kb_pairs
 from nlu.data.kb_split import HELDOUT_PER_MILLE, SPLIT_ID, is_clean_query, is_heldout, saw_heldout
 from nlu.model_cache import best_albert, resolve_model
 
@@ -21,23 +21,25 @@ def test_heldout_split_is_a_stable_fifth_of_questions() -> None:
     assert [is_heldout(t) for t in texts[:200]] == [is_heldout(t) for t in texts[:200]]
     held = next(t for t in texts if is_heldout(t))
     kept = next(t for t in texts if not is_heldout(t))
-    assert is_clean_query("faq", held) and not is_clean_query("faq", kept)
-    assert is_clean_query("dialogue", kept), "dialogue intents' questions are never pair-trained"
+    assert is_clean_query(held) and not is_clean_query(kept)
 
 
 def test_pair_training_data_leaves_the_heldout_questions_out(kb: KnowledgeBase, demo_file: Path) -> None:
     kb.import_files([demo_file])
-    pairs = kb_faq_pairs(kb.store)
-    assert len(pairs) > 300
+    pairs = kb_pairs(kb.store)
     assert not any(is_heldout(b) for _, b in pairs)
+    assert len(pairs) == len(set(pairs)), "a dialogue pair repeated across scenarios is trained once"
     with kb.store.session() as s:
-        faq = s.execute(select(Intent.standard_question, ExtensionQuestion.text).join(ExtensionQuestion)
-                        .where(Intent.kind == IntentKind.faq)).all()
-    held = [(a, b) for a, b in faq if is_heldout(b)]
-    assert len(held) > 50, "enough held-out FAQ questions to measure on"
-    trained_intents = {a for a, _ in pairs}
-    assert sum(a in trained_intents for a, _ in held) > 0.9 * len(held), "their intents are still trained on other questions"
-    assert len(pairs) == sum(1 for a, b in faq if a != b and not is_heldout(b))
+        rows = s.execute(select(Intent.kind, Intent.standard_question, ExtensionQuestion.text).join(ExtensionQuestion)).all()
+    for kind in (IntentKind.faq, IntentKind.dialogue):
+        mine = [(a, b) for k, a, b in rows if k == kind]
+        held = [(a, b) for a, b in mine if is_heldout(b)]
+        assert len(held) > 50, f"enough held-out {kind.value} questions to measure on"
+        trained_intents = {a for a, _ in pairs}
+        assert sum(a in trained_intents for a, _ in held) > 0.9 * len(held), "their intents are still trained on other questions"
+        assert {(a, b) for a, b in mine if a != b and not is_heldout(b)} <= set(pairs), f"every kept {kind.value} pair is trained"
+    faq_only = kb_pairs(kb.store, (IntentKind.faq,))
+    assert set(faq_only) < set(pairs) and all((a, b) in faq_only for k, a, b in rows if k == IntentKind.faq and a != b and not is_heldout(b))
 
 
 def test_old_metadata_without_the_flag_counts_as_having_seen_the_heldout_questions() -> None:
