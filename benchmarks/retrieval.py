@@ -29,7 +29,7 @@ def run(console: Console) -> dict:
         enc = SentenceEncoder(path, threads=2)
         matcher = Matcher(store, enc, vector_dir(get_settings().db_url), Thresholds.for_model(path))
         matcher.refresh(force=True)
-        loo = _leave_one_out(matcher, QUERIES, only=lambda e: is_clean_query(e.kind, e.text))
+        loo = _leave_one_out(matcher, QUERIES, only=lambda e: is_clean_query(e.text))
         gold = np.array([g for _, _, g in loo])
         results[name] = {f"top{k}": round(float(((gold >= 0) & (gold < k)).mean()), 4) for k in (1, 2, 3)}
     table = Table("model", "top-1", "top-2", "top-3", "top-1 vs e5", title=f"KB leave-one-out retrieval (up to {QUERIES} never-trained questions)")
