@@ -1,6 +1,6 @@
 """Top-1/2/3 intent retrieval on the knowledge base, leave-one-out, per encoder (and BM25).
 
-Queries are the questions no model trains on (dialogue intents' and the held-out FAQ split,
+Queries are the questions no model trains on (the held-out fifth of every intent's extension questions,
 nlu.data.kb_split), so pair-trained models are not rewarded for memorising their training pairs."""
 
 from __future__ import annotations
