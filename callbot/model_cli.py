@@ -85,7 +85,9 @@ def _verify(path: Path, quantize: str = "none") -> None:
     report = verify_albert(path, e5_dir(s.models_dir), get_store(), s.cache_dir / "vectors" / "quality", quantize)
     out.print_json(json.dumps(report))
     if quantize != "none":
-        out.print(f"Measured the {quantize} variant (verified.{quantize}.json); set nlu.quantize={quantize} to match with it.")
+        use = ("nlu.quantize=auto (the default) matches with it, since it is at least as good as e5-small"
+               if report["better_than_e5"] else f"it is worse than e5-small on some measure: nlu.quantize=auto keeps float32 (set {quantize} to force it)")
+        out.print(f"Measured the {quantize} variant (verified.{quantize}.json); {use}.")
         return
     verdict = "it is now the default encoder (`auto`)" if report["better_than_e5"] else "e5-small stays the default encoder"
     out.print(f"Measured against e5-small: {verdict}.")

@@ -105,3 +105,18 @@ def resolve_model(models_dir: Path, name: str) -> Path:
     if not (path / "verified.json").is_file():
         raise ModelNotBuilt(f"The e5-small encoder is not in the model cache ({path}). Run `callbot model base` (about a minute, offline).")
     return path
+
+
+def quantization_for(path: Path, setting: str) -> str:
+    """The weights to match with: ``none``/``int8`` as set; ``auto`` = int8 for a model whose int8 variant
+    `callbot model verify --quantize int8` measured at least as good as e5-small on every measure under the
+    current KB split (``verified.int8.json``), else float32. e5-small itself loses KB points in int8."""
+    if setting != "auto":
+        return setting
+    try:
+        report = json.loads((path / "verified.int8.json").read_text())
+    except (OSError, ValueError):
+        return "none"
+    ok = report.get("better_than_e5") is True and report.get("kb_split") == SPLIT_ID and not report.get("kb_heldout_seen", True)
+    return "int8" if ok else "none"
+

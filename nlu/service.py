@@ -9,7 +9,7 @@ from pathlib import Path
 from callbot.context import get_store
 from callbot.settings import get_settings
 from nlu.matcher import Matcher, Thresholds
-from nlu.model_cache import resolve_model
+from nlu.model_cache import quantization_for, resolve_model
 
 
 def load_encoder(name: str):  # type: ignore[no-untyped-def]
@@ -17,7 +17,7 @@ def load_encoder(name: str):  # type: ignore[no-untyped-def]
 
     settings = get_settings()
     path = resolve_model(settings.models_dir, name)
-    return SentenceEncoder(path, quantize=settings.nlu.quantize), path
+    return SentenceEncoder(path, quantize=quantization_for(path, settings.nlu.quantize)), path
 
 
 def vector_dir(db_url: str) -> Path:
@@ -35,7 +35,7 @@ def get_matcher(model: str | None = None) -> Matcher:
 
         for ft in sorted(settings.models_dir.glob("albert-sim-ft-*/callbot_encoder.json")):
             scenario = ft.parent.name.removeprefix("albert-sim-ft-")
-            scope_encoders[scenario] = SentenceEncoder(ft.parent, quantize=settings.nlu.quantize)
+            scope_encoders[scenario] = SentenceEncoder(ft.parent, quantize=quantization_for(ft.parent, settings.nlu.quantize))
     matcher = Matcher(get_store(), encoder, vector_dir(settings.db_url), Thresholds.for_model(Path(path)),
                       exact_index_limit=settings.nlu.exact_index_limit, scope_encoders=scope_encoders,
                       search_threads=settings.nlu.search_threads)

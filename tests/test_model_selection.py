@@ -92,3 +92,25 @@ def test_ranking_weighs_the_kb_figure_in_points_like_the_spearmans(tmp_path: Pat
             "kb_heldout_seen": False, "better_than_e5": False, "score": (kb_top1 + lcqmc) / 2}))
     best = best_albert(tmp_path)
     assert best is not None and best[0].name == "albert-sim-kb-strong", "20 KB points outweigh half a Spearman point"
+
+
+def test_auto_quantization_uses_int8_only_where_int8_was_measured_as_good_as_e5(tmp_path: Path) -> None:
+    from nlu.model_cache import quantization_for
+
+    def int8_report(name: str, report: dict | None) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        if report is not None:
+            (d / "verified.int8.json").write_text(json.dumps(report))
+        return d
+
+    good = int8_report("good", {"better_than_e5": True, "kb_split": SPLIT_ID, "kb_heldout_seen": False, "quantize": "int8"})
+    worse = int8_report("worse", {"better_than_e5": False, "kb_split": SPLIT_ID, "kb_heldout_seen": False})
+    stale = int8_report("stale", {"better_than_e5": True, "kb_split": "md5-200-v1", "kb_heldout_seen": False})
+    leaked = int8_report("leaked", {"better_than_e5": True, "kb_split": SPLIT_ID, "kb_heldout_seen": True})
+    unmeasured = int8_report("unmeasured", None)
+    broken = int8_report("broken", None)
+    (broken / "verified.int8.json").write_text("{not json")
+    assert quantization_for(good, "auto") == "int8"
+    assert [quantization_for(d, "auto") for d in (worse, stale, leaked, unmeasured, broken)] == ["none"] * 5
+    assert quantization_for(unmeasured, "int8") == "int8" and quantization_for(good, "none") == "none", "an explicit setting wins"
