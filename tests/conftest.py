@@ -120,7 +120,8 @@ def running_product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
     ports = {"web": free_port(), "rasa": free_port(), "actions": free_port()}
     env = {**os.environ, "CALLBOT_HOME": str(home), **{f"CALLBOT_PORTS__{k.upper()}": str(v) for k, v in ports.items()},
            # Pin the encoder: what a developer has trained into the cache must not change test outcomes.
-           "CALLBOT_NLU__MODEL": "e5-small", "CALLBOT_NLU__USE_SCENARIO_MODELS": "false"}
+           # CALLBOT_TEST_NLU_MODEL=auto runs the same tests against the model the demo would pick.
+           "CALLBOT_NLU__MODEL": os.environ.get("CALLBOT_TEST_NLU_MODEL", "e5-small"), "CALLBOT_NLU__USE_SCENARIO_MODELS": "false"}
     for step in (["kb", "demo"], ["bot", "train"]):
         result = subprocess.run([callbot, *step], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr

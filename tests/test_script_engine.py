@@ -108,8 +108,27 @@ def test_silence_is_not_taken_as_the_callback_time_and_greet_repeats_the_step(ip
     assert not r.ended and s.step == "busy_close"
     r = e.turn(s, "greet")
     assert "华安科技" in texts(r)[0] and texts(r)[0].endswith("再给您回个电话？") and s.fallbacks == 1
+    r = e.turn(s, "greet", "喂，你好")
+    assert not r.ended and s.step == "busy_close", "a plain greeting is not a time"
     r = e.turn(s, "nlu_fallback", "明天下午三点")
     assert r.ended and r.outcome == "callback" and r.outcome_detail["callback_time"] == "明天下午三点"
+
+
+def test_a_time_heard_as_a_greeting_still_answers_the_callback_question(ipo) -> None:  # type: ignore[no-untyped-def]
+    e, s = ipo
+    e.turn(s, "busy")
+    r = e.turn(s, "greet", "下周一上午吧")  # an encoder may match 上午 to 上午好
+    assert r.ended and r.outcome == "callback" and r.outcome_detail["callback_time"] == "下周一上午吧"
+
+
+@pytest.mark.parametrize(("text", "is_time"), [
+    ("下周一上午吧", True), ("明天下午三点", True), ("两点以后再打", True), ("过两天吧", True), ("下午好，明天再打吧", True),
+    ("喂，你好", False), ("早上好", False), ("晚上好啊", False), ("上午好，请问你是谁", False), ("", False), ("好的", False),
+])
+def test_names_a_time(text: str, is_time: bool) -> None:
+    from actions.time_expressions import names_a_time
+
+    assert names_a_time(text) is is_time
 
 
 def test_repeated_deny_closes_politely_as_refused(ipo) -> None:  # type: ignore[no-untyped-def]
