@@ -678,10 +678,12 @@ def test_verify_measures_on_never_trained_questions_and_refuses_leaked_models(
     (e5 / "quality.json").write_text(json.dumps({"kb_heldout_top1": 0.0, "kb_queries": 1,
                                                  "kb_version": kb.store.kb_version(), "kb_split": SPLIT_ID}))
     report = quality.verify_albert(tiny_trained, e5, kb.store, tmp_path / "vectors")
-    assert 900 <= report["kb_queries"] <= 1400, "dialogue questions plus the held-out fifth of FAQ questions"
-    # Verify also calibrates the model's own decision thresholds, which the matcher then uses.
+    assert 250 <= report["kb_queries"] <= 450, "the held-out fifth of FAQ and dialogue questions"
+    # Verify also calibrates the model's own decision thresholds, which the matcher then uses, on the
+    # same held-out questions (a trained model scores its training questions too high).
     saved = json.loads((tiny_trained / "thresholds.json").read_text())
-    assert saved["calibration"]["kb_version"] == kb.store.kb_version() and saved["calibration"]["in_domain_queries"] > 500
+    assert saved["calibration"]["kb_version"] == kb.store.kb_version()
+    assert saved["calibration"]["in_domain_queries"] == report["kb_queries"]
     assert Thresholds.for_model(tiny_trained) == Thresholds(saved["fallback"], saved["ambiguous_margin"], saved["temperature"])
     assert report["kb_split"] == SPLIT_ID and report["kb_heldout_seen"] is False and report["better_than_e5"] is True
     # ...but not a model that trained on the held-out questions,
