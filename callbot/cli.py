@@ -123,14 +123,16 @@ def model_list() -> None:
 
     from nlu.data.kb_split import SPLIT_ID
     from nlu.generation_quality import best_generator, generation_rank
-    from nlu.model_cache import resolve_model
+    from nlu.model_cache import quantization_for, resolve_model
 
     settings = get_settings()
     models_dir = settings.models_dir
     resolved: dict[str, list[str]] = {}
     for alias in ("albert-sim", "auto"):
         try:
-            resolved.setdefault(resolve_model(models_dir, alias).name, []).append(alias)
+            path = resolve_model(models_dir, alias)
+            weights = quantization_for(path, settings.nlu.quantize)  # what matching would load it as
+            resolved.setdefault(path.name, []).append(alias + (f" ({weights})" if weights != "none" else ""))
         except CallbotError as exc:  # nothing to resolve to yet: say so under the table
             resolved.setdefault("", []).append(f"{alias}: {exc}")
     generator = settings.nlu.generator

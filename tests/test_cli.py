@@ -127,11 +127,14 @@ def test_model_list_shows_measurements_staleness_and_what_names_resolve_to(tmp_p
         (models / name / "model.safetensors").write_bytes(b"")
     # The weaker encoder generates better: generator `auto` follows the measured generation.
     (models / "albert-sim-old" / "expansion.json").write_text(json.dumps({"useful_share": 0.12, "copy_bias": 3.0}))
+    # Its int8 variant measured at least as good as e5: nlu.quantize=auto would serve it in int8.
+    (models / "albert-sim-new" / "verified.int8.json").write_text(json.dumps(
+        {"better_than_e5": True, "kb_split": SPLIT_ID, "kb_heldout_seen": False, "quantize": "int8"}))
     result = run(["model", "list"], tmp_path, COLUMNS="250")
     assert result.returncode == 0, result.stderr
     rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("│")}
     assert "0.71 / 75.2 / 64.0" in rows["albert-sim-new"] and "E256 L4 F768" in rows["albert-sim-new"]
-    assert "albert-sim" in rows["albert-sim-new"].split("│")[-2], "the clean current measurement wins over a higher stale one"
+    assert "albert-sim (int8)" in rows["albert-sim-new"].split("│")[-2], "the clean current measurement wins over a higher stale one"
     assert "stale measure" in rows["albert-sim-old"] and "callbot model verify albert-sim-old" in rows["albert-sim-old"]
     assert "12.0%" in rows["albert-sim-old"] and "generator" in rows["albert-sim-old"].split("│")[-2]
     assert "not rated" in rows["albert-sim-new"] and "generator" not in rows["albert-sim-new"].split("│")[-2]
