@@ -128,9 +128,13 @@ def model_list() -> None:
     settings = get_settings()
     models_dir = settings.models_dir
     resolved: dict[str, list[str]] = {}
+    try:
+        kb_intents: list[str] | None = get_store().intent_keys()  # `auto` asks for a measurement on this KB
+    except CallbotError:
+        kb_intents = None  # no knowledge base yet: resolve as the model cache alone says
     for alias in ("albert-sim", "auto"):
         try:
-            path = resolve_model(models_dir, alias)
+            path = resolve_model(models_dir, alias, kb_intents if alias == "auto" else None)
             weights = quantization_for(path, settings.nlu.quantize)  # what matching would load it as
             resolved.setdefault(path.name, []).append(alias + (f" ({weights})" if weights != "none" else ""))
         except CallbotError as exc:  # nothing to resolve to yet: say so under the table

@@ -102,6 +102,17 @@ class Store:
         except OperationalError as exc:
             raise describe_db_error(exc, self.url) from exc
 
+    def intent_keys(self) -> list[str]:
+        """Every intent as ``scenario/intent``, sorted: which knowledge base a model was measured on."""
+        from knowledge_base.models import Intent, Scenario
+
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(Scenario.code, Intent.name).join(Intent, Intent.scenario_id == Scenario.id)).all()
+        except OperationalError as exc:
+            raise describe_db_error(exc, self.url) from exc
+        return sorted(f"{code}/{name}" for code, name in rows)
+
     def dispose(self) -> None:
         self.engine.dispose()
 

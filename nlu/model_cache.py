@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,12 @@ import numpy as np
 from knowledge_base.errors import CallbotError
 from nlu.data.kb_split import SPLIT_ID
 from nlu.encoders.e5_builder import E5_BUILD_VERSION, VERIFY_COSINE, VERIFY_PAIR, build_e5_small
+
+log = logging.getLogger(__name__)
+
+# `auto` trusts a measurement made on (mostly) this knowledge base: staff adding a few intents keep it,
+# a firm importing its own knowledge base does not — the model may have been tuned to another one.
+SAME_KB_OVERLAP = 0.5
 
 
 class ModelNotBuilt(CallbotError):
@@ -82,8 +89,17 @@ def best_albert(models_dir: Path) -> tuple[Path, dict] | None:
     return path, report
 
 
-def resolve_model(models_dir: Path, name: str) -> Path:
-    """Map a model name (e5-small, albert-sim, auto) or a path to a checkpoint directory."""
+def kb_overlap(report: dict, kb_intents: list[str]) -> float:
+    """Jaccard overlap of the intents a model was measured on and the knowledge base's intents now
+    (0 for a measurement that did not record them)."""
+    measured, now = set(report.get("kb_intents") or []), set(kb_intents)
+    return len(measured & now) / len(measured | now) if measured | now else 0.0
+
+
+def resolve_model(models_dir: Path, name: str, kb_intents: list[str] | None = None) -> Path:
+    """Map a model name (e5-small, albert-sim, auto) or a path to a checkpoint directory. With
+    ``kb_intents`` (the knowledge base's ``scenario/intent`` keys), `auto` also asks that the
+    measurement was made on this knowledge base."""
     if name.startswith("albert-sim-") and (models_dir / name).is_dir():
         return models_dir / name
     if name not in ("e5-small", "albert-sim", "auto"):
@@ -94,6 +110,11 @@ def resolve_model(models_dir: Path, name: str) -> Path:
     if name in ("albert-sim", "auto"):
         best = best_albert(models_dir)
         eligible = best is not None and best[1].get("better_than_e5") and best[1].get("kb_split") == SPLIT_ID
+        if name == "auto" and eligible and kb_intents is not None and (overlap := kb_overlap(best[1], kb_intents)) < SAME_KB_OVERLAP:
+            eligible = False
+            log.warning("the best ALBERT-sim was measured on another knowledge base; matching with e5-small",
+                        extra={"fields": {"model": best[0].name, "intent_overlap": round(overlap, 2),
+                                          "fix": f"callbot model verify {best[0].name}"}})
         if best is not None and (name == "albert-sim" or eligible):
             return best[0]
         if name == "albert-sim":

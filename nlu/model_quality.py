@@ -80,7 +80,8 @@ def verify_albert(model_dir: Path, e5_dir: Path, store: Store, cache_dir: Path, 
     leaked = saw_heldout(json.loads((model_dir / "callbot_encoder.json").read_text()))
     better = not leaked and all(mine[k] >= e5_q[k] for k in mine)
     report = {"quality": mine, "e5_quality": e5_q, "better_than_e5": better, "kb_split": SPLIT_ID,
-              "kb_heldout_seen": leaked, "kb_queries": queries, "score": quality_score(mine)}
+              "kb_heldout_seen": leaked, "kb_queries": queries, "score": quality_score(mine),
+              "kb_intents": store.intent_keys()}
     if quantize != "none":
         report["quantize"] = quantize
     (model_dir / ("verified.json" if quantize == "none" else f"verified.{quantize}.json")).write_text(json.dumps(report, indent=2))

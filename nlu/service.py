@@ -16,7 +16,7 @@ def load_encoder(name: str):  # type: ignore[no-untyped-def]
     from nlu.encoders.sentence_encoder import SentenceEncoder
 
     settings = get_settings()
-    path = resolve_model(settings.models_dir, name)
+    path = resolve_model(settings.models_dir, name, get_store().intent_keys() if name == "auto" else None)
     return SentenceEncoder(path, quantize=quantization_for(path, settings.nlu.quantize)), path
 
 

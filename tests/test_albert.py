@@ -679,6 +679,7 @@ def test_verify_measures_on_never_trained_questions_and_refuses_leaked_models(
                                                  "kb_version": kb.store.kb_version(), "kb_split": SPLIT_ID}))
     report = quality.verify_albert(tiny_trained, e5, kb.store, tmp_path / "vectors")
     assert 250 <= report["kb_queries"] <= 450, "the held-out fifth of FAQ and dialogue questions"
+    assert report["kb_intents"] == kb.store.intent_keys() and len(report["kb_intents"]) > 30, "which KB it was measured on"
     # Verify also calibrates the model's own decision thresholds, which the matcher then uses, on the
     # same held-out questions (a trained model scores its training questions too high).
     saved = json.loads((tiny_trained / "thresholds.json").read_text())

@@ -83,6 +83,28 @@ def test_auto_never_picks_a_stale_measurement_even_if_it_claimed_to_beat_e5(tmp_
     assert resolve_model(tmp_path, "auto").name == "albert-sim-clean"
 
 
+def test_auto_wants_a_measurement_made_on_this_knowledge_base(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    from nlu.model_cache import e5_dir
+
+    e5 = e5_dir(tmp_path)
+    e5.mkdir(parents=True)
+    (e5 / "verified.json").write_text("{}")
+    _model(tmp_path, "albert-sim-demo", 0.80, True, SPLIT_ID, False)
+    report = json.loads((tmp_path / "albert-sim-demo" / "verified.json").read_text())
+    measured_on = [f"faq/faq_{i}" for i in range(8)] + ["ipo/affirm", "ipo/deny"]
+    (tmp_path / "albert-sim-demo" / "verified.json").write_text(json.dumps({**report, "kb_intents": measured_on}))
+    staff_added_two = [*measured_on, "faq/faq_new1", "faq/faq_new2"]
+    assert resolve_model(tmp_path, "auto", staff_added_two).name == "albert-sim-demo", "a few new intents keep it"
+    with caplog.at_level(logging.WARNING, logger="nlu.model_cache"):
+        assert resolve_model(tmp_path, "auto", ["firm/open_account", "firm/margin", "ipo/affirm"]) == e5
+    assert "measured on another knowledge base" in caplog.text
+    assert "callbot model verify albert-sim-demo" in str([getattr(r, "fields", {}) for r in caplog.records])
+    assert resolve_model(tmp_path, "albert-sim", ["firm/open_account"]).name == "albert-sim-demo", "only auto asks"
+    assert resolve_model(tmp_path, "auto").name == "albert-sim-demo", "without the KB's intents: the cache alone decides"
+
+
 def test_ranking_weighs_the_kb_figure_in_points_like_the_spearmans(tmp_path: Path) -> None:
     for name, kb_top1, lcqmc in (("albert-sim-kb-strong", 0.80, 70.0), ("albert-sim-kb-weak", 0.60, 70.5)):
         d = tmp_path / name
