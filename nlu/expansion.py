@@ -53,7 +53,7 @@ def tidy_question(text: str) -> str:
 class Generator:
     """Beam search and sampling over segment 2 of ``[CLS] source [SEP] …``."""
 
-    def __init__(self, model_dir: Path, threads: int = 2, copy_bias: float = 0.0):
+    def __init__(self, model_dir: Path, threads: int | None = None, copy_bias: float = 0.0):
         meta = json.loads((model_dir / "callbot_encoder.json").read_text()) if (model_dir / "callbot_encoder.json").is_file() else {}
         if meta.get("kind") != "albert-sim" or meta.get("stage") != "pairs":
             raise ExpanderUnavailable(
@@ -64,7 +64,8 @@ class Generator:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        torch.set_num_threads(threads)
+        if threads:  # else the calling thread's own setting (the web app's generation thread runs one)
+            torch.set_num_threads(threads)
         self.model = AlbertForMaskedLM.from_pretrained(model_dir).eval()
         self.tok = AutoTokenizer.from_pretrained(model_dir)
         self.name = meta.get("name", model_dir.name)
