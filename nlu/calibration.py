@@ -67,6 +67,21 @@ FLAG_COST = 0.2  # a right top answer asked about: +1 becomes +0.8
 MAX_FLAG_SHARE = 0.10  # a chat that asks "A or B?" more often than one turn in ten is a chore, whatever it wins
 
 
+def ambiguity_margin(accepted: np.ndarray, gaps: np.ndarray, correct: np.ndarray, gold_in_two: np.ndarray) -> float:
+    """The margin under which chat offers the top two intents as buttons: flagging a wrong answer whose right
+    intent is the runner-up wins FLAG_WIN, flagging a right answer costs FLAG_COST, flagging one where neither
+    button is right changes nothing; at most MAX_FLAG_SHARE of accepted turns are flagged."""
+    best_m, best_mu = 0.0, 0.0
+    for m in np.round(np.arange(0.0, 0.08, 0.001), 4):
+        flagged = accepted & (gaps < m)
+        if flagged.sum() > MAX_FLAG_SHARE * max(1, accepted.sum()):
+            break
+        mu = FLAG_WIN * (flagged & ~correct & gold_in_two).sum() - FLAG_COST * (flagged & correct).sum()
+        if mu > best_mu + 1e-9:
+            best_m, best_mu = float(m), float(mu)
+    return best_m
+
+
 def _dev_queries(matcher: Matcher, dev: list[Any]) -> tuple[list[tuple[bool, list[float], int, bool]], list[float]]:
     """The held-out dev utterances as calibration queries: (correct, top scores, gold rank, gold among the
     top two) for in-domain ones, the top score for out-of-domain ones."""
@@ -116,15 +131,7 @@ def calibrate(matcher: Matcher, max_queries: int = 800, ood_count: int = 400,
             best_t, best_u = float(t), float(u)
 
     gaps = np.array([s[0] - s[1] if len(s) > 1 else 1.0 for _, s, _, _ in ind])
-    accepted = top1 >= best_t
-    best_m, best_mu = 0.0, 0.0
-    for m in np.round(np.arange(0.0, 0.08, 0.001), 4):
-        flagged = accepted & (gaps < m)
-        if flagged.sum() > MAX_FLAG_SHARE * max(1, accepted.sum()):
-            break
-        mu = FLAG_WIN * (flagged & ~correct & in_two).sum() - FLAG_COST * (flagged & correct).sum()
-        if mu > best_mu + 1e-9:
-            best_m, best_mu = float(m), float(mu)
+    best_m = ambiguity_margin(top1 >= best_t, gaps, correct, in_two)
 
     best_tau, best_nll = 0.02, 1e9
     for tau in (0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.08):

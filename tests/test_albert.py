@@ -675,16 +675,23 @@ def test_verify_measures_on_never_trained_questions_and_refuses_leaked_models(
     for f in e5_model_dir.iterdir():
         (e5 / f.name).symlink_to(f)
     # A cached e5 measurement for this KB version that any model beats...
-    (e5 / "quality.json").write_text(json.dumps({"kb_heldout_top1": 0.0, "kb_queries": 1,
-                                                 "kb_version": kb.store.kb_version(), "kb_split": SPLIT_ID}))
+    from nlu import heldout
+
+    zero = {k: 0.0 for k in ("kb_heldout_top1", *heldout.GATED, *heldout.OOD_KEYS)}
+    (e5 / "quality.json").write_text(json.dumps({"quality": zero, "heldout": {}, "kb_version": kb.store.kb_version(),
+                                                 "kb_split": SPLIT_ID, "eval_sets": quality.eval_sets_digest(), "corpora": []}))
     report = quality.verify_albert(tiny_trained, e5, kb.store, tmp_path / "vectors")
-    assert 250 <= report["kb_queries"] <= 450, "the held-out fifth of FAQ and dialogue questions"
+    assert 250 <= report["kb_queries"] <= 700, "the held-out fifth of FAQ and dialogue questions"
+    # The utterances written apart from the KB are measured too, per set and per intent.
+    assert set(heldout.GATED) <= set(report["quality"]) and report["heldout"]["caller_replies_open_n"] >= 300
+    assert report["heldout"]["per_intent"]["busy"]["n"] >= 30
     assert report["kb_intents"] == kb.store.intent_keys() and len(report["kb_intents"]) > 30, "which KB it was measured on"
     # Verify also calibrates the model's own decision thresholds, which the matcher then uses, on the
     # same held-out questions (a trained model scores its training questions too high).
     saved = json.loads((tiny_trained / "thresholds.json").read_text())
     assert saved["calibration"]["kb_version"] == kb.store.kb_version()
-    assert saved["calibration"]["in_domain_queries"] == report["kb_queries"]
+    assert saved["calibration"]["in_domain_queries"] == report["kb_queries"] + saved["calibration"]["dev_in_domain_queries"]
+    assert saved["calibration"]["dev_in_domain_queries"] >= 300, "thresholds also see callers' own wordings (dev split)"
     assert Thresholds.for_model(tiny_trained) == Thresholds(saved["fallback"], saved["ambiguous_margin"], saved["temperature"])
     assert report["kb_split"] == SPLIT_ID and report["kb_heldout_seen"] is False and report["better_than_e5"] is True
     # ...but not a model that trained on the held-out questions,
@@ -710,6 +717,7 @@ def test_verify_measures_on_never_trained_questions_and_refuses_leaked_models(
     kb.add_question(kb.intents("faq")[0]["id"], "这个问题是测试新加的吗", "test")
     again = quality.verify_albert(tiny_trained, e5, kb.store, tmp_path / "vectors")
     assert again["e5_quality"]["kb_heldout_top1"] > 0.5 and again["better_than_e5"] is False
+    assert again["e5_quality"]["faq_questions_open_accuracy"] > 0.8, "e5-small measured for real on the held-out sets"
 
 
 def test_int8_encoder_stays_close_to_float32_and_keeps_its_own_vector_cache(tiny_trained: Path) -> None:
