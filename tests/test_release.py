@@ -1,0 +1,131 @@
+"""The released ALBERT-sim: exported as float16 with checksums, installed into the cache, served by `auto`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from knowledge_base.errors import CallbotError
+from nlu import release
+from nlu.albert.build import AlbertSimShape, build_initial
+
+
+@pytest.fixture(scope="module")
+def tiny_model(e5_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nlu.data.corpora import package_sentences, sample
+    from nlu.encoders.sentence_encoder import SentenceEncoder
+
+    sentences = sample(package_sentences(max_chars=20), 48, seed=4)
+    teacher = SentenceEncoder(e5_model_dir).encode(sentences[:16])
+    out = tmp_path_factory.mktemp("rel") / "albert-sim-tiny"
+    build_initial(e5_model_dir, out, sentences, sentences[:16], teacher,
+                  AlbertSimShape(embedding_size=32, num_hidden_layers=2, intermediate_size=128))
+    (out / "thresholds.json").write_text(json.dumps({"fallback": 0.7, "ambiguous_margin": 0.01, "temperature": 0.02}))
+    return out
+
+
+def test_export_then_install_gives_the_same_encoder(tiny_model: Path, tmp_path: Path) -> None:
+    from nlu.encoders.sentence_encoder import SentenceEncoder
+
+    shipped = release.export_release(tiny_model, tmp_path / "models" / release.RELEASE_NAME, card="# card\n")
+    sums = release.check_release(shipped)
+    assert set(release.MODEL_FILES) | {"thresholds.json", release.CARD} <= set(sums)
+    assert (shipped / "model.safetensors").stat().st_size < (tiny_model / "model.safetensors").stat().st_size * 0.6, "float16"
+    cache = tmp_path / "cache"
+    installed = release.install_release(cache, shipped)
+    assert installed == cache / release.RELEASE_NAME
+    texts = ["怎么开立证券账户", "我现在不方便", "今天天气不错"]
+    a, b = SentenceEncoder(tiny_model).encode(texts), SentenceEncoder(installed).encode(texts)
+    assert float(np.min(np.sum(a * b, axis=1))) > 0.99, "float16 storage barely moves the vectors"
+    assert json.loads((installed / "callbot_encoder.json").read_text())["name"] == release.RELEASE_NAME
+    # Installing again copies nothing: the files' checksums already match.
+    stamp = (installed / "model.safetensors").stat().st_mtime_ns
+    release.install_release(cache, shipped)
+    assert (installed / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_a_damaged_release_is_refused_with_the_fix(tiny_model: Path, tmp_path: Path) -> None:
+    shipped = release.export_release(tiny_model, tmp_path / release.RELEASE_NAME)
+    weights = shipped / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(release.ReleaseDamaged, match=r"does not match SHA256SUMS.*git checkout models/"):
+        release.install_release(tmp_path / "cache", shipped)
+    assert not (tmp_path / "cache" / release.RELEASE_NAME / "model.safetensors").exists(), "nothing half-installed"
+    weights.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 1\n")
+    with pytest.raises(release.ReleaseDamaged, match="Git LFS pointer"):
+        release.check_release(shipped)
+    (shipped / release.SUMS).write_text("not a checksum line\n")
+    with pytest.raises(release.ReleaseDamaged, match=r"SHA256SUMS:1: expected"):
+        release.check_release(shipped)
+    (shipped / release.SUMS).unlink()
+    with pytest.raises(release.ReleaseDamaged, match="SHA256SUMS is missing"):
+        release.check_release(shipped)
+    assert release.install_release(tmp_path / "cache", tmp_path / "no-release-here") is None
+
+
+def test_a_release_over_the_size_limit_is_refused_and_the_old_one_kept(tiny_model: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / release.RELEASE_NAME
+    release.export_release(tiny_model, target, card="old")
+    monkeypatch.setattr(release, "MAX_RELEASE_BYTES", 1024)
+    with pytest.raises(CallbotError, match="at most"):
+        release.export_release(tiny_model, target, card="new")
+    assert (target / release.CARD).read_text() == "old" and not target.with_name(target.name + ".staging").exists()
+
+
+def test_auto_serves_the_installed_release_when_it_measured_better(tiny_model: Path, tmp_path: Path) -> None:
+    from nlu.data.kb_split import SPLIT_ID
+    from nlu.model_cache import e5_dir, resolve_model
+
+    models = tmp_path / "models"
+    e5 = e5_dir(models)
+    e5.mkdir(parents=True)
+    (e5 / "verified.json").write_text("{}")
+    shipped = tmp_path / "tree" / release.RELEASE_NAME
+    release.export_release(tiny_model, shipped)
+    intents = ["faq/faq_open_account", "ipo_allotment_notice/affirm"]
+    (shipped / "verified.json").write_text(json.dumps({"quality": {"kb_heldout_top1": 0.8}, "better_than_e5": True,
+                                                       "kb_split": SPLIT_ID, "kb_heldout_seen": False, "kb_intents": intents}))
+    os.remove(shipped / release.SUMS)
+    files = sorted(p.name for p in shipped.iterdir())
+    (shipped / release.SUMS).write_text("".join(f"{release.sha256(shipped / n)}  {n}\n" for n in files))
+    assert resolve_model(models, "auto", intents) == e5, "before installing: e5-small"
+    release.install_release(models, shipped)
+    assert resolve_model(models, "auto", intents) == models / release.RELEASE_NAME
+    assert resolve_model(models, "auto", ["faq/other"]) == e5, "measured on another knowledge base: e5-small"
+
+
+def test_the_committed_release_is_intact_small_and_documented() -> None:
+    shipped = release.RELEASE_DIR / release.RELEASE_NAME
+    sums = release.check_release(shipped)
+    assert sum((shipped / n).stat().st_size for n in sums) + (shipped / release.SUMS).stat().st_size <= release.MAX_RELEASE_BYTES
+    assert [p.name for p in release.RELEASE_DIR.iterdir() if p.is_dir()] == [release.RELEASE_NAME], "one release, never several"
+    verified = json.loads((shipped / "verified.json").read_text())
+    assert verified["better_than_e5"] is True or json.loads((shipped / "verified.int8.json").read_text())["better_than_e5"] is True
+    card = (shipped / release.CARD).read_text(encoding="utf-8")
+    assert "research only" in card and "commercial" in card and "callbot model release" in card
+    meta = json.loads((shipped / "callbot_encoder.json").read_text())
+    assert meta["name"] == release.RELEASE_NAME and meta["kind"] == "albert-sim" and meta["stage"] == "pairs"
+
+
+def test_model_base_installs_the_release_next_to_e5(e5_model_dir: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    callbot = str(Path(sys.executable).parent / "callbot")
+    cache = tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    shutil.copytree(e5_model_dir, cache / "models" / e5_model_dir.name)  # e5 is built already: only the release is new
+    env = {**os.environ, "CALLBOT_CACHE_DIR": str(cache), "CALLBOT_HOME": str(tmp_path / "home")}
+    done = subprocess.run([callbot, "model", "base"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Released ALBERT-sim installed" in done.stdout
+    installed = cache / "models" / release.RELEASE_NAME
+    assert release.sha256(installed / "model.safetensors") == release.read_sums(release.RELEASE_DIR / release.RELEASE_NAME)["model.safetensors"]
