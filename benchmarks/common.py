@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +56,41 @@ def save(name: str, data: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, ensure_ascii=False, indent=2))
     return path
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def served_models() -> list[str]:
+    """e5-small (the baseline) and the released ALBERT-sim when it is installed (`callbot model base`), or the
+    models named in ``CALLBOT_BENCH_MODELS``."""
+    from nlu.release import RELEASE_NAME
+
+    chosen = [n.strip() for n in os.environ.get("CALLBOT_BENCH_MODELS", "").split(",") if n.strip()]
+    if not chosen and (get_settings().models_dir / RELEASE_NAME / "callbot_encoder.json").is_file():
+        chosen = [RELEASE_NAME]
+    return list(dict.fromkeys(["e5-small", *chosen]))
+
+
+@contextlib.contextmanager
+def running_product(model: str) -> Iterator[dict[str, str]]:
+    """The demo product (web + NLU, actions, Rasa) on free ports in a fresh home, matching with ``model``."""
+    home = Path(tempfile.mkdtemp(prefix="callbot-bench-"))
+    ports = {"web": free_port(), "rasa": free_port(), "actions": free_port()}
+    env = {**os.environ, "CALLBOT_HOME": str(home), "CALLBOT_NLU__MODEL": model,
+           **{f"CALLBOT_PORTS__{k.upper()}": str(v) for k, v in ports.items()}}
+    callbot = str(Path(sys.executable).parent / "callbot")
+    for step in (["kb", "demo"], ["bot", "train"], ["up", "--detach"]):
+        subprocess.run([callbot, *step], cwd=ROOT, env=env, check=True, capture_output=True, timeout=900)
+    try:
+        yield {"web": f"http://127.0.0.1:{ports['web']}", "rasa": f"http://127.0.0.1:{ports['rasa']}", "home": str(home)}
+    finally:
+        subprocess.run([callbot, "down"], cwd=ROOT, env=env, capture_output=True, timeout=120)

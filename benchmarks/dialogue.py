@@ -13,82 +13,77 @@ turn's first action ran, so it is not a boundary.
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.common import percentiles, save
+from benchmarks.common import percentiles, running_product, save, served_models
 
-ROOT = Path(__file__).resolve().parent.parent
 CHAT = ["我想开个户怎么弄", "交易时间是几点", "密码忘了怎么办", "逆回购怎么买", "中签了怎么缴款", "佣金能不能低一点",
         "科创板权限怎么开", "分红什么时候到账", "港股通怎么开通", "可转债怎么申购"]
 CALL = ["嗯是我", "你哪位", "好的", "证券账户怎么销户", "对", "好"]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run(console: Console, messages: int = 200) -> dict:
-    home = Path(tempfile.mkdtemp(prefix="callbot-dlg-"))
-    ports = {"web": _free_port(), "rasa": _free_port(), "actions": _free_port()}
-    env = {**os.environ, "CALLBOT_HOME": str(home), **{f"CALLBOT_PORTS__{k.upper()}": str(v) for k, v in ports.items()}}
-    callbot = str(Path(sys.executable).parent / "callbot")
-    for step in (["kb", "demo"], ["bot", "train"], ["up", "--detach"]):
-        subprocess.run([callbot, *step], cwd=ROOT, env=env, check=True, capture_output=True, timeout=900)
-    web, rasa = f"http://127.0.0.1:{ports['web']}", f"http://127.0.0.1:{ports['rasa']}"
+    """Each served model (e5-small first, the baseline) in its own product run; ratios against e5-small."""
+    results = {}
+    for model in served_models():
+        console.print(f"[bold]{model}[/]")
+        results[model] = run_model(console, model, messages)
+    base = results.get("e5-small")
+    if base and len(results) > 1:
+        table = Table("model", "REST turn p50 ms", "vs e5-small", "NLU p50 ms", "vs e5-small")
+        for model, r in results.items():
+            table.add_row(model, f"{r['rest_turn']['p50']:.1f}", f"{base['rest_turn']['p50'] / r['rest_turn']['p50']:.2f}×",
+                          f"{r['nlu_parse']['p50']:.1f}", f"{base['nlu_parse']['p50'] / r['nlu_parse']['p50']:.2f}×")
+        console.print(table)
+    save("dialogue", results)
+    return results
+
+
+def run_model(console: Console, model: str, messages: int = 200) -> dict:
     rest, parse_rasa, parse_nlu = [], [], []
     senders: set[str] = set()
     per_action: dict[str, list[float]] = {}
-    try:
-        with httpx.Client(timeout=30) as c:
-            texts = []
-            i = 0
-            while len(texts) < messages:
-                sender = f"bench-call-{i}"
-                c.post(f"{rasa}/conversations/{sender}/trigger_intent", json={"name": "EXTERNAL_start_call", "entities": {
-                    "scenario": "ipo_allotment_notice", "customer_name": "张先生",
-                    "variables": {"stock_name": "华安科技", "stock_code": "688001", "allotted_shares": 500, "amount": "1.00", "pay_deadline": "明天"}}})
-                for text in CALL + CHAT[i % len(CHAT) : i % len(CHAT) + 2]:
-                    t = time.perf_counter()
-                    who = sender if text in CALL else f"bench-chat-{i}"
-                    senders.add(who)
-                    c.post(f"{rasa}/webhooks/rest/webhook", json={"sender": who, "message": text})
-                    rest.append((time.perf_counter() - t) * 1000)
-                    texts.append(text)
-                i += 1
-            for text in texts[:messages]:
+    with running_product(model) as product, httpx.Client(timeout=30) as c:
+        web, rasa = product["web"], product["rasa"]
+        served = c.get(f"{web}/nlu/status").json().get("model")
+        texts = []
+        i = 0
+        while len(texts) < messages:
+            sender = f"bench-call-{i}"
+            c.post(f"{rasa}/conversations/{sender}/trigger_intent", json={"name": "EXTERNAL_start_call", "entities": {
+                "scenario": "ipo_allotment_notice", "customer_name": "张先生",
+                "variables": {"stock_name": "华安科技", "stock_code": "688001", "allotted_shares": 500, "amount": "1.00", "pay_deadline": "明天"}}})
+            for text in CALL + CHAT[i % len(CHAT) : i % len(CHAT) + 2]:
                 t = time.perf_counter()
-                c.post(f"{rasa}/model/parse", json={"text": text})
-                parse_rasa.append((time.perf_counter() - t) * 1000)
-                t = time.perf_counter()
-                c.post(f"{web}/nlu/parse", json={"text": text})
-                parse_nlu.append((time.perf_counter() - t) * 1000)
-            for who in sorted(senders):
-                for name, ms in action_times(c.get(f"{rasa}/conversations/{who}/tracker").json()):
-                    per_action.setdefault(name, []).append(ms)
-    finally:
-        subprocess.run([callbot, "down"], cwd=ROOT, env=env, capture_output=True, timeout=120)
+                who = sender if text in CALL else f"bench-chat-{i}"
+                senders.add(who)
+                c.post(f"{rasa}/webhooks/rest/webhook", json={"sender": who, "message": text})
+                rest.append((time.perf_counter() - t) * 1000)
+                texts.append(text)
+            i += 1
+        for text in texts[:messages]:
+            t = time.perf_counter()
+            c.post(f"{rasa}/model/parse", json={"text": text})
+            parse_rasa.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            c.post(f"{web}/nlu/parse", json={"text": text})
+            parse_nlu.append((time.perf_counter() - t) * 1000)
+        for who in sorted(senders):
+            for name, ms in action_times(c.get(f"{rasa}/conversations/{who}/tracker").json()):
+                per_action.setdefault(name, []).append(ms)
     rest = rest[:messages]
     total, nlu, pipeline = statistics.median(rest), statistics.median(parse_nlu), statistics.median(parse_rasa)
     shares = {"nlu": round(nlu / total, 3), "rasa_pipeline": round(max(0.0, pipeline - nlu) / total, 3),
               "actions_and_policies": round(max(0.0, total - pipeline) / total, 3)}
     actions = {name: percentiles(v) for name, v in sorted(per_action.items())}
-    result = {"rest_turn": percentiles(rest), "nlu_parse": percentiles(parse_nlu), "rasa_model_parse": percentiles(parse_rasa),
-              "share_of_median": shares, "actions": actions}
-    table = Table("measure", "p50 ms", "p95 ms", "share of the median turn")
+    result = {"model": served, "rest_turn": percentiles(rest), "nlu_parse": percentiles(parse_nlu),
+              "rasa_model_parse": percentiles(parse_rasa), "share_of_median": shares, "actions": actions}
+    table = Table("measure", "p50 ms", "p95 ms", "share of the median turn", title=f"served model: {served}")
     table.add_row("REST message → reply", f"{result['rest_turn']['p50']:.1f}", f"{result['rest_turn']['p95']:.1f}", "1.00")
     table.add_row("NLU service (/nlu/parse)", f"{result['nlu_parse']['p50']:.1f}", f"{result['nlu_parse']['p95']:.1f}", f"{shares['nlu']:.2f}")
     table.add_row("Rasa pipeline beyond NLU (/model/parse − NLU)", "", "", f"{shares['rasa_pipeline']:.2f}")
@@ -98,7 +93,6 @@ def run(console: Console, messages: int = 200) -> dict:
     for name, pct in actions.items():
         per.add_row(name, str(len(per_action[name])), f"{pct['p50']:.1f}", f"{pct['p95']:.1f}")
     console.print(per)
-    save("dialogue", result)
     return result
 
 
