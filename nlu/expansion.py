@@ -1,23 +1,39 @@
-"""Generating extension questions (扩展问) with ALBERT-sim's UniLM head, then filtering them.
+"""Extension questions (扩展问): candidates from several generators, one filter, one ranking.
 
-Candidates come from beam search (the seed's method) or SimBERT-style top-k sampling. Filters, in
-order: empty or identical to the source; duplicates and near-duplicates (cosine ≥ ``near_duplicate``)
-of questions the knowledge base already has; candidates the matcher places closer to another intent
-than to their own. Survivors are ranked by encoder similarity to the source.
+Generators: the ALBERT-sim's UniLM head by beam search (the seed's method) or SimBERT-style top-k
+sampling, spoken-style rewrites and thesaurus swaps (nlu.rewrites). Method ``mixed`` pools the sources
+in MIXED_SOURCES. The filter, in order: empty, too long, or the same text as a knowledge-base question
+or an earlier candidate (punctuation and case aside); near-duplicates (cosine ≥ ``near_duplicate``) of a
+knowledge-base question or of a candidate already kept; candidates the matcher places in another intent
+or in fallback. Survivors are ranked by maximal marginal relevance: similarity to the source, less a
+``diversity`` share of the similarity to the closest candidate already kept or knowledge-base question,
+so that the top ten are not ten tiny variants of one wording.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from knowledge_base.errors import CallbotError
 from nlu.albert.unilm import unilm_mask
+from nlu.rewrites import Proposal, spoken_rewrites, thesaurus_swaps, vocabulary
+
+METHODS = ("mixed", "beam", "sample", "rewrite", "thesaurus")
+# What `mixed` pools: the sources that measured useful (nlu.generation_quality); beam is skipped, with
+# a note, where no trained generator exists.
+MIXED_SOURCES = ("beam", "rewrite", "thesaurus")
+MAX_QUESTION = 200  # an extension question's limit in the knowledge base
+DIVERSITY = 0.25  # weight of the redundancy term in the ranking (0 = similarity to the source alone)
 
 
 class ExpanderUnavailable(CallbotError):
@@ -29,7 +45,26 @@ class Candidate:
     text: str
     similarity: float  # to the source, by the matching encoder
     nearest_intent: str | None = None
+    source: str = "beam"  # the generator that proposed it: beam | sample | rewrite | thesaurus
+    score: float = 0.0  # its ranking score (see filter_and_rank): the list is in descending score
 
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Expansion:
+    """What one expansion returns: the ranked candidates, how many each source proposed, and notes
+    (a source that was skipped and why)."""
+
+    method: str
+    candidates: list[Candidate]
+    generated: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.generated.values())
 
 _SENTENCE_END = re.compile(r"[?？!！。]")
 _FULL_WIDTH = str.maketrans({"?": "？", "!": "！", ",": "，", ";": "；", ":": "："})
@@ -191,29 +226,149 @@ class Generator:
         return [t for t in dict.fromkeys(self._decode(s) for s in seqs if s) if t]
 
 
-def filter_and_rank(source: str, candidates: list[str], encoder, existing: list[str],  # type: ignore[no-untyped-def]
-                    classify=None, own_intent: str | None = None, near_duplicate: float = 0.98, n: int = 20) -> list[Candidate]:
-    """Drop empties, existing questions and near-duplicates, and candidates closer to another intent."""
-    existing_set = set(existing) | {source}
-    fresh = [c for c in dict.fromkeys(candidates) if c and c not in existing_set and len(c) <= 200]
+def canonical(text: str) -> str:
+    """The comparison key for "the same question": NFKC, lower case, no spaces or punctuation
+    (怎么开户 and 怎么开户？ are one question to a caller and to the matcher)."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text).lower() if ch.isalnum())
+
+
+def filter_and_rank(source: str, candidates: Sequence[str | Proposal], encoder, existing: list[str],  # type: ignore[no-untyped-def]
+                    classify: Callable[[str], str | None] | None = None, own_intent: str | None = None,
+                    near_duplicate: float = 0.98, n: int = 20, existing_vecs: np.ndarray | None = None,
+                    diversity: float = DIVERSITY) -> list[Candidate]:
+    """The filter and ranking every source goes through (see the module docstring).
+
+    ``candidates`` are texts (taken as beam output) or Proposals; ``existing`` the knowledge base's
+    questions, with their vectors in ``existing_vecs`` when the caller has them (else encoded here).
+    ``classify`` returns the intent the matcher places a text in, None for fallback; with
+    ``own_intent`` a candidate is kept only when that is ``own_intent``. It runs on the way down the
+    ranking, so only about ``n`` candidates pay for a match. Each Candidate's ``score`` is
+    ``(1 - diversity) · cos(candidate, source) - diversity · max cos(candidate, kept candidate or
+    knowledge-base question other than the source)`` at the moment it was picked; it never rises down
+    the list, as every pick only adds to the redundancy of the rest."""
+    source_key = canonical(source)
+    seen = {canonical(e) for e in existing} | {source_key}
+    fresh: list[Proposal] = []
+    for c in candidates:
+        p = c if isinstance(c, Proposal) else Proposal(c, "beam")
+        key = canonical(p.text)
+        if key and key not in seen and len(p.text) <= MAX_QUESTION:
+            seen.add(key)
+            fresh.append(p)
     if not fresh:
         return []
-    vecs = encoder.encode([source, *fresh, *existing])
-    src_vec, cand_vecs, exist_vecs = vecs[0], vecs[1 : len(fresh) + 1], vecs[len(fresh) + 1 :]
+    if existing_vecs is None:
+        existing_vecs = encoder.encode(existing) if existing else None
+    vecs = encoder.encode([source, *(p.text for p in fresh)])
+    src_vec, cand = vecs[0], vecs[1:]
+    relevance = cand @ src_vec
+    alive = relevance < near_duplicate  # a near-copy of the source is one of the KB's (or the staff's) wordings
+    redundancy = np.zeros(len(fresh))
+    if existing_vecs is not None and len(existing_vecs):
+        kb = cand @ np.asarray(existing_vecs).T
+        alive &= kb.max(axis=1) < near_duplicate
+        # The source's own wording is the relevance term, not redundancy.
+        others = np.array([canonical(e) != source_key for e in existing])
+        if others.any():
+            redundancy = kb[:, others].max(axis=1)
     kept: list[Candidate] = []
-    kept_vecs: list[np.ndarray] = []
-    order = np.argsort(-(cand_vecs @ src_vec))
-    for i in order:
-        v = cand_vecs[i]
-        if len(exist_vecs) and float((exist_vecs @ v).max()) >= near_duplicate:
+    while len(kept) < n and alive.any():
+        mmr = (1 - diversity) * relevance - diversity * redundancy
+        i = int(np.argmax(np.where(alive, mmr, -np.inf)))
+        alive[i] = False
+        nearest = classify(fresh[i].text) if classify else None
+        if own_intent and nearest != own_intent:
             continue
-        if kept_vecs and float(max(float(k @ v) for k in kept_vecs)) >= near_duplicate:
-            continue
-        nearest = classify(fresh[i]) if classify else None
-        if own_intent and nearest and nearest != own_intent:
-            continue
-        kept.append(Candidate(fresh[i], round(float(v @ src_vec), 4), nearest))
-        kept_vecs.append(v)
-        if len(kept) >= n:
-            break
+        kept.append(Candidate(fresh[i].text, round(float(relevance[i]), 4), nearest, fresh[i].source, round(float(mmr[i]), 4)))
+        to_kept = cand @ cand[i]
+        alive &= to_kept < near_duplicate
+        redundancy = np.maximum(redundancy, to_kept)
     return kept
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise CallbotError("method must be beam or sample (the ALBERT-sim generator), rewrite, thesaurus or "
+                           f"mixed (the default: {' + '.join(MIXED_SOURCES)}); got {method!r}.")
+
+
+def propose(source: str, method: str, load_generator: Callable[[], Generator] | None, n: int,
+            attested: frozenset[str] | None = None) -> tuple[list[Proposal], list[str]]:
+    """Raw candidates of ``method`` for ``source``, and notes on sources that were skipped. The
+    generator is loaded only when a method needs it; with ``mixed`` a missing one is a note, not an error.
+    ``attested``: the words thesaurus swaps may bring in (nlu.rewrites.vocabulary)."""
+    check_method(method)
+    sources = MIXED_SOURCES if method == "mixed" else (method,)
+    out: list[Proposal] = []
+    notes: list[str] = []
+    for s in sources:
+        if s in ("beam", "sample"):
+            try:
+                if load_generator is None:
+                    raise ExpanderUnavailable("no generator was given")
+                generator = load_generator()
+            except CallbotError as exc:
+                if method != "mixed":
+                    raise
+                notes.append(f"beam skipped: {exc}")
+                continue
+            texts = generator.beam(source, n) if s == "beam" else generator.sample(source, n)
+            out += [Proposal(t, s) for t in texts]
+        elif s == "rewrite":
+            out += spoken_rewrites(source)
+        else:
+            out += thesaurus_swaps(source, attested=attested)
+    if {"rewrite", "thesaurus"} & set(sources) and not re.search(r"[\u4e00-\u9fff]", source):
+        notes.append("rewrites and thesaurus swaps need a Chinese question; this text has no Chinese.")
+    return out, notes
+
+
+def kb_questions(matcher, scenario: str | None) -> tuple[list[str], list[str], np.ndarray, object]:  # type: ignore[no-untyped-def]
+    """The questions in ``scenario``'s scope (texts, their intents, vectors) and the encoder of those
+    vectors: from the matcher's vector cache, so an expansion does not re-encode the knowledge base."""
+    scopes = matcher._scope_names(scenario)
+    encoder = matcher.encoder_for(scopes[0])
+    entries = [e for name in scopes for e in matcher._scopes[name].entries]
+    texts = [e.text for e in entries]
+    cache = matcher._cache(encoder)
+    missing = [t for t in dict.fromkeys(texts) if t not in cache.vectors]  # a scope under another encoder
+    extra = dict(zip(missing, encoder.encode(missing), strict=True)) if missing else {}
+    vecs = np.stack([cache.vectors[t] if t in cache.vectors else extra[t] for t in texts]) if texts \
+        else np.zeros((0, encoder.dim), np.float32)
+    return texts, [e.intent for e in entries], vecs, encoder
+
+
+def expand_with(matcher, text: str, n: int = 20, method: str = "mixed", scenario: str | None = None,  # type: ignore[no-untyped-def]
+                intent: str | None = None, load_generator: Callable[[], Generator] | None = None,
+                exclude: Sequence[str] = ()) -> Expansion:
+    """Generate, filter and rank paraphrases of ``text`` against ``matcher``'s knowledge base.
+
+    ``intent``: keep only candidates the matcher places in it (default: the intent whose question
+    ``text`` is, when it is one). ``exclude``: further texts that count as existing (the intent's
+    pending and rejected questions: staff have seen them already)."""
+    from nlu.text import normalise
+
+    check_method(method)
+    if not 1 <= n <= 100:
+        raise CallbotError("n must be between 1 and 100.")
+    source = normalise(text)
+    if len(source) > MAX_QUESTION:
+        raise CallbotError(f"text is {len(source)} characters; expansion paraphrases one question of at most "
+                           f"{MAX_QUESTION} characters (an extension question's limit).")
+    texts, intents, vecs, encoder = kb_questions(matcher, scenario)
+    if intent and intent not in intents:
+        raise CallbotError(f"Intent {intent!r} is not in scope {scenario or 'all scenarios'}; `callbot kb export --scenario …` lists intents.")
+    if intent is None:
+        owners = {i for t, i in zip(texts, intents, strict=True) if canonical(t) == canonical(source)}
+        intent = owners.pop() if len(owners) == 1 else None
+    raw, notes = propose(source, method, load_generator, n, vocabulary(tuple(texts)))
+
+    def nearest(candidate: str) -> str | None:
+        result = matcher.match(candidate, scenario, k=2)
+        return result.top.intent if result.top and result.decision != "fallback" else None
+
+    existing = [*texts, *exclude]
+    existing_vecs = np.concatenate([vecs, encoder.encode(list(exclude))]) if exclude else vecs
+    kept = filter_and_rank(source, raw, encoder, existing, nearest if intent else None, intent, n=n,
+                           existing_vecs=existing_vecs)
+    return Expansion(method, kept, dict(Counter(p.source for p in raw)), notes)

@@ -63,31 +63,16 @@ def get_generator():  # type: ignore[no-untyped-def]
     return Generator(chosen, copy_bias=settings.nlu.copy_bias)
 
 
-def expand(text: str, n: int = 20, method: str = "beam", scenario: str | None = None, intent: str | None = None):  # type: ignore[no-untyped-def]
-    """Generate, filter and rank paraphrases of ``text`` (see nlu.expansion)."""
-    from knowledge_base.errors import CallbotError
-    from nlu.expansion import filter_and_rank
-    from nlu.text import normalise
+def expand(text: str, n: int = 20, method: str = "mixed", scenario: str | None = None, intent: str | None = None,  # type: ignore[no-untyped-def]
+           exclude: tuple[str, ...] = ()):
+    """Generate, filter and rank paraphrases of ``text`` with the serving matcher and, where the method
+    uses one, the configured generator (see nlu.expansion.expand_with). Returns an Expansion."""
+    from nlu.expansion import check_method, expand_with
 
-    if method not in ("beam", "sample"):
-        raise CallbotError("method must be beam or sample.")
-    if not 1 <= n <= 100:
-        raise CallbotError("n must be between 1 and 100.")
-    source = normalise(text)
-    generator = get_generator()
-    raw = generator.beam(source, n) if method == "beam" else generator.sample(source, n)
+    check_method(method)  # before loading anything
     matcher = get_matcher()
     matcher.refresh()
-    scopes = matcher._scope_names(scenario)
-    existing = [e.text for name in scopes for e in matcher._scopes[name].entries]
-    if intent and intent not in {e.intent for name in scopes for e in matcher._scopes[name].entries}:
-        raise CallbotError(f"Intent {intent!r} is not in scope {scenario or 'all scenarios'}; `callbot kb export --scenario …` lists intents.")
-
-    def nearest(candidate: str) -> str | None:
-        top = matcher.match(candidate, scenario, k=1).top
-        return top.intent if top else None
-
-    return filter_and_rank(source, raw, matcher.encoder, existing, nearest if intent else None, intent, n=n), len(raw)
+    return expand_with(matcher, text, n, method, scenario, intent, get_generator, exclude)
 
 
 def mine_conversations(since=None, scenario: str | None = None, limit: int = 50, min_conversations: int = 1,  # type: ignore[no-untyped-def]
