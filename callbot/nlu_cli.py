@@ -114,19 +114,26 @@ def calibrate_cmd(
 def expand_cmd(
     text: Annotated[str, typer.Argument(help="A standard or extension question to paraphrase.")],
     n: Annotated[int, typer.Option("-n", help="How many paraphrases to keep.")] = 20,
-    method: Annotated[str, typer.Option(help="beam (the seed's method) or sample (SimBERT-style top-k sampling + rerank).")] = "beam",
+    method: Annotated[str, typer.Option(help="mixed (the generators that measured useful, one filter and ranking), beam (the "
+                                              "ALBERT-sim's beam search), sample (top-k sampling), rewrite (spoken-style rewrites) "
+                                              "or thesaurus (synonym swaps).")] = "mixed",
     scenario: Annotated[Optional[str], typer.Option("--scenario", "-s", help="Scenario whose questions count as existing.")] = None,
-    intent: Annotated[Optional[str], typer.Option(help="Drop candidates the matcher places in another intent than this one.")] = None,
+    intent: Annotated[Optional[str], typer.Option(help="Drop candidates the matcher places in another intent than this one "
+                                                       "(default: the intent TEXT is a question of, if it is one).")] = None,
 ) -> None:
-    """Generate extension-question candidates for TEXT, filtered and ranked."""
+    """Generate extension-question candidates for TEXT, filtered and ranked, each with its score and source."""
     from nlu.service import expand
 
     get_store().migrate()
-    kept, generated = expand(text, n, method, scenario, intent)
-    table = Table("#", "candidate", "similarity", "nearest intent", title=f"{len(kept)} kept of {generated} generated ({method})")
-    for i, c in enumerate(kept, 1):
-        table.add_row(str(i), c.text, f"{c.similarity:.4f}", c.nearest_intent or "")
+    result = expand(text, n, method, scenario, intent)
+    by_source = ", ".join(f"{s} {k}" for s, k in result.generated.items()) or "none"
+    table = Table("#", "candidate", "source", "score", "similarity", "nearest intent",
+                  title=f"{len(result.candidates)} kept of {result.total} generated ({method}: {by_source})")
+    for i, c in enumerate(result.candidates, 1):
+        table.add_row(str(i), c.text, c.source, f"{c.score:.4f}", f"{c.similarity:.4f}", c.nearest_intent or "")
     out.print(table)
+    for note in result.notes:
+        out.print(f"Note: {note}")
 
 
 @nlu_app.command("mine")

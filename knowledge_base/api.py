@@ -69,7 +69,8 @@ async def add_question(request: Request, intent_id: int) -> HTTPResponse:
 
 @bp.post("/intents/<intent_id:int>/expand")
 async def expand_intent(request: Request, intent_id: int) -> HTTPResponse:
-    """Generate paraphrases of the intent's standard question and store them as pending for review."""
+    """Generate paraphrases of the intent's standard question and store them as pending for review;
+    the response lists every candidate with its score and source (the generator that proposed it)."""
     import asyncio
 
     from nlu.api import GENERATION
@@ -80,15 +81,26 @@ async def expand_intent(request: Request, intent_id: int) -> HTTPResponse:
         n = int(body.get("n", 10))
     except (TypeError, ValueError):
         raise CallbotError("n must be an integer.") from None
-    method = str(body.get("method", "beam"))
+    method = str(body.get("method", "mixed"))
     kb = get_kb()
     intent = kb.intent(intent_id)
+    # Pending and rejected questions are not in the matcher, yet staff have seen them: not proposed again.
+    seen = tuple(q["text"] for q in intent["extension_questions"])
     loop = asyncio.get_running_loop()
-    kept, generated = await loop.run_in_executor(
-        GENERATION, lambda: expand(intent["standard_question"], n, method, intent["scenario"], intent["name"]))
-    stored = [kb.add_question(intent_id, c.text, author="generator", source=QuestionSource.generated,
-                              status=ReviewStatus.pending) | {"similarity": c.similarity} for c in kept]
-    return json({"intent_id": intent_id, "generated": generated, "stored": stored}, status=201)
+    result = await loop.run_in_executor(
+        GENERATION, lambda: expand(intent["standard_question"], n, method, intent["scenario"], intent["name"], seen))
+    stored, candidates = [], []
+    for c in result.candidates:
+        try:
+            q = kb.add_question(intent_id, c.text, author="generator", source=QuestionSource.generated, status=ReviewStatus.pending)
+        except CallbotError:  # added by someone else since the expansion read the intent
+            q = None
+        if q is not None:
+            stored.append(q | {"similarity": c.similarity, "score": c.score, "generator": c.source})
+        candidates.append({"text": c.text, "source": c.source, "score": c.score, "similarity": c.similarity,
+                           "question_id": q["id"] if q else None})
+    return json({"intent_id": intent_id, "method": method, "generated": result.total, "generated_by_source": result.generated,
+                 "notes": result.notes, "candidates": candidates, "stored": stored}, status=201)
 
 
 @bp.post("/mine")
