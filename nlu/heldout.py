@@ -82,6 +82,7 @@ class Judged:
     mode: str  # open: no conversation (Rasa's /model/parse); call: inside the utterance's scenario
     predicted: str | None  # the decision's intent, None for fallback
     top: str | None  # the top-ranked intent, whatever the decision
+    top_kind: str  # dialogue | faq (faq when nothing ranked)
     second: str | None
     decision: str
     top_score: float
@@ -112,7 +113,8 @@ def judge(matcher: Any, utterances: list[HeldoutUtterance], skip: set[str] | Non
             r = matcher.match(u.text, scenario, k=5)
             names = [x.intent for x in r.ranking]
             top = names[0] if names else None
-            out.append(Judged(u, mode, None if r.decision == "fallback" else top, top, names[1] if len(names) > 1 else None,
+            out.append(Judged(u, mode, None if r.decision == "fallback" else top, top, r.ranking[0].kind if r.ranking else "faq",
+                              names[1] if len(names) > 1 else None,
                               r.decision, r.ranking[0].score if r.ranking else 0.0,
                               r.ranking[0].score - r.ranking[1].score if len(r.ranking) > 1 else 1.0))
     return out
@@ -141,6 +143,9 @@ def summarise(judged: list[Judged], in_kb: int = 0) -> dict[str, Any]:
                 report[f"{key}_accuracy"] = _share([j.correct for j in rows])
                 report[f"{key}_top1"] = _share([j.top == j.utterance.intent for j in rows])
                 report[f"{key}_fallback"] = _share([j.predicted is None for j in rows])
+                flagged = [j for j in rows if j.decision == "ambiguous"]
+                report[f"{key}_buttons"] = _share([j.decision == "ambiguous" for j in rows])
+                report[f"{key}_buttons_right_on_one"] = _share([j.gold_in_two for j in flagged])
             report[f"{key}_n"] = len(rows)
     amb = [j for j in ind if j.decision == "ambiguous"]
     report["ambiguous_share"] = _share([j.decision == "ambiguous" for j in ind])

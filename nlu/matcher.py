@@ -54,13 +54,20 @@ class Thresholds:
     fallback: float = 0.93  # top intent score below this: nlu_fallback
     ambiguous_margin: float = 0.01  # top two intents closer than this: ask which one
     temperature: float = 0.01  # softmax temperature turning scores into confidences
+    # A call's spoken replies (嗯呐, 在开车呢回头说) score lower against their intents than written FAQ questions
+    # do against theirs: when calibrated, a top match on a dialogue intent has its own fallback threshold.
+    fallback_dialogue: float | None = None
+
+    def fallback_for(self, kind: str) -> float:
+        return self.fallback_dialogue if kind == "dialogue" and self.fallback_dialogue is not None else self.fallback
 
     @classmethod
     def for_model(cls, model_dir: Path | None) -> Thresholds:
         path = model_dir / "thresholds.json" if model_dir else None
         if path and path.is_file():
             data = json.loads(path.read_text())
-            return cls(**{k: float(v) for k, v in data.items() if k in cls.__dataclass_fields__ and isinstance(v, (int, float))})
+            return cls(**{k: float(v) for k, v in data.items() if k in cls.__dataclass_fields__ and isinstance(v, (int, float))
+                          and not isinstance(v, bool)})
         if model_dir and (model_dir / "callbot_encoder.json").is_file() \
                 and json.loads((model_dir / "callbot_encoder.json").read_text()).get("kind") == "albert-sim":
             log.warning("model has no calibrated thresholds; using e5-small's, which may reject most messages",
@@ -343,7 +350,7 @@ class Matcher:
             confidences = (exp / exp.sum()).tolist()
         else:
             confidences = []
-        if not ranking or ranking[0].score < t.fallback:
+        if not ranking or ranking[0].score < t.fallback_for(ranking[0].kind):
             decision = "fallback"
         elif len(ranking) > 1 and ranking[0].score - ranking[1].score < t.ambiguous_margin:
             decision = "ambiguous"

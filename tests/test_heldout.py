@@ -84,7 +84,7 @@ def test_a_malformed_line_is_named_with_its_file_and_line(tmp_path: Path) -> Non
 
 def test_summary_counts_fallback_as_wrong_and_checks_the_two_buttons() -> None:
     u = lambda text, intent, set_name="caller_replies": heldout.HeldoutUtterance(text, intent, None, set_name)  # noqa: E731
-    j = lambda utt, predicted, top, second, decision: heldout.Judged(utt, "open", predicted, top, second, decision, 0.9, 0.01)  # noqa: E731
+    j = lambda utt, predicted, top, second, decision: heldout.Judged(utt, "open", predicted, top, "dialogue", second, decision, 0.9, 0.01)  # noqa: E731
     judged = [
         j(u("好的", "affirm"), "affirm", "affirm", "deny", "match"),
         j(u("我在开车", "busy"), None, "busy", "affirm", "fallback"),  # ranked right, but fell back: wrong
