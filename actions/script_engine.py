@@ -118,6 +118,12 @@ class ScriptEngine:
             if intent == "deny" and state.denials >= 2 and "refuse_close" in self.steps and not self.steps[target].terminal:
                 target = "refuse_close"  # a second refusal ends the call politely
             return self._go(state, target, [], user_text)
+        if intent in self.answers and intent not in step.transitions and not (
+                "nlu_fallback" in step.transitions and names_a_time(user_text)):
+            # A side question with a scenario answer (who are you, how much do I pay): answer it, ask again —
+            # also at a step that takes free text, unless the words name a time (下周一上午吧 answers it).
+            state.fallbacks = 0
+            return TurnResult([Say(fill(self.answers[intent], state.variables)), Say(fill(step.prompt, state.variables))], state)
         if "nlu_fallback" in step.transitions and (intent not in ("silence", "greet") or
                                                    (intent == "greet" and names_a_time(user_text))):
             # This step takes free text (e.g. "when may we call back?"): whatever was said answers it. A
@@ -129,9 +135,6 @@ class ScriptEngine:
             state.fallbacks = 0
             return TurnResult([Say(fill(faq_answer, state.variables)), Say(response=RETURN_PREFIX_KEY),
                                Say(fill(step.prompt, state.variables))], state)
-        if intent in self.answers:
-            state.fallbacks = 0
-            return TurnResult([Say(fill(self.answers[intent], state.variables)), Say(fill(step.prompt, state.variables))], state)
         if intent == "request_human" and "handoff" in self.steps:
             return self._go(state, "handoff", [], user_text)
         if intent == "goodbye":

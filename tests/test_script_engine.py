@@ -157,3 +157,18 @@ def test_other_scenarios_reach_their_closing(code: str) -> None:
         if r.ended:
             break
     assert r.ended and r.outcome in ("confirmed", "completed", "handed_over")
+
+
+def test_a_question_about_the_call_is_answered_from_its_variables_at_any_step(ipo) -> None:  # type: ignore[no-untyped-def]
+    e, s = ipo
+    notice = texts(e.turn(s, "affirm"))[0]
+    r = e.turn(s, "ask_pay_amount", "中签了要交多少钱来着")
+    assert "12,345.00" in texts(r)[0] and texts(r)[1] == notice and s.step == "allotment_notice" and not r.ended
+    # At the free-text step ("when may we call back?") the fact is answered and the question asked again…
+    e.turn(s, "busy")
+    assert s.step == "busy_close"
+    r = e.turn(s, "ask_pay_deadline", "最晚哪天要交钱")
+    assert "11月25日" in texts(r)[0] and s.step == "busy_close" and not r.ended
+    # …but words that name a time answer it, whatever they were matched as.
+    r = e.turn(s, "ask_pay_deadline", "下周一上午吧")
+    assert r.ended and r.outcome == "callback" and r.outcome_detail["callback_time"] == "下周一上午吧"
