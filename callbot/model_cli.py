@@ -75,38 +75,61 @@ def model_distill(
     _verify(path)
 
 
-def _verify(path: Path, quantize: str = "none") -> None:
+def _verify(path: Path, quantize: str = "none") -> dict:
     import json
 
     from nlu.model_cache import e5_dir
     from nlu.model_quality import verify_albert
 
     s = get_settings()
-    report = verify_albert(path, e5_dir(s.models_dir), get_store(), s.cache_dir / "vectors" / "quality", quantize)
-    out.print_json(json.dumps(report))
+    report = verify_albert(path, e5_dir(s.models_dir), get_store(), s.cache_dir / "vectors" / "quality", quantize,
+                           progress=lambda msg: out.print(f"  measuring {msg}"))
+    out.print_json(json.dumps({k: v for k, v in report.items() if k not in ("heldout", "e5_heldout", "kb_intents")}))
     if quantize != "none":
         use = ("nlu.quantize=auto (the default) matches with it, since it is at least as good as e5-small"
                if report["better_than_e5"] else f"it is worse than e5-small on some measure: nlu.quantize=auto keeps float32 (set {quantize} to force it)")
         out.print(f"Measured the {quantize} variant (verified.{quantize}.json); {use}.")
-        return
+        return report
     verdict = "it is now the default encoder (`auto`)" if report["better_than_e5"] else "e5-small stays the default encoder"
     out.print(f"Measured against e5-small: {verdict}.")
+    return report
+
+
+def print_heldout_table(reports: dict[str, dict]) -> None:
+    """Per intent and per set, e5-small beside each measured model (held-out test utterances)."""
+    from rich.table import Table
+
+    from nlu.heldout import GATED, OOD_KEYS
+
+    first = next(iter(reports.values()))
+    columns = {"e5-small": first["e5_heldout"], **{name: r["heldout"] for name, r in reports.items()}}
+    table = Table("held-out test", "n", *columns, title="decision accuracy on utterances written apart from the KB")
+    for key in (*GATED, *OOD_KEYS):
+        n = first["heldout"].get(key.rsplit("_", 1)[0] + "_n", "")
+        table.add_row(f"[bold]{key}[/]", str(n), *(f"{c.get(key, 0):.3f}" for c in columns.values()))
+    for intent, row in first["heldout"]["per_intent"].items():
+        if intent.startswith("faq_"):
+            continue  # 55 FAQ intents: their set's line above; the JSON report has each
+        table.add_row(intent, str(row["n"]), *(f"{c['per_intent'].get(intent, {}).get('accuracy', 0):.3f}" for c in columns.values()))
+    out.print(table)
 
 
 @model_app.command("verify")
 def model_verify(
-    name: Annotated[str, typer.Argument(help="A model directory name in the cache, e.g. albert-sim-trained.")],
+    names: Annotated[list[str], typer.Argument(help="Model directory names in the cache, e.g. albert-sim-release; several are measured in one run beside e5-small.")],
     quantize: Annotated[str, typer.Option(help="none, or int8: measure the int8 variant (for the nlu.quantize setting).")] = "none",
 ) -> None:
-    """Measure an ALBERT-sim against e5-small and record whether it may be the default."""
+    """Measure ALBERT-sims against e5-small and record whether each may be the default; prints per-intent held-out figures."""
     from nlu.encoders.sentence_encoder import QUANTIZATIONS
 
-    path = get_settings().models_dir / name
-    if not (path / "callbot_encoder.json").is_file():
-        raise CallbotError(f"{path} is not a model directory; `callbot model list` shows what is in the cache.")
     if quantize not in QUANTIZATIONS:
         raise CallbotError(f"--quantize {quantize!r}: use one of {', '.join(QUANTIZATIONS)}.")
-    _verify(path, quantize)
+    paths = [get_settings().models_dir / name for name in names]
+    for path in paths:
+        if not (path / "callbot_encoder.json").is_file():
+            raise CallbotError(f"{path} is not a model directory; `callbot model list` shows what is in the cache.")
+    reports = {path.name: _verify(path, quantize) for path in paths}
+    print_heldout_table(reports)
 
 
 @model_app.command("rate-generator")

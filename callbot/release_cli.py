@@ -53,9 +53,9 @@ class ReleaseRecipe:
         n = self.names()
         c = "~/.cache/callbot/models"
         return [
-            f"callbot model distill --corpora lcqmc_train.tsv,bq_train.tsv --groups {self.groups} --epochs {self.distill_epochs:g} "
+            f"callbot model distill --corpora ../shared/corpora/lcqmc_train.tsv,../shared/corpora/bq_train.tsv --groups {self.groups} --epochs {self.distill_epochs:g} "
             f"--max-sentences {self.distill_sentences} --corpus-sentences {self.corpus_sentences} --name {n['distill']}",
-            f"callbot model train --pairs lcqmc_train.tsv,bq_train.tsv --max-pairs {self.max_pairs} --cosent-weight "
+            f"callbot model train --pairs ../shared/corpora/lcqmc_train.tsv,../shared/corpora/bq_train.tsv --max-pairs {self.max_pairs} --cosent-weight "
             f"{self.cosent_weight:g} --kb-repeat {self.kb_repeat} --source {c}/{n['distill']} --name {n['pairs']}",
             f"callbot model train --pairs \"\" --epochs {self.kb_epochs:g} --source {c}/{n['pairs']} --name {n['kb']}",
         ]

@@ -94,8 +94,9 @@ def render_card(model_dir: Path, recipe: Any, summary: dict[str, Any]) -> str:
         *[f"| {LABELS.get(k, k)} | {_fmt(e5.get(k))} | {_fmt(mine.get(k))} | {_fmt(mine8.get(k))} |" for k in dict.fromkeys([*e5, *mine])],
         "",
         f"At least as good as e5-small on every measure: float32 {verified.get('better_than_e5')}, int8 "
-        f"{verified8.get('better_than_e5')}. Thresholds: fallback {thresholds.get('fallback')}, two-button margin "
-        f"{thresholds.get('ambiguous_margin')}, temperature {thresholds.get('temperature')}.",
+        f"{verified8.get('better_than_e5')}. Thresholds: fallback {thresholds.get('fallback')} (dialogue intents "
+        f"{thresholds.get('fallback_dialogue')}), two-button margin {thresholds.get('ambiguous_margin')}, temperature "
+        f"{thresholds.get('temperature')}.",
         "",
     ]
     spread = seed_spread(model_dir.parent)
@@ -111,7 +112,8 @@ def render_card(model_dir: Path, recipe: Any, summary: dict[str, Any]) -> str:
         "## Rebuild",
         "",
         "`make model` (= `callbot model release`) runs the whole recipe with fixed seeds, resumably, and ends with",
-        "the table of `model verify` beside the shipped model's. The steps it runs:",
+        "the table of `model verify` beside the shipped model's. The steps it runs, as the step-by-step commands",
+        "(their seed is 13; `callbot model release --seed N` runs the same steps with another):",
         "",
         "```bash",
         *recipe.commands(),

@@ -89,11 +89,14 @@ def store_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def e5_model_dir() -> Path:
-    """The real e5-small checkpoint, built once into the user's model cache (idempotent, offline)."""
+    """The real e5-small checkpoint, built once into the user's model cache (idempotent, offline), with the
+    released ALBERT-sim installed beside it, as `callbot model base` does."""
     from callbot.settings import get_settings
     from nlu.model_cache import ensure_base_model
+    from nlu.release import install_release
 
     path, _built = ensure_base_model(get_settings().models_dir)
+    install_release(get_settings().models_dir)
     return path
 
 
@@ -119,9 +122,10 @@ def running_product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
     home = tmp_path_factory.mktemp("home")
     ports = {"web": free_port(), "rasa": free_port(), "actions": free_port()}
     env = {**os.environ, "CALLBOT_HOME": str(home), **{f"CALLBOT_PORTS__{k.upper()}": str(v) for k, v in ports.items()},
-           # Pin the encoder: what a developer has trained into the cache must not change test outcomes.
-           # CALLBOT_TEST_NLU_MODEL=auto runs the same tests against the model the demo would pick.
-           "CALLBOT_NLU__MODEL": os.environ.get("CALLBOT_TEST_NLU_MODEL", "e5-small"), "CALLBOT_NLU__USE_SCENARIO_MODELS": "false"}
+           # Pin the encoder to the released one, which `auto` serves on a fresh clone: what a developer has trained
+           # into the cache must not change test outcomes. CALLBOT_TEST_NLU_MODEL=e5-small runs them against e5-small.
+           "CALLBOT_NLU__MODEL": os.environ.get("CALLBOT_TEST_NLU_MODEL", "albert-sim-release"),
+           "CALLBOT_NLU__USE_SCENARIO_MODELS": "false"}
     for step in (["kb", "demo"], ["bot", "train"]):
         result = subprocess.run([callbot, *step], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr

@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CALLBOT = [str(Path(sys.executable).parent / "callbot")]  # the installed console script
 SUBCOMMANDS = [[], ["up"], ["down"], ["status"], ["kb"], ["kb", "import"], ["kb", "export"], ["kb", "demo"], ["kb", "stats"],
-               ["kb", "scenarios"], ["db"], ["db", "upgrade"], ["model"], ["model", "base"], ["model", "list"], ["model", "distill"], ["model", "train"], ["model", "finetune"], ["model", "verify"], ["model", "rate-generator"],
+               ["kb", "scenarios"], ["db"], ["db", "upgrade"], ["model"], ["model", "base"], ["model", "list"], ["model", "distill"], ["model", "train"], ["model", "finetune"], ["model", "verify"], ["model", "rate-generator"], ["model", "release"],
                ["bot"], ["bot", "train"], ["nlu"], ["nlu", "match"], ["nlu", "embed"], ["nlu", "eval"], ["nlu", "calibrate"],
                ["nlu", "expand"]]
 
