@@ -37,7 +37,8 @@ SPOKEN_RULES: dict[str, list[tuple[str, list[str]]]] = {
     # where nothing follows (…怎么样？): before a verb (怎么样开立) it is not Chinese anyone says.
     "how": [
         (r"怎么办", ["咋办", "该怎么办", "怎么处理", "咋整"]),
-        (r"怎么(?![办样])", ["咋", "怎样", "如何"]),
+        (r"怎么回事", ["咋回事"]),
+        (r"怎么(?![办样回])", ["咋", "怎样", "如何"]),
         (r"怎么(?=[?？]?$)", ["怎么样"]),
         (r"(?<!么)怎样(?=的|[?？]?$)", ["怎么样", "什么样"]),  # 是怎样的 / 怎样？, not before a verb
     ],
@@ -46,7 +47,7 @@ SPOKEN_RULES: dict[str, list[tuple[str, list[str]]]] = {
     "what": [
         (r"^什么是([^，,？?。]+)", [r"\1是什么", r"\1是啥意思", r"\1指的是什么"]),  # first clause only
         (r"是什么意思", ["是啥意思", "指的是什么", "怎么理解"]),
-        (r"(?<!么)是什么(?![时意])", ["是啥", "指的是什么"]),
+        (r"(?<![么的])是什么(?![时意])", ["是啥", "指的是什么"]),
         (r"什么时候", ["啥时候", "几时"]),
         (r"(?<![为是])什么(?![时是样意])", ["啥"]),
         (r"哪些", ["啥", "什么", "哪几样"]),
@@ -77,6 +78,23 @@ SPOKEN_RULES: dict[str, list[tuple[str, list[str]]]] = {
         (r"注销证券账户", ["销户", "把证券账户销掉"]),
         (r"证券账户", ["股票账户", "证券户", "炒股账户"]),
         (r"转人工", ["找人工客服", "转人工服务"]),
+    ],
+    # Whole-question patterns: how callers put each type of question. 怎么X？ is also 我要X / X的流程是什么？,
+    # 什么是X？ is 解释一下X, X怎么办？ is X该怎么处理？ A different sentence, the same request: these move a
+    # question further from its written form than any word swap, so they survive the near-duplicate filter.
+    "patterns": [
+        (r"^怎么(?:进行)?([^，,？?]+)[？?]$", [r"\1怎么操作？", r"\1的流程是什么？", r"\1在哪里办理？", r"我要\1", r"\1要怎么弄？"]),
+        (r"^([^，,？?]+)怎么(?:做|操作|使用)[？?]$", [r"\1的步骤是什么？", r"教我一下\1", r"\1在哪里操作？"]),
+        (r"^([^，,？?]+?)(?:是)?怎么计算(?:的)?[？?]$", [r"\1怎么算？", r"\1的计算方法是什么？", r"\1是按什么算的？"]),
+        (r"^([^，,？?]+)怎么办[？?]$", [r"\1该怎么处理？", r"\1怎么解决？", r"遇到\1的情况怎么办？"]),
+        (r"^([^，,？?]+)是什么意思[？?]$", [r"解释一下\1", r"\1是什么概念？"]),
+        (r"^什么是([^，,？?]+)[？?]$", [r"解释一下\1", r"\1是什么概念？"]),
+        (r"^([^，,？?]+)是怎么回事[？?]$", [r"\1是什么原因？", r"为什么\1？"]),
+        (r"^([^，,？?]+)有什么区别[？?]$", [r"\1的区别是什么？", r"\1有啥不一样？"]),
+        (r"^([^，,？?]+)是多少[？?]$", [r"\1一般是多少？", r"\1有多少？"]),
+        (r"^([^，,？?]+)有哪些([^，,？?]+)[？?]$", [r"\1都有什么\2？", r"\1包括哪些\2？"]),
+        (r"^([^，,？?]+?)为什么([^，,？?]+)[？?]$", [r"\1\2是什么原因？", r"为啥\1\2？"]),
+        (r"什么时候(?=能|到账|可)", ["多久", "几天后"]),
     ],
     # Market and product terms as callers say them: the FAQ writes the regulator's names (申购新股,
     # 融资融券, 国债逆回购), callers the trading floor's (打新, 两融, 逆回购). The matching encoder hardly
@@ -203,9 +221,9 @@ def spoken_rewrites(text: str, limit: int = 120) -> list[Proposal]:
     """Rewrites of ``text`` with one or two spoken-style substitutions, or a customer framing (alone or
     over one substitution). Empty for a text without Chinese: the table only knows Chinese wordings.
 
-    Order, up to ``limit``: single substitutions, then pairs, then framings. A framing or a particle
-    alone rarely gets past the near-duplicate filter (the matching encoder scores 请问X or X呢 ≥ 0.98 to
-    X), so the budget goes to content changes first."""
+    Order, up to ``limit``: single substitutions, framings of the source, pairs, framings of single
+    substitutions. A framing or a particle alone rarely gets past the near-duplicate filter (the
+    matching encoder scores 请问X or X呢 ≥ 0.98 to X), so most of the budget goes to content changes."""
     if not _CJK.search(text):
         return []
     source = _tidy(text)
@@ -213,12 +231,16 @@ def spoken_rewrites(text: str, limit: int = 120) -> list[Proposal]:
     singles: list[list[str]] = []  # per rule, so that the cap below takes from every rule
     for rule in rules:
         singles.append([v for v in _apply(rule, source) if v != source])
+    # A second rule only where it matches the source itself, else it fires on words the first one wrote
+    # (遇到 + 账户 → "到账" → 遇打到账上户), and never a whole-question pattern (it would wrap the first
+    # rule's words: …该怎么办 → 遇到…该的情况怎么办).
+    second = [j for j, (pattern, _) in enumerate(rules) if pattern.search(source) and not pattern.pattern.startswith("^")]
     doubles: list[list[str]] = []
     for i, variants in enumerate(singles):
         for v in variants:
-            doubles.append([w for j, rule in enumerate(rules) if j > i for w in _apply(rule, v) if w != v])
+            doubles.append([w for j in second if j > i for w in _apply(rules[j], v) if w != v])
     framed_singles = [_frames(v) for variants in singles for v in variants]
-    ordered = _round_robin(*singles) + _round_robin(*doubles) + _frames(source) + _round_robin(*framed_singles)
+    ordered = _round_robin(*singles) + _frames(source) + _round_robin(*doubles) + _round_robin(*framed_singles)
     out = [t for t in dict.fromkeys(_tidy(v) for v in ordered) if t and t != source]
     return [Proposal(t, "rewrite") for t in out[:limit]]
 
