@@ -24,7 +24,10 @@ from nlu.generation_quality import save as save_beside_model
 from nlu.model_cache import e5_dir
 
 
-def run(console: Console, methods: tuple[str, ...] = ("mixed",), n_sources: int = SOURCES) -> dict:
+def run(console: Console, methods: tuple[str, ...] = ("mixed",), n_sources: int = SOURCES, sweep: bool = True,
+        write_model: bool = True) -> dict:
+    """``sweep``: also beam at other copy biases and the round-trip rerank; ``write_model``: save beam's
+    figures beside the generator as expansion.json (what generator `auto` ranks by)."""
     from callbot.settings import get_settings
     from nlu.expansion import check_method
     from nlu.service import get_generator
@@ -49,9 +52,10 @@ def run(console: Console, methods: tuple[str, ...] = ("mixed",), n_sources: int 
                               "top": TOP, "teacher_threshold": s["threshold"], "threshold_from": s["threshold_from"],
                               "generator": generator.name if generator else None, "by_method": runs}
     _print(console, result)
-    if generator is not None:
+    if generator is not None and sweep:
         result["by_copy_bias"] = _copy_bias_sweep(console, generator, sources, s)
         result["rerank"] = _rerank(generator, [q for q, _ in sources], teacher, s["threshold"], s["existing"], s["existing_vecs"])
+    if generator is not None and write_model:
         save_beside_model(generator.path, {**runs["beam"], "copy_bias": generator.copy_bias, "teacher_threshold": s["threshold"],
                                            "threshold_from": s["threshold_from"], "serving_model": result["serving_model"],
                                            "judge_model": teacher.name, "kb_version": kb.store.kb_version()})
@@ -134,12 +138,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.expansion", description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", default="mixed", help="Comma-separated methods to measure against beam (mixed, beam, sample, rewrite, thesaurus).")
     parser.add_argument("--sources", type=int, default=SOURCES, help="FAQ standard questions to expand (a fixed sample).")
+    parser.add_argument("--no-sweep", action="store_true", help="Skip beam at other copy biases and the round-trip rerank.")
+    parser.add_argument("--no-write-model", action="store_true", help="Do not write expansion.json beside the generator.")
     args = parser.parse_args()
     console = Console()
     try:
         if not 1 <= args.sources <= 500:
             raise CallbotError(f"--sources {args.sources} must be between 1 and 500.")
-        run(console, tuple(m.strip() for m in args.method.split(",") if m.strip()), args.sources)
+        run(console, tuple(m.strip() for m in args.method.split(",") if m.strip()), args.sources, not args.no_sweep,
+            not args.no_write_model)
     except CallbotError as exc:
         console.print(f"[red]{exc}[/red]")
         raise SystemExit(exc.exit_code) from None

@@ -62,7 +62,7 @@ def _share(part: int, whole: int) -> float:
 
 def measure(sources: list[tuple[str, str]], method: str, serving, judge, load_generator: Callable | None,  # type: ignore[no-untyped-def]
             threshold: float, existing: set[str], existing_vecs: np.ndarray, top: int = TOP,
-            scenario: str = "faq") -> dict[str, Any]:
+            scenario: str = "faq", n_examples: int = 20) -> dict[str, Any]:
     """The top ``top`` candidates of ``method`` for each (standard question, intent) in ``sources``,
     judged as in the module docstring. Also per generator (``by_source``) and, for comparison with the
     first measure, the share e5 puts at or above its paraphrase ``threshold`` to the source."""
@@ -107,7 +107,7 @@ def measure(sources: list[tuple[str, str]], method: str, serving, judge, load_ge
         "new_to_kb_share": _share(totals["new"], totals["candidates"]),
         "by_source": {s: {**r, "useful_share": _share(r["useful"], slots), "useful_of_candidates": _share(r["useful"], r["candidates"])}
                       for s, r in sorted(by_source.items())},
-        "notes": sorted(notes), "examples": _spread(examples, 20),
+        "notes": sorted(notes), "examples": _spread(examples, n_examples),
     }
 
 
