@@ -48,12 +48,16 @@ def _leave_one_out(matcher: Matcher, max_queries: int, only: Callable[[QuestionE
         best: dict[str, float] = {}
         kind_of: dict[str, str] = {}
         names = [name] + ([FAQ_SCENARIO] if matcher._scenario_faq.get(name) and name != FAQ_SCENARIO and FAQ_SCENARIO in scopes else [])
-        for scope_name in names:
+        for position, scope_name in enumerate(names):
             scope = scopes[scope_name]
             scores, idx = scope.index.search(query, min(len(scope.entries), 64))
             for s, j in zip(scores[0], idx[0], strict=True):
                 other = scope.entries[j]
                 if j < 0 or other.text == e.text:
+                    continue
+                if position > 0 and other.kind == "dialogue":
+                    # As Matcher._rank: the shared FAQ set seen from a call gives its FAQs only. Its copies of the
+                    # dialogue intents would tie with the call's own (gap 0) and fake close calls by the hundred.
                     continue
                 key = f"{other.scenario}/{other.intent}"
                 best[key] = max(best.get(key, -1.0), float(s))

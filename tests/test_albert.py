@@ -693,7 +693,9 @@ def test_verify_measures_on_never_trained_questions_and_refuses_leaked_models(
     assert saved["calibration"]["kb_version"] == kb.store.kb_version()
     assert saved["calibration"]["in_domain_queries"] == report["kb_queries"] + saved["calibration"]["dev_in_domain_queries"]
     assert saved["calibration"]["dev_in_domain_queries"] >= 300, "thresholds also see callers' own wordings (dev split)"
-    assert Thresholds.for_model(tiny_trained) == Thresholds(saved["fallback"], saved["ambiguous_margin"], saved["temperature"])
+    assert Thresholds.for_model(tiny_trained) == Thresholds(saved["fallback"], saved["ambiguous_margin"], saved["temperature"],
+                                                            saved["fallback_dialogue"])
+    assert saved["fallback_dialogue"] is not None, "dialogue matches get their own threshold when dev utterances are given"
     assert report["kb_split"] == SPLIT_ID and report["kb_heldout_seen"] is False and report["better_than_e5"] is True
     # ...but not a model that trained on the held-out questions,
     leaky = tmp_path / "albert-sim-leaky"
