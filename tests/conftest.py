@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -112,6 +113,33 @@ def http(method: str, url: str, body: Any = None, timeout: float = 30) -> tuple[
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
+
+
+@contextlib.contextmanager
+def running_webapp(env: dict[str, str]) -> Iterator[str]:
+    """The web app alone (`python -m callbot.webapp`) with ``env``, on the port in CALLBOT_PORTS__WEB; its URL.
+    Fails the test if it does not answer /health within 3 minutes; stopped afterwards."""
+    import signal
+    import sys
+
+    web = subprocess.Popen([sys.executable, "-m", "callbot.webapp"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{env['CALLBOT_PORTS__WEB']}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if http("GET", url + "/health", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("web app did not start within 3 minutes")
+        yield url
+    finally:
+        os.killpg(web.pid, signal.SIGTERM)
+        web.wait(timeout=30)
 
 
 def running_product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:

@@ -482,12 +482,10 @@ def generator_webapp(tiny_trained: Path, e5_model_dir: Path, tmp_path_factory: p
     """The web app on the demo knowledge base, with the tiny trained ALBERT-sim as its generator; its URL."""
     import os
     import shutil
-    import signal
     import subprocess
     import sys
-    import time
 
-    from tests.conftest import free_port, http
+    from tests.conftest import free_port, running_webapp
 
     tmp_path = tmp_path_factory.mktemp("generator-webapp")
     cache = tmp_path / "cache"
@@ -500,22 +498,8 @@ def generator_webapp(tiny_trained: Path, e5_model_dir: Path, tmp_path_factory: p
     root = Path(__file__).resolve().parent.parent
     callbot = str(Path(sys.executable).parent / "callbot")
     assert subprocess.run([callbot, "kb", "demo"], cwd=root, env=env, capture_output=True).returncode == 0
-    web = subprocess.Popen([sys.executable, "-m", "callbot.webapp"], cwd=root, env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if http("GET", url + "/health", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
+    with running_webapp(env) as url:
         yield url
-    finally:
-        os.killpg(web.pid, signal.SIGTERM)
-        web.wait(timeout=30)
 
 
 def test_expand_endpoint_stores_pending_generated_questions(generator_webapp: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -221,30 +220,10 @@ def test_cli_shows_source_and_score(tiny_home: dict[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_webapp(tiny_home: dict[str, str]) -> Iterator[str]:
-    import signal
+    from tests.conftest import free_port, running_webapp
 
-    from tests.conftest import free_port, http
-
-    port = free_port()
-    env = {**tiny_home, "CALLBOT_PORTS__WEB": str(port)}
-    web = subprocess.Popen([sys.executable, "-m", "callbot.webapp"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if http("GET", url + "/health", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("web app did not start")
+    with running_webapp({**tiny_home, "CALLBOT_PORTS__WEB": str(free_port())}) as url:
         yield url
-    finally:
-        os.killpg(web.pid, signal.SIGTERM)
-        web.wait(timeout=30)
 
 
 def test_expand_endpoint_returns_source_and_score_and_stores_pending(tiny_webapp: str) -> None:
