@@ -136,6 +136,7 @@ def model_verify(
 def model_rate_generator(
     name: Annotated[str, typer.Argument(help="A pair-trained ALBERT-sim in the cache, e.g. albert-sim-trained.")],
     sources: Annotated[int, typer.Option(help="FAQ standard questions to generate from (a fixed sample).")] = 30,
+    method: Annotated[str, typer.Option(help="beam (what generator `auto` ranks by), mixed, sample, rewrite or thesaurus.")] = "beam",
 ) -> None:
     """Measure a generator's paraphrases (teacher-judged, new to the KB) at the configured copy bias; generator `auto` ranks by it."""
     import json
@@ -153,7 +154,9 @@ def model_rate_generator(
     if not 1 <= sources <= 500:
         raise CallbotError(f"--sources {sources} must be between 1 and 500.")
     get_store().migrate()
-    report = rate(Generator(path, copy_bias=s.nlu.copy_bias), path, SentenceEncoder(e5_dir(s.models_dir)), get_kb(), sources)
+    if method not in ("beam", "mixed", "sample", "rewrite", "thesaurus"):
+        raise CallbotError(f"--method {method!r}: use beam, mixed, sample, rewrite or thesaurus.")
+    report = rate(Generator(path, copy_bias=s.nlu.copy_bias), path, SentenceEncoder(e5_dir(s.models_dir)), get_kb(), sources, method)
     out.print_json(json.dumps({k: v for k, v in report.items() if k != "examples"}, ensure_ascii=False))
     out.print(f"{name}: {report['useful_share']:.1%} of {report['candidates']} candidates useful at copy bias "
               f"{report['copy_bias']:g} (written to {path / 'expansion.json'}).")
