@@ -745,3 +745,23 @@ def test_round_trip_scores_prefer_candidates_that_lead_back_to_the_source(
     assert len(scores) == 3 and all(s < 0 for s in scores)
     assert scores[0] > max(scores[1:]), "the trained partner leads back to the source best"
     assert gen.back_scores(source, []) == []
+
+
+def test_kb_stage_pairs_within_intents_and_chatter_negatives(kb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The KB stage's extra signals: each wording paired with another of its intent (held-out fifth kept out), and
+    negatives that never include the sentences calibration tests chatter with."""
+    from knowledge_base.demo import write_demo_file
+    from knowledge_base.errors import CallbotError
+    from nlu.albert.pipeline import chatter_negatives, kb_within_pairs
+    from nlu.data.corpora import package_sentences, sample
+    from nlu.data.kb_split import is_heldout
+
+    kb.import_files([write_demo_file(tmp_path / "demo.yaml")])
+    pairs = kb_within_pairs(kb.store)
+    assert len(pairs) > 1000 and all(a != b for a, b in pairs)
+    assert not any(is_heldout(a) or is_heldout(b) for a, b in pairs), "the held-out fifth never enters training"
+    calibration_sample = set(sample([s for s in package_sentences(max_chars=20) if len(s) >= 4], 400, seed=5))
+    negatives = chatter_negatives(2000)
+    assert len(negatives) == 2000 and not calibration_sample & set(negatives)
+    with pytest.raises(CallbotError, match="Unknown source of KB negatives"):
+        chatter_negatives(10, "weibo")
