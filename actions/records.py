@@ -8,9 +8,9 @@ from sqlalchemy import func, select
 
 from callbot.context import get_store
 from callbot.logs import mask_sensitive
-from knowledge_base.models import Conversation, ConversationTurn, Outcome, Scenario, utcnow
+from knowledge_base.models import FOLLOW_UP_OUTCOMES, Conversation, ConversationTurn, Outcome, Scenario, utcnow
 
-OUTCOME_WEIGHT = {"handed_over": 3, "complained": 2, "refused": 1, "wrong_person": 1, "callback": 1, "confirmed": 1}
+OUTCOME_WEIGHT = {"disputed": 4, "handed_over": 3, "complained": 2, "refused": 1, "wrong_person": 1, "callback": 1, "confirmed": 1}
 
 
 class ConversationRecorder:
@@ -76,3 +76,5 @@ class ConversationRecorder:
             conv.outcome_detail = {**(conv.outcome_detail or {}), **(detail or {})}
             conv.ended_at = utcnow()
             conv.handed_over = conv.handed_over or handed_over or outcome == "handed_over"
+            if conv.outcome in FOLLOW_UP_OUTCOMES and conv.follow_up is None:
+                conv.follow_up = "open"  # staff must look into it and close it (POST /conversations/{id}/follow-up)

@@ -17,13 +17,6 @@ from actions.time_expressions import names_a_time
 END = "end"
 RETURN_PREFIX_KEY = "utter_return_to_script"  # a domain response: "那我们继续刚才的话题。"
 
-OUTCOME_BY_STEP = {
-    "callback_close": "callback",
-    "wrong_person_close": "wrong_person",
-    "refuse_close": "refused",
-    "handoff": "handed_over",
-    "complaint_close": "complained",
-}
 
 
 @dataclass(frozen=True)
@@ -34,6 +27,9 @@ class Step:
     reprompt: str
     transitions: dict[str, str]
     terminal: bool
+    # Declared in the knowledge base (required on terminal steps, checked on import). On a non-terminal step
+    # it marks the path: the call is recorded so, whichever step ends it.
+    outcome: str | None = None
 
 
 @dataclass
@@ -45,6 +41,7 @@ class CallState:
     denials: int = 0  # deny answers in this call
     confirmed: bool = False  # the caller affirmed a confirm step
     offered_human: bool = False
+    marked_outcome: str | None = None  # from a non-terminal step with an outcome (the dispute path)
 
 
 @dataclass
@@ -93,12 +90,18 @@ class ScriptEngine:
         state.step, state.fallbacks = target, 0
         say.append(Say(fill(step.prompt, state.variables)))
         if not step.terminal:
+            state.marked_outcome = step.outcome or state.marked_outcome
             return TurnResult(say, state)
-        outcome = OUTCOME_BY_STEP.get(step.code) or ("confirmed" if state.confirmed else "completed")
+        declared = step.outcome or "completed"  # the importer requires one; "completed" only for old rows
+        if declared == "completed" and state.confirmed:
+            declared = "confirmed"  # the caller affirmed the call's confirm step (缴款 / 重新测评)
+        outcome = state.marked_outcome or declared
         detail: dict[str, Any] = {"final_step": step.code}
-        if outcome == "callback":
+        if outcome != declared:
+            detail["final_step_outcome"] = declared
+        if declared == "callback":
             detail["callback_time"] = user_text
-        return TurnResult(say, state, ended=True, outcome=outcome, outcome_detail=detail, handoff=outcome == "handed_over")
+        return TurnResult(say, state, ended=True, outcome=outcome, outcome_detail=detail, handoff=declared == "handed_over")
 
     def turn(self, state: CallState, intent: str, user_text: str = "", faq_answer: str | None = None) -> TurnResult:
         step = self.steps[state.step]

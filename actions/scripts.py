@@ -20,7 +20,8 @@ def load_engine(scenario: str) -> ScriptEngine | None:
         sc = s.scalar(select(Scenario).where(Scenario.code == scenario))
         if sc is None or not sc.steps:
             return None
-        steps = [Step(st.code, st.kind.value, st.prompt, st.reprompt, dict(st.transitions), st.terminal) for st in sc.steps]
+        steps = [Step(st.code, st.kind.value, st.prompt, st.reprompt, dict(st.transitions), st.terminal, st.outcome)
+                 for st in sc.steps]
         answers = {it.name: it.answer for it in s.scalars(select(Intent).where(Intent.scenario_id == sc.id)) if it.answer}
     engine = ScriptEngine(steps, answers)
     _cache.clear()  # one KB version at a time

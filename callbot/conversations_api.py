@@ -1,11 +1,14 @@
 """Conversation records for staff (Sanic blueprint): the hand-over queue, outcomes and transcripts.
 
-GET /conversations?outcome=&handed_over=true|false&scenario=&channel=&limit=&offset=  newest first
-GET /conversations/{external_id}                                                       with the turns
+GET /conversations?outcome=&handed_over=true|false&follow_up=open|closed&scenario=&channel=&limit=&offset=  newest first
+GET /conversations/stats?scenario=&since=YYYY-MM-DD    outcome counts per scenario, open follow-ups
+GET /conversations/{external_id}                      with the turns
+POST /conversations/{external_id}/follow-up {"note": "…"}   close a follow-up (X-Callbot-User is recorded)
 """
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Any
 
 from sanic import Blueprint, Request
@@ -14,8 +17,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from callbot.context import get_store
+from callbot.logs import mask_sensitive
+from knowledge_base.api import _actor, _body
 from knowledge_base.errors import CallbotError, NotFound
-from knowledge_base.models import Conversation, Outcome, Scenario
+from knowledge_base.models import Conversation, Outcome, Scenario, utcnow
 
 bp = Blueprint("conversations", url_prefix="/conversations")
 MAX_LIMIT = 500
@@ -39,7 +44,15 @@ def _summary(conv: Conversation, scenario: str | None) -> dict[str, Any]:
             "started_at": conv.started_at.isoformat() if conv.started_at else None,
             "ended_at": conv.ended_at.isoformat() if conv.ended_at else None,
             "outcome": conv.outcome.value if conv.outcome else None, "outcome_detail": conv.outcome_detail or {},
-            "handed_over": conv.handed_over, "complaint_labels": conv.complaint_labels or []}
+            "handed_over": conv.handed_over, "complaint_labels": conv.complaint_labels or [],
+            "follow_up": _follow_up(conv)}
+
+
+def _follow_up(conv: Conversation) -> dict[str, Any] | None:
+    if conv.follow_up is None:
+        return None
+    return {"status": conv.follow_up, "note": conv.follow_up_note or "", "closed_by": conv.follow_up_closed_by,
+            "closed_at": conv.follow_up_closed_at.isoformat() if conv.follow_up_closed_at else None}
 
 
 @bp.get("/")
@@ -57,6 +70,11 @@ async def list_conversations(request: Request) -> HTTPResponse:
         if handed not in ("true", "false"):
             raise CallbotError("handed_over must be true or false.")
         query = query.where(Conversation.handed_over.is_(handed == "true"))
+    follow_up = request.args.get("follow_up")
+    if follow_up is not None:
+        if follow_up not in ("open", "closed"):
+            raise CallbotError("follow_up must be open or closed.")
+        query = query.where(Conversation.follow_up == follow_up)
     if request.args.get("scenario"):
         query = query.where(Scenario.code == request.args.get("scenario"))
     if request.args.get("channel"):
@@ -65,6 +83,56 @@ async def list_conversations(request: Request) -> HTTPResponse:
         total = s.scalar(select(func.count()).select_from(query.subquery()))
         rows = s.execute(query.order_by(Conversation.id.desc()).limit(limit).offset(offset)).all()
         return json({"total": total, "conversations": [_summary(conv, code) for conv, code in rows]})
+
+
+@bp.get("/stats")
+async def conversation_stats(request: Request) -> HTTPResponse:
+    """Outcome counts per scenario (chat has none), each outcome on its own: a disputed business is never
+    folded into completed calls. ``open_follow_ups`` is what staff still have to close."""
+    query = select(Scenario.code, Conversation.outcome, func.count()).outerjoin(
+        Scenario, Conversation.scenario_id == Scenario.id).group_by(Scenario.code, Conversation.outcome)
+    if request.args.get("scenario"):
+        query = query.where(Scenario.code == request.args.get("scenario"))
+    since = request.args.get("since")
+    if since:
+        try:
+            start = datetime.combine(date.fromisoformat(since), datetime.min.time())
+        except ValueError:
+            raise CallbotError(f"since must be a date like 2026-12-01 (got {since!r}).") from None
+        query = query.where(Conversation.started_at >= start)
+    per: dict[str, dict[str, int]] = {}
+    with get_store().session() as s:
+        for code, outcome, n in s.execute(query):
+            row = per.setdefault(code or "chat", {})
+            key = outcome.value if outcome else "in_progress"
+            row[key] = row.get(key, 0) + n
+        open_follow_ups = s.scalar(select(func.count()).where(Conversation.follow_up == "open")) or 0
+    return json({"outcomes": [o.value for o in Outcome], "per_scenario": per,
+                 "total": {o: sum(r.get(o, 0) for r in per.values()) for o in [*(o.value for o in Outcome), "in_progress"]},
+                 "open_follow_ups": open_follow_ups})
+
+
+@bp.post("/<external_id:str>/follow-up")
+async def close_follow_up(request: Request, external_id: str) -> HTTPResponse:
+    body = _body(request)
+    note = str(body.get("note") or "").strip()
+    if not note:
+        raise CallbotError("A closing note is required: say what was found (e.g. 已与客户核实，系家属代办，已重置密码).")
+    if len(note) > 2000:
+        raise CallbotError("The note is longer than 2000 characters; shorten it.")
+    with get_store().session() as s:
+        conv = s.scalar(select(Conversation).where(Conversation.external_id == external_id[:128]))
+        if conv is None:
+            raise NotFound(f"No conversation {external_id!r}.")
+        if conv.follow_up is None:
+            raise CallbotError(f"Conversation {external_id!r} has no follow-up (its outcome is "
+                               f"{conv.outcome.value if conv.outcome else 'not recorded yet'}).")
+        if conv.follow_up == "closed":
+            raise CallbotError(f"The follow-up of {external_id!r} was already closed by {conv.follow_up_closed_by}.")
+        conv.follow_up, conv.follow_up_note = "closed", mask_sensitive(note)
+        conv.follow_up_closed_by, conv.follow_up_closed_at = _actor(request), utcnow()
+        s.flush()
+        return json(_summary(conv, conv.scenario_id and s.scalar(select(Scenario.code).where(Scenario.id == conv.scenario_id))))
 
 
 @bp.get("/<external_id:str>")

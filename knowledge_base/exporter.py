@@ -31,7 +31,8 @@ def export_document(session: Session, scenario: str | None = None, status: Revie
             "language": sc.language, "include_faq": sc.include_faq, "variables": list(sc.variables),
             "steps": [
                 {"code": st.code, "kind": st.kind.value, "prompt": st.prompt, "reprompt": st.reprompt or None,
-                 "expected_intents": list(st.expected_intents), "transitions": dict(st.transitions), "terminal": st.terminal}
+                 "expected_intents": list(st.expected_intents), "transitions": dict(st.transitions), "terminal": st.terminal,
+                 **({"outcome": st.outcome} if st.outcome else {})}
                 for st in sc.steps
             ],
             "intents": [

@@ -23,6 +23,7 @@ from knowledge_base.models import (
     ComplianceRule,
     ExtensionQuestion,
     Intent,
+    Outcome,
     Scenario,
     ScenarioKind,
     ScriptStep,
@@ -254,6 +255,10 @@ def _check_scenario(file: str, lines: _LineMap, i: int, sc: ScenarioDoc, known_i
     dup((s.code for s in sc.steps), "step code", "code", "steps")
     dup((it.name for it in sc.intents), "intent name", "name", "intents")
     for j, step in enumerate(sc.steps):
+        if step.terminal and step.outcome is None:
+            outcomes = ", ".join(o.value for o in Outcome)
+            problems.append(f"{_where(file, lines, (*base, 'steps', j, 'terminal'))}: terminal step {step.code!r} has no outcome; "
+                            f"add `outcome:` (one of {outcomes}) to say what a call that ends here is recorded as")
         for intent in step.expected_intents:
             if intent not in intent_names:
                 problems.append(f"{_where(file, lines, (*base, 'steps', j, 'expected_intents'))}: intent {intent!r} is not defined in scenario {sc.code!r}")
@@ -400,7 +405,8 @@ def apply_batch(session: Session, batch: ImportBatch, actor: str) -> ImportRepor
                 step = ScriptStep(code=sd.code, scenario=scenario)
                 session.add(step)
             _set(step, report, "steps", s_created, position=pos, kind=sd.kind, prompt=sd.prompt, reprompt=sd.reprompt or "",
-                 expected_intents=list(sd.expected_intents), transitions=dict(sd.transitions), terminal=sd.terminal)
+                 expected_intents=list(sd.expected_intents), transitions=dict(sd.transitions), terminal=sd.terminal,
+                 outcome=sd.outcome.value if sd.outcome else None)
         for intent_doc in doc.intents:
             _apply_intent(session, scenario, intent_doc, actor, report)
     for scenario_code, intent_doc, _origin in batch.loose_intents:

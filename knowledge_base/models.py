@@ -94,6 +94,13 @@ class Outcome(enum.StrEnum):
     handed_over = "handed_over"
     complained = "complained"
     dropped = "dropped"
+    # The customer says they did not do what the call is about (业务办理回访: 不是我办的): a case for staff,
+    # opened as a follow-up that someone must close, and counted on its own in reports.
+    disputed = "disputed"
+
+
+# Outcomes that open a staff follow-up (Conversation.follow_up) when a call ends with them.
+FOLLOW_UP_OUTCOMES = frozenset({Outcome.disputed})
 
 
 class Role(enum.StrEnum):
@@ -144,6 +151,9 @@ class ScriptStep(Timestamped, Base):
     expected_intents: Mapped[list[str]] = mapped_column(JSON, default=list)
     transitions: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     terminal: Mapped[bool] = mapped_column(Boolean, default=False)
+    # What a call that ends here is recorded as (required on terminal steps). On a non-terminal step it marks
+    # the path: a call that passes through it is recorded so whichever step ends it (a dispute handed over).
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     scenario: Mapped[Scenario] = relationship(back_populates="steps")
 
@@ -282,6 +292,11 @@ class Conversation(Base):
     outcome_detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     complaint_labels: Mapped[list[str]] = mapped_column(JSON, default=list)
     handed_over: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Staff follow-up (a disputed business): open | closed, or None when the outcome needs none.
+    follow_up: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    follow_up_note: Mapped[str] = mapped_column(Text, default="")
+    follow_up_closed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    follow_up_closed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     turns: Mapped[list[ConversationTurn]] = relationship(
         back_populates="conversation", cascade="all, delete-orphan", order_by="ConversationTurn.seq"
     )

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from knowledge_base.models import IntentKind, MatchType, QuestionSource, ReviewStatus, ScenarioKind, Severity, StepKind
+from knowledge_base.models import IntentKind, MatchType, Outcome, QuestionSource, ReviewStatus, ScenarioKind, Severity, StepKind
 
 SCHEMA_VERSION = 1
 CODE_PATTERN = r"^[a-z][a-z0-9_]{1,63}$"
@@ -62,6 +62,8 @@ class StepDoc(_Model):
     expected_intents: list[Code] = []
     transitions: dict[str, str] = {}
     terminal: bool = False
+    # Required on a terminal step (checked on import with the file and line); on another step it marks the path.
+    outcome: Outcome | None = None
 
 
 class ScenarioDoc(_Model):

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from nlu.data.corpora import package_sentences, sample
-from nlu.matcher import ALL, FAQ_SCENARIO, Matcher, QuestionEntry, Thresholds
+from nlu.matcher import ALL, FAQ_SCENARIO, OUT_OF_SCOPE, Matcher, QuestionEntry, Thresholds, kind_of
 
 
 def _leave_one_out(matcher: Matcher, max_queries: int, only: Callable[[QuestionEntry], bool] | None = None,
@@ -41,12 +41,12 @@ def _leave_one_out(matcher: Matcher, max_queries: int, only: Callable[[QuestionE
     out = []
     scopes = {k: v for k, v in matcher._scopes.items() if k != ALL and "@" not in k}
     queries = [(name, i) for name, scope in scopes.items() for i, e in enumerate(scope.entries)
-               if not e.is_standard and (only is None or only(e))]
+               if not e.is_standard and e.intent != OUT_OF_SCOPE and (only is None or only(e))]
     for name, i in sample(queries, max_queries, seed=3):
         e = scopes[name].entries[i]
         query = matcher._cache(matcher.encoder_for(name)).vectors[e.text][None, :]
         best: dict[str, float] = {}
-        kind_of: dict[str, str] = {}
+        top_kind: dict[str, str] = {}
         names = [name] + ([FAQ_SCENARIO] if matcher._scenario_faq.get(name) and name != FAQ_SCENARIO and FAQ_SCENARIO in scopes else [])
         for position, scope_name in enumerate(names):
             scope = scopes[scope_name]
@@ -61,12 +61,12 @@ def _leave_one_out(matcher: Matcher, max_queries: int, only: Callable[[QuestionE
                     continue
                 key = f"{other.scenario}/{other.intent}"
                 best[key] = max(best.get(key, -1.0), float(s))
-                kind_of[key] = other.kind
+                top_kind[key] = kind_of(other)
         ranked = sorted(best.items(), key=lambda kv: -kv[1])
         gold = f"{e.scenario}/{e.intent}"
         keys = [k for k, _ in ranked]
         if kinds is not None:
-            kinds.append(kind_of[keys[0]] if keys else "faq")
+            kinds.append(top_kind[keys[0]] if keys else "faq")
         out.append((bool(keys) and keys[0] == gold, [v for _, v in ranked[:5]], keys.index(gold) if gold in keys else -1))
     return out
 
@@ -172,14 +172,15 @@ def calibrate(matcher: Matcher, max_queries: int = 800, ood_count: int = 400,
     vecs = matcher.encoder.encode(ood_texts)
     scores, idx = scope.index.search(vecs.astype(np.float32), 1)
     ood_list = [float(x) for x in scores[:, 0]]
-    ood_kinds = [scope.entries[int(i)].kind if i >= 0 else "faq" for i in idx[:, 0]]
+    ood_kinds = [kind_of(scope.entries[int(i)]) if i >= 0 else "faq" for i in idx[:, 0]]
     dev_in, dev_ood, dev_in_kinds, dev_ood_kinds = _dev_queries(matcher, dev) if dev else ([], [], [], [])
     ind += dev_in
     ood_list += dev_ood
     in_kinds = np.array(loo_kinds + dev_in_kinds)
     out_kinds = np.array(ood_kinds + dev_ood_kinds)
-    ood_top = np.array(ood_list)
-    top1 = np.array([s[0] if s else 0.0 for _, s, _, _ in ind])
+    # A top match on the out-of-scope examples is a rejection whatever its score.
+    ood_top = np.where(out_kinds == OUT_OF_SCOPE, 0.0, np.array(ood_list))
+    top1 = np.where(in_kinds == OUT_OF_SCOPE, 0.0, np.array([s[0] if s else 0.0 for _, s, _, _ in ind]))
     correct = np.array([c for c, _, _, _ in ind])
     in_two = np.array([t for _, _, _, t in ind])
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from knowledge_base.errors import CallbotError
+from nlu.matcher import kind_of
 from nlu.text import normalise
 
 EVAL_DIR = Path(__file__).with_name("eval_sets")
@@ -82,7 +83,7 @@ class Judged:
     mode: str  # open: no conversation (Rasa's /model/parse); call: inside the utterance's scenario
     predicted: str | None  # the decision's intent, None for fallback
     top: str | None  # the top-ranked intent, whatever the decision
-    top_kind: str  # dialogue | faq (faq when nothing ranked)
+    top_kind: str  # dialogue | faq | out_of_scope (faq when nothing ranked)
     second: str | None
     decision: str
     top_score: float
@@ -113,7 +114,7 @@ def judge(matcher: Any, utterances: list[HeldoutUtterance], skip: set[str] | Non
             r = matcher.match(u.text, scenario, k=5)
             names = [x.intent for x in r.ranking]
             top = names[0] if names else None
-            out.append(Judged(u, mode, None if r.decision == "fallback" else top, top, r.ranking[0].kind if r.ranking else "faq",
+            out.append(Judged(u, mode, None if r.decision == "fallback" else top, top, kind_of(r.ranking[0]) if r.ranking else "faq",
                               names[1] if len(names) > 1 else None,
                               r.decision, r.ranking[0].score if r.ranking else 0.0,
                               r.ranking[0].score - r.ranking[1].score if len(r.ranking) > 1 else 1.0))

@@ -31,10 +31,20 @@ FALLBACK_INTENT = "nlu_fallback"
 RASA_DIALOGUE_INTENTS = frozenset({"affirm", "deny", "busy", "wrong_person", "ask_identity", "ask_purpose",
                                    "request_human", "complain", "goodbye", "greet"})
 SCENARIO_QUESTION = "scenario_question"
+# Chatter no intent should claim (weather, stock tips, a word to someone else in the room), kept in the KB as
+# examples like any intent (Rasa's out_of_scope convention). A top match on it is a fallback: the examples let
+# the nearest neighbour reject chatter that scores as high as a plain spoken reply, which no threshold can.
+OUT_OF_SCOPE = "out_of_scope"
 
 
 def is_scenario_question(kind: str, intent: str) -> bool:
-    return kind == "dialogue" and intent not in RASA_DIALOGUE_INTENTS
+    return kind == "dialogue" and intent not in RASA_DIALOGUE_INTENTS and intent != OUT_OF_SCOPE
+
+
+def kind_of(item: IntentScore | QuestionEntry) -> str:
+    """dialogue | faq, or out_of_scope for the chatter examples (calibration and the held-out measure treat
+    a top match on them as a rejection)."""
+    return OUT_OF_SCOPE if item.intent == OUT_OF_SCOPE else item.kind
 
 
 class Encoder(Protocol):
@@ -124,7 +134,7 @@ class MatchResult:
         return self.ranking[0] if self.ranking else None
 
     def rasa_intent(self, item: IntentScore | None) -> str:
-        if item is None:
+        if item is None or item.intent == OUT_OF_SCOPE:
             return FALLBACK_INTENT
         if item.kind == "faq":
             return "faq"
@@ -350,10 +360,16 @@ class Matcher:
             confidences = (exp / exp.sum()).tolist()
         else:
             confidences = []
-        if not ranking or ranking[0].score < t.fallback_for(ranking[0].kind):
+        runner_up = next((r for r in ranking[1:] if r.intent != OUT_OF_SCOPE), None)  # never a button
+        extra: dict[str, Any] = {}
+        if ranking and ranking[0].intent == OUT_OF_SCOPE:
             decision = "fallback"
-        elif len(ranking) > 1 and ranking[0].score - ranking[1].score < t.ambiguous_margin:
+            extra["out_of_scope"] = True
+        elif not ranking or ranking[0].score < t.fallback_for(ranking[0].kind):
+            decision = "fallback"
+        elif runner_up is not None and ranking[0].score - runner_up.score < t.ambiguous_margin:
             decision = "ambiguous"
         else:
             decision = "match"
-        return MatchResult(text, scenario, decision, ranking, confidences, self.kb_version, self.encoder_for(scenario or ALL).name)
+        return MatchResult(text, scenario, decision, ranking, confidences, self.kb_version,
+                           self.encoder_for(scenario or ALL).name, extra=extra)

@@ -101,13 +101,13 @@ def e5_model_dir() -> Path:
     return path
 
 
-def http(method: str, url: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
+def http(method: str, url: str, body: Any = None, timeout: float = 30, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     import json
     import urllib.error
     import urllib.request
 
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read() or b"null")

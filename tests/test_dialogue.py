@@ -185,7 +185,7 @@ SCENARIO_CALLS = {
                                {"affirm": "是本人", "busy": "我在开车", "wrong_person": "打错电话了", "deny": ["不想做测评", "测评就先不做了"]}),
     "service_followup": ({"business_name": "创业板权限开通", "handle_date": "11月20日"},
                          {"affirm": "没错，是我", "busy": "在上班，回头打给我", "wrong_person": "这不是他的电话",
-                          "deny": ["我没开通过这个权限", "我不同意"]}),
+                          "deny": ["不用了", "不需要"]}),
 }
 
 
@@ -336,3 +336,101 @@ def test_a_question_about_the_call_is_answered_from_its_variables_then_the_step_
     assert reply[1] == pending, "then the pending step is asked again"
     users = [t for t in conversation(product, sender)["turns"] if t["speaker"] == "user"]
     assert users[-1]["intent"].startswith("ask_") and conversation(product, sender)["outcome"] is None
+
+
+
+def _paths_to_terminal_steps(scenario: str) -> dict[str, tuple[list[str], list[str]]]:
+    """For each terminal step, the shortest sequence of intents that reaches it and the steps it passes,
+    found with the script engine itself (so the second-refusal rule is respected); each intent is said by its
+    standard question in the scenario, which the NLU matches exactly."""
+    import collections
+
+    from actions.script_engine import CallState, ScriptEngine, Step
+    from knowledge_base.demo import demo_document
+
+    doc = next(sc for sc in demo_document()["scenarios"] if sc["code"] == scenario)
+    steps = [Step(st["code"], st["kind"], st["prompt"], st.get("reprompt") or "", st.get("transitions") or {},
+                  bool(st.get("terminal")), st.get("outcome")) for st in doc["steps"]]
+    engine = ScriptEngine(steps, {})
+    sayable = {it["name"] for it in doc["intents"]}
+    found: dict[str, tuple[list[str], list[str]]] = {}
+    queue: collections.deque[list[str]] = collections.deque([[]])
+    while queue:
+        path = queue.popleft()
+        state = CallState(scenario, "", {})
+        engine.start(state)
+        visited, ended = [state.step], False
+        for intent in path:
+            ended = engine.turn(state, intent).ended
+            visited.append(state.step)
+        if ended:
+            if engine.steps[state.step].terminal:
+                found.setdefault(state.step, (path, visited))
+            continue
+        if len(path) < 5:
+            queue.extend(path + [i] for i in engine.steps[state.step].transitions if i in sayable)
+    return found
+
+
+# What each demo terminal step declares (knowledge_base/demo/scenarios/*.yml), written out here on purpose.
+DECLARED = {"closing": "completed", "callback_close": "callback", "wrong_person_close": "wrong_person", "refuse_close": "refused",
+            "handoff": "handed_over", "complaint_close": "complained", "not_own_close": "disputed"}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIO_CALLS))
+def test_every_terminal_step_is_recorded_with_its_declared_outcome(product: dict[str, Any], scenario: str) -> None:
+    from knowledge_base.demo import demo_document
+
+    doc = next(sc for sc in demo_document()["scenarios"] if sc["code"] == scenario)
+    terminal = {st["code"] for st in doc["steps"] if st.get("terminal")}
+    phrase = {it["name"]: it["standard_question"] for it in doc["intents"]}
+    confirm_steps = {st["code"] for st in doc["steps"] if st["kind"] == "confirm"}
+    paths = _paths_to_terminal_steps(scenario)
+    assert set(paths) == terminal, f"unreachable terminal steps: {sorted(terminal - set(paths))}"
+    for step, (path, visited) in sorted(paths.items()):
+        sender = f"matrix-{scenario}-{step}"
+        start_call(product, sender, scenario, **SCENARIO_CALLS[scenario][0])
+        for intent in path:
+            say(product, sender, phrase[intent])
+        record = conversation(product, sender)
+        users = [t for t in record["turns"] if t["speaker"] == "user"]
+        assert [t["intent"] for t in users] == path, (step, [(t["text"], t["intent"]) for t in users])
+        expected = DECLARED[step]
+        if expected == "completed" and any(s in confirm_steps and i == "affirm" for s, i in zip(visited, path, strict=False)):
+            expected = "confirmed"  # the caller said yes to the call's confirm step
+        if "not_own_handling" in visited:
+            expected = "disputed"  # the dispute path marks the call, however it ends (a transfer included)
+        assert record["outcome"] == expected, (step, path, record["outcome"])
+        assert record["outcome_detail"]["final_step"] == step and record["ended_at"]
+        assert bool(record["handed_over"]) == (step == "handoff")
+        assert record["follow_up"] == ("open" if expected == "disputed" else None)
+
+
+def test_a_dispute_heard_at_the_notice_step_reaches_staff_as_a_follow_up(product: dict[str, Any]) -> None:
+    sender = "followup-dispute"
+    start_call(product, sender, "service_followup", **SCENARIO_CALLS["service_followup"][0])
+    say(product, sender, "是我")
+    reply = texts(say(product, sender, "不是我办的，我没办过这个"))  # at "现在方便吗？", as the issue tried it
+    assert reply and "核实" in reply[0] and "尊重您的意愿" not in reply[0], reply
+    reply = say(product, sender, "好的")
+    assert any(m.get("custom", {}).get("handoff") for m in reply), reply
+    record = conversation(product, sender)
+    assert record["outcome"] == "disputed" and record["handed_over"] == 1 and record["follow_up"] == "open"
+
+    web = product["web"]
+    status, listing = http("GET", web + "/conversations?follow_up=open")
+    assert status == 200 and sender in [c["id"] for c in listing["conversations"]]
+    status, stats = http("GET", web + "/conversations/stats?scenario=service_followup")
+    assert status == 200 and stats["per_scenario"]["service_followup"]["disputed"] >= 1
+    assert stats["open_follow_ups"] >= 1 and stats["total"]["disputed"] == sum(
+        r.get("disputed", 0) for r in stats["per_scenario"].values())
+    assert http("POST", web + f"/conversations/{sender}/follow-up", {"note": "  "})[0] == 400
+    status, closed = http("POST", web + f"/conversations/{sender}/follow-up", {"note": "已与客户核实，系家属代办，客户已修改密码"},
+                          headers={"X-Callbot-User": "wang.li"})
+    assert status == 200 and closed["follow_up"]["status"] == "closed" and closed["follow_up"]["closed_by"] == "wang.li"
+    assert closed["outcome"] == "disputed", "closing the follow-up keeps what the call found"
+    status, again = http("POST", web + f"/conversations/{sender}/follow-up", {"note": "again"})
+    assert status == 400 and "already closed" in again["error"]
+    status, listing = http("GET", web + "/conversations?follow_up=open")
+    assert sender not in [c["id"] for c in listing["conversations"]]
+    assert http("GET", web + "/conversations/stats?since=yesterday")[0] == 400

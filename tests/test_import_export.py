@@ -165,3 +165,51 @@ def test_huge_text_field_is_rejected(kb: KnowledgeBase, tmp_path: Path) -> None:
     path = tmp_path / "huge.yaml"
     path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
     assert any("at most 2000" in p for p in _rejected(kb, path))
+
+
+STEP_OUTCOMES = """schema_version: 1
+scenarios:
+  - code: tiny_call
+    name: 小场景
+    kind: outbound
+    steps:
+      - code: ask
+        prompt: 方便吗？
+        transitions: {affirm: done, deny: nowhere_close}
+      - code: done
+        kind: closing
+        prompt: 再见
+        terminal: true
+        outcome: completed
+      - code: nowhere_close
+        kind: closing
+        prompt: 再见
+        terminal: true
+      - code: odd_close
+        kind: closing
+        prompt: 再见
+        terminal: true
+        outcome: happy
+    intents:
+      - {name: affirm, standard_question: 好的}
+      - {name: deny, standard_question: 不要}
+"""
+
+
+def test_terminal_steps_must_declare_a_known_outcome(kb: KnowledgeBase, tmp_path: Path) -> None:
+    path = tmp_path / "outcomes.yaml"
+    path.write_text(STEP_OUTCOMES, encoding="utf-8")
+    problems = "\n".join(_rejected(kb, path))
+    assert f"{path}:23: scenarios[0].steps[3].outcome:" in problems and "'disputed'" in problems  # unknown: the known listed
+    path.write_text(STEP_OUTCOMES.replace("outcome: happy", "outcome: refused"), encoding="utf-8")
+    problems = "\n".join(_rejected(kb, path))
+    assert f"{path}:18: scenarios[0].steps[2].terminal: terminal step 'nowhere_close' has no outcome" in problems
+    assert "disputed" in problems  # the message lists the outcomes a step may declare
+    fixed = STEP_OUTCOMES.replace("        terminal: true\n      - code: odd_close", "        terminal: true\n        outcome: refused\n"
+                                  "      - code: odd_close").replace("outcome: happy", "outcome: disputed")
+    path.write_text(fixed, encoding="utf-8")
+    kb.import_files([path])
+    exported = yaml.safe_load(kb.export("yaml", "tiny_call"))
+    steps = {s["code"]: s for s in exported["scenarios"][0]["steps"]}
+    assert steps["nowhere_close"]["outcome"] == "refused" and steps["odd_close"]["outcome"] == "disputed"
+    assert "outcome" not in steps["ask"]

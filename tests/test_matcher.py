@@ -13,7 +13,7 @@ import pytest
 from knowledge_base.errors import NotFound
 from knowledge_base.service import KnowledgeBase
 from nlu.encoders.sentence_encoder import SentenceEncoder
-from nlu.matcher import Matcher, Thresholds
+from nlu.matcher import IntentScore, Matcher, Thresholds
 from nlu.text import EmptyText
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,3 +212,25 @@ def test_searches_run_on_the_configured_threads_in_any_thread(matcher: Matcher) 
         after = pool.submit(match_then_count).result()
     assert seen == [matcher.search_threads] == [1], "the search ran on one OpenMP thread"
     assert after == 2, "the thread's own count (torch's, if the library is shared) is restored"
+
+
+def test_a_top_match_on_the_out_of_scope_examples_is_a_fallback(matcher: Matcher) -> None:
+    matcher.thresholds = Thresholds(fallback=0.0, ambiguous_margin=0.0)  # no threshold would reject it
+    for scenario in (None, "ipo_allotment_notice", "faq"):
+        r = matcher.match("中午吃的啥呀", scenario).as_dict()  # one of the KB's chatter examples
+        assert r["ranking"][0]["intent"] == "out_of_scope"
+        assert r["decision"] == "fallback" and r["intent"]["name"] == "nlu_fallback" and r["matched"] is None
+        assert r["out_of_scope"] is True
+        assert "scenario_question" not in {x["name"] for x in r["intent_ranking"]}
+    r = matcher.match("转人工", "ipo_allotment_notice").as_dict()
+    assert r["decision"] == "match" and "out_of_scope" not in r
+
+
+def test_out_of_scope_is_never_one_of_the_two_buttons(matcher: Matcher) -> None:
+    matcher.thresholds = Thresholds(fallback=0.0, ambiguous_margin=2.0)  # every close call would be asked about
+    r = matcher.match("开户要带啥", "faq")
+    second = next(x for x in r.ranking[1:] if x.intent != "out_of_scope")
+    assert r.decision == "ambiguous" and r.ranking[0].intent != "out_of_scope" and second.intent != "out_of_scope"
+    top = r.ranking[0]
+    chatter_close_behind = IntentScore(0, "out_of_scope", "dialogue", "faq", top.score - 0.001, "哈哈", "与证券业务无关的闲聊")
+    assert matcher._decide(r.text, "faq", [top, chatter_close_behind]).decision == "match"

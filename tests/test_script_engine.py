@@ -16,8 +16,8 @@ VARS = {"customer_name": "张先生", "stock_name": "华安科技", "stock_code"
 
 def engine(code: str) -> ScriptEngine:
     doc = yaml.safe_load((DEMO / f"{code}.yml").read_text(encoding="utf-8"))
-    steps = [Step(s["code"], s["kind"], s["prompt"], s.get("reprompt") or "", s.get("transitions") or {}, bool(s.get("terminal")))
-             for s in doc["steps"]]
+    steps = [Step(s["code"], s["kind"], s["prompt"], s.get("reprompt") or "", s.get("transitions") or {}, bool(s.get("terminal")),
+                  s.get("outcome")) for s in doc["steps"]]
     answers = {it["name"]: it["answer"] for it in doc.get("intents", []) if it.get("answer")}
     return ScriptEngine(steps, answers)
 
@@ -172,3 +172,49 @@ def test_a_question_about_the_call_is_answered_from_its_variables_at_any_step(ip
     # …but words that name a time answer it, whatever they were matched as.
     r = e.turn(s, "ask_pay_deadline", "下周一上午吧")
     assert r.ended and r.outcome == "callback" and r.outcome_detail["callback_time"] == "下周一上午吧"
+
+
+FOLLOWUP_VARS = {"customer_name": "李女士", "business_name": "创业板权限开通", "handle_date": "11月20日"}
+
+
+@pytest.mark.parametrize("step", ["identity_check", "followup_notice", "own_will_confirm", "risk_disclosure", "satisfaction_check"])
+def test_a_dispute_from_any_step_is_recorded_as_disputed_even_when_handed_over(step: str) -> None:
+    e = engine("service_followup")
+    s = CallState("service_followup", "", dict(FOLLOWUP_VARS))
+    e.start(s)
+    for _ in range(6):  # affirm until the step under test is asked
+        if s.step == step:
+            break
+        e.turn(s, "affirm")
+    assert s.step == step
+    r = e.turn(s, "dispute", "不是我办的，我没办过这个")
+    assert s.step == "not_own_handling" and not r.ended and "核实" in texts(r)[0]
+    r = e.turn(s, "affirm")  # yes, transfer me: still a dispute, and handed over
+    assert r.ended and r.outcome == "disputed" and r.handoff
+    assert r.outcome_detail == {"final_step": "handoff", "final_step_outcome": "handed_over"}
+
+
+def test_declining_the_transfer_closes_the_dispute_as_disputed() -> None:
+    e = engine("service_followup")
+    s = CallState("service_followup", "", dict(FOLLOWUP_VARS))
+    e.start(s)
+    e.turn(s, "affirm")
+    e.turn(s, "affirm")
+    assert s.step == "own_will_confirm"
+    e.turn(s, "deny", "不是")  # "is it your own will?" — "no" is the dispute path too
+    r = e.turn(s, "deny", "不用转了")
+    assert r.ended and r.outcome == "disputed" and not r.handoff and s.step == "not_own_close"
+
+
+def test_a_terminal_step_records_what_it_declares() -> None:
+    steps = [Step("ask", "notice", "?", "", {"affirm": "done_custom", "deny": "plain_close"}, False),
+             Step("done_custom", "closing", "bye", "", {}, True, "refused"),
+             Step("plain_close", "closing", "bye", "", {}, True, "completed")]
+    e = ScriptEngine(steps, {})
+    s = CallState("x", "", {})
+    e.start(s)
+    r = e.turn(s, "affirm")
+    assert r.ended and r.outcome == "refused" and r.outcome_detail == {"final_step": "done_custom"}
+    s = CallState("x", "", {})
+    e.start(s)
+    assert e.turn(s, "deny").outcome == "completed"

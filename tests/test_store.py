@@ -120,3 +120,38 @@ def test_migrate_is_idempotent(tmp_path: Path) -> None:
     store.migrate()
     store.migrate()
     assert store.kb_version() == 0
+
+
+def test_upgrading_an_existing_database_declares_the_old_step_outcomes(tmp_path: Path) -> None:
+    """A database made before step outcomes existed (revision 0001) keeps what its terminal steps meant, and
+    the dispute path of 业务办理回访 — recorded as completed before — becomes disputed."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+
+    from knowledge_base.db import MIGRATIONS_DIR
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    now = "2026-11-30 00:00:00"
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO scenario (id, code, name, kind, description, language, include_faq, variables, "
+                          "created_at, updated_at) VALUES (1, 'service_followup', '回访', 'outbound', '', 'zh', 1, '[]', :t, :t)"), {"t": now})
+        for i, (code, terminal) in enumerate([("not_own_handling", 0), ("not_own_close", 1), ("refuse_close", 1),
+                                               ("firm_own_close", 1), ("ask", 0)]):
+            conn.execute(text("INSERT INTO script_step (scenario_id, code, position, kind, prompt, reprompt, expected_intents, "
+                              "transitions, terminal, created_at, updated_at) VALUES (1, :c, :p, 'closing', 'x', '', '[]', '{}', :term, :t, :t)"),
+                         {"c": code, "p": i, "term": terminal, "t": now})
+    engine.dispose()
+    store = Store(url)
+    store.migrate()
+    with store.engine.connect() as conn:
+        outcomes = dict(conn.execute(text("SELECT code, outcome FROM script_step")).all())
+    assert outcomes == {"not_own_handling": "disputed", "not_own_close": "disputed", "refuse_close": "refused",
+                        "firm_own_close": "completed", "ask": None}
+    store.dispose()

