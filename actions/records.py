@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from callbot.context import get_store
-from callbot.logs import mask_sensitive
+from callbot.pii import mask_sensitive
 from knowledge_base.models import FOLLOW_UP_OUTCOMES, Conversation, ConversationTurn, Outcome, Scenario, utcnow
 
 OUTCOME_WEIGHT = {"disputed": 4, "handed_over": 3, "complained": 2, "refused": 1, "wrong_person": 1, "callback": 1, "confirmed": 1}
@@ -59,7 +59,7 @@ class ConversationRecorder:
         with self.store.session("actions") as s:
             conv = s.get(Conversation, self.conversation_id)
             detail = dict(conv.outcome_detail or {})
-            detail.setdefault("compliance_blocked", []).append({"rules": rules, "text": text})
+            detail.setdefault("compliance_blocked", []).append({"rules": rules, "text": mask_sensitive(text)})
             conv.outcome_detail = detail
 
     def set_complaint_labels(self, labels: list[str]) -> None:
@@ -73,7 +73,9 @@ class ConversationRecorder:
             # A chat can end more than once (hand-over, then "bye"): never downgrade a weightier outcome.
             if conv.outcome is None or OUTCOME_WEIGHT.get(outcome, 0) >= OUTCOME_WEIGHT.get(conv.outcome.value, 0):
                 conv.outcome = Outcome(outcome)
-            conv.outcome_detail = {**(conv.outcome_detail or {}), **(detail or {})}
+            # The callback time is the caller's own words ("明天下午打我另一个号13912345678"): masked like a turn.
+            clean = {k: mask_sensitive(v) if isinstance(v, str) else v for k, v in (detail or {}).items()}
+            conv.outcome_detail = {**(conv.outcome_detail or {}), **clean}
             conv.ended_at = utcnow()
             conv.handed_over = conv.handed_over or handed_over or outcome == "handed_over"
             if conv.outcome in FOLLOW_UP_OUTCOMES and conv.follow_up is None:

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from callbot.context import get_store
-from callbot.logs import mask_sensitive
+from callbot.pii import mask_sensitive
 from knowledge_base.api import _actor, _body
 from knowledge_base.errors import CallbotError, NotFound
 from knowledge_base.models import Conversation, Outcome, Scenario, utcnow

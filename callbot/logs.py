@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 
-_ID_NUMBER = re.compile(r"(?<!\d)(\d{6})\d{8}(\d{3}[\dXx])(?!\d)")  # 18-digit resident ID
-_PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")  # mainland mobile
+from callbot.pii import mask_sensitive
 
-
-def mask_sensitive(text: str) -> str:
-    """Mask resident ID numbers and mobile numbers: 110101********123X, 138****5678."""
-    text = _ID_NUMBER.sub(lambda m: m.group(1) + "*" * 8 + m.group(2), text)
-    return _PHONE.sub(lambda m: m.group(1) + "****" + m.group(2), text)
+__all__ = ["JsonFormatter", "mask_sensitive", "setup_logging"]
 
 
 class JsonFormatter(logging.Formatter):

@@ -81,10 +81,14 @@ def test_wrong_person(product: dict[str, Any]) -> None:
     assert "通话已经结束" in texts(say(product, "ipo-wrong", "喂？还在吗"))[0]
 
 
+# The REST channel's last-resort line (bot/channels/rest_with_sender.py): it must never pass for "the actions worked".
+SAFE_REPLY = "抱歉，系统暂时无法处理您的请求，需要为您转接人工客服吗？"
+
+
 def test_complaint_is_classified_then_handed_over(product: dict[str, Any]) -> None:
     start_call(product, "ipo-complain")
     reply = texts(say(product, "ipo-complain", "我要投诉你们，天天打电话骚扰"))
-    assert reply
+    assert SAFE_REPLY not in reply and "非常抱歉" in reply[0] and "转接人工" in reply[0], reply  # complaint_ack
     reply = say(product, "ipo-complain", "转人工")
     assert any(m.get("custom", {}).get("handoff") for m in reply), reply
     record = conversation(product, "ipo-complain")
@@ -111,7 +115,8 @@ def test_repeated_refusal_ends_politely(product: dict[str, Any]) -> None:
 def test_unknown_scenario_is_answered_safely(product: dict[str, Any]) -> None:
     messages = start_call(product, "bad-call", scenario="no_such_scenario")
     assert messages and "无法发起" in messages[0]
-    assert texts(say(product, "bad-call", "喂？"))  # the conversation continues as a chat, nothing crashed
+    reply = texts(say(product, "bad-call", "喂？"))  # the conversation continues as a chat, nothing crashed
+    assert reply == ["您好，我是XX证券智能客服，请问有什么可以帮您？"], reply  # utter_greet, not the channel's safe line
 
 
 def test_chat_faq_clarification_fallback_and_handover(product: dict[str, Any]) -> None:
@@ -141,19 +146,37 @@ def test_ambiguous_question_offers_two_buttons_that_work(product: dict[str, Any]
 
 @pytest.mark.parametrize("message", ["", "   ", "开户" * 2500, "😀😀😀", "\u0000\u0007"], ids=["empty", "blank", "5000-chars", "emoji", "control"])
 def test_bad_messages_get_sensible_answers(product: dict[str, Any], message: str) -> None:
-    status, reply = http("POST", product["rasa"] + "/webhooks/rest/webhook", {"sender": "bad-input", "message": message})
+    sender = f"bad-input-{len(message)}-{ord(message[0]) if message else 0}"
+    status, reply = http("POST", product["rasa"] + "/webhooks/rest/webhook", {"sender": sender, "message": message})
     assert status == 200 and isinstance(reply, list)
+    said = texts(reply)
+    assert SAFE_REPLY not in said, "the actions ran: the channel's last-resort line is not an answer"
+    if message.startswith("开户"):
+        assert said and said[0].startswith("【") and "开户" in said[0], said  # a long question is still answered
+    elif message.strip() and message.strip("\u0000\u0007"):
+        assert said and said[0].startswith("抱歉"), said  # not understood: the chat fallback line
+    else:
+        assert said in ([], ["您好，我是XX证券智能客服，请问有什么可以帮您？"]) or said[0].startswith("抱歉"), said
 
 
 def test_compliance_guard_blocks_prohibited_wording(product: dict[str, Any]) -> None:
+    query = "SELECT answer FROM intent WHERE name = 'faq_reverse_repo_how_to'"
     with sqlite3.connect(product["db"]) as db:
+        original = db.execute(query).fetchone()[0]
         db.execute("UPDATE intent SET answer = '逆回购保本保收益，零风险，放心买。' WHERE name = 'faq_reverse_repo_how_to'")
         db.execute("UPDATE kb_state SET version = version + 1")
-    reply = texts(say(product, "chat-comp", "逆回购怎么买"))
-    assert reply and "保本保收益" not in reply[0] and "零风险" not in reply[0]
-    assert "投资有风险" in reply[0]
-    blocked = conversation(product, "chat-comp")["outcome_detail"]["compliance_blocked"]
-    assert blocked and blocked[0]["rules"], "the incident is recorded with the rule ids"
+    try:
+        reply = texts(say(product, "chat-comp", "逆回购怎么买"))
+        assert reply and "保本保收益" not in reply[0] and "零风险" not in reply[0]
+        assert "投资有风险" in reply[0] and SAFE_REPLY not in reply
+        blocked = conversation(product, "chat-comp")["outcome_detail"]["compliance_blocked"]
+        assert blocked and blocked[0]["rules"], "the incident is recorded with the rule ids"
+    finally:  # the product is shared: put the answer back
+        with sqlite3.connect(product["db"]) as db:
+            db.execute("UPDATE intent SET answer = ? WHERE name = 'faq_reverse_repo_how_to'", (original,))
+            db.execute("UPDATE kb_state SET version = version + 1")
+    with sqlite3.connect(product["db"]) as db:
+        assert db.execute(query).fetchall() == [(original,)]
 
 
 @pytest.mark.parametrize(
@@ -434,3 +457,61 @@ def test_a_dispute_heard_at_the_notice_step_reaches_staff_as_a_follow_up(product
     status, listing = http("GET", web + "/conversations?follow_up=open")
     assert sender not in [c["id"] for c in listing["conversations"]]
     assert http("GET", web + "/conversations/stats?since=yesterday")[0] == 400
+
+
+# Each way a customer or an ASR transcript writes a personal number, and its digits.
+PERSONAL_NUMBERS = [
+    ("我的手机号是+8613812345678", "13812345678"),
+    ("打这个 +86 139 2345 6789 找我", "13923456789"),
+    ("号码137-3456-7890", "13734567890"),
+    ("你记一下136 4567 8901", "13645678901"),
+    ("我手机号是一三五五六七八九零一二", "13556789012"),
+    ("幺三四六七八九零幺二三四", "13467890123"),
+    ("身份证号11010519491231002X", "11010519491231002"),
+    ("银行卡6222021234567890128帮我查一下", "622202123456789012"),
+    ("卡号 4111 1111 1111 1111", "411111111111"),
+]
+
+
+def _digits_of(value: str) -> str:
+    """A stored value as plain digits: Chinese numerals read out digit by digit become Arabic ones, separators go."""
+    from callbot.pii import _DIGIT_VALUE
+
+    return "".join(_DIGIT_VALUE.get(c, "") for c in value)
+
+
+def test_no_full_personal_number_is_stored_anywhere(product: dict[str, Any]) -> None:
+    """Chat and an outbound call carry every form; then every text cell of our database and of Rasa's tracker
+    store, and every log file, are searched for the digits (longest run kept: the last four may stay)."""
+    for i, (message, _digits) in enumerate(PERSONAL_NUMBERS):
+        assert say(product, f"pii-chat-{i}", message), message
+    sender = "pii-call"
+    start_call(product, sender)
+    say(product, sender, "在开车，回头说")
+    say(product, sender, "明天下午打我另一个号13812345678吧")
+    record = conversation(product, sender)
+    assert record["outcome"] == "callback" and record["outcome_detail"]["callback_time"] == "明天下午打我另一个号138****5678吧"
+    said = [t["text"] for t in conversation(product, "pii-chat-0")["turns"] if t["speaker"] == "user"]
+    assert said == ["我的手机号是138****5678"], "masked, the last four kept for verification"
+
+    stores = {"callbot": product["db"], "rasa tracker store": product["home"] / "rasa-tracker.db"}
+    found: list[str] = []
+    for label, path in stores.items():
+        assert path.is_file(), path
+        with sqlite3.connect(path) as db:
+            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                for row in db.execute(f'SELECT * FROM "{table}"'):
+                    cells = " ".join(str(c) for c in row if isinstance(c, (str, bytes)))
+                    plain = _digits_of(cells)
+                    found += [f"{label}.{table}: {digits}" for _m, digits in PERSONAL_NUMBERS if digits in plain]
+    logs = list(product["home"].rglob("*.log"))
+    assert logs, "the services write logs"
+    for path in logs:
+        plain = _digits_of(path.read_text(encoding="utf-8", errors="replace"))
+        found += [f"{path.name}: {digits}" for _m, digits in PERSONAL_NUMBERS if digits in plain]
+    assert not found, found
+    # The tracker store did get the messages, masked (so the search above looked at the right place).
+    with sqlite3.connect(stores["rasa tracker store"]) as db:
+        events = " ".join(r[0] for r in db.execute("SELECT data FROM events WHERE type_name = 'user'"))
+    assert "138****5678" in events and "***************0128" in events

@@ -4,6 +4,8 @@
   service can find the conversation's scenario (set when the outbound call started) by itself.
 - If the action server is down or fails, Rasa logs the error and produces no message; the caller
   would hear silence. Here an empty answer to a real message becomes an apology and a hand-over offer.
+- Mobile, ID and bank-card numbers in the message are masked before Rasa sees it (callbot.pii): Rasa's
+  tracker store keeps every user message, and the NLU does not need the digits.
 
 Same URL as the built-in channel: /webhooks/rest/webhook.
 """
@@ -17,6 +19,7 @@ from sanic import Blueprint
 from sanic.request import Request
 
 from bot import action_validation
+from callbot.pii import mask_sensitive
 
 action_validation.install()  # this module is loaded when Rasa's server starts: see bot/action_validation.py
 
@@ -36,6 +39,7 @@ class RestWithSenderInput(RestInput):
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         async def guarded(message: UserMessage) -> None:
+            message.text = mask_sensitive(message.text) if message.text else message.text
             collector = message.output_channel
             before = len(collector.messages) if isinstance(collector, CollectingOutputChannel) else 0
             await on_new_message(message)
