@@ -67,8 +67,8 @@ def postgres_url() -> Iterator[str]:
                        check=True, capture_output=True)
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/callbot"
     finally:
-        subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "stop"], capture_output=True)
-        time.sleep(0.2)
+        # -w: pg_ctl returns once the server has stopped, so the directory can go right away.
+        subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"], capture_output=True)
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -142,8 +142,9 @@ def running_webapp(env: dict[str, str]) -> Iterator[str]:
         web.wait(timeout=30)
 
 
-def running_product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Load the demo KB, train Rasa if stale, start web + actions + Rasa on free ports; stop them after."""
+def running_product(tmp_path_factory: pytest.TempPathFactory, extra_env: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+    """Load the demo KB, train Rasa if stale, start web + actions + Rasa on free ports; stop them after.
+    ``extra_env`` adds settings (CALLBOT_DATABASE_URL for a product on PostgreSQL)."""
     import sys
 
     callbot = str(Path(sys.executable).parent / "callbot")
@@ -154,7 +155,7 @@ def running_product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
            # ALBERT-sim has beaten e5-small on the held-out caller replies yet, so `auto` serves e5-small on a fresh
            # clone; CALLBOT_TEST_NLU_MODEL=auto (or a model name) runs the same tests against another encoder.
            "CALLBOT_NLU__MODEL": os.environ.get("CALLBOT_TEST_NLU_MODEL", "e5-small"),
-           "CALLBOT_NLU__USE_SCENARIO_MODELS": "false"}
+           "CALLBOT_NLU__USE_SCENARIO_MODELS": "false", **(extra_env or {})}
     for step in (["kb", "demo"], ["bot", "train"]):
         result = subprocess.run([callbot, *step], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr

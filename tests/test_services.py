@@ -202,7 +202,7 @@ def test_importing_a_bad_file_over_http_writes_nothing(product: dict[str, Any]) 
     _, before = http("GET", product["web"] + "/kb/stats")
     status, body = post_file(product["web"] + "/kb/import", "bad.yaml", BAD_IMPORT.encode())
     assert status == 422 and body["error"] == "import rejected; nothing was written"
-    assert any(p.startswith("bad.yaml:12: ") and "no outcome" in p for p in body["problems"]), body
+    assert any(p.startswith("bad.yaml:13: ") and "no outcome" in p for p in body["problems"]), body
     status, body = post_file(product["web"] + "/kb/import", "binary.yaml", b"\x89PNG\r\n\x1a\n\x00\x00")
     assert status == 422 and any("binary" in p for p in body["problems"]), body
     status, body = http("POST", product["web"] + "/kb/import", {"file": "not a multipart upload"})
