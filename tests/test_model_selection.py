@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from knowledge_base.models import ExtensionQuestion, Intent, IntentKind
 from knowledge_base.service import KnowledgeBase
-from nlu.albert.pipeline import kb_pairs
+from nlu.albert.pipeline import chatter_negatives, kb_pairs
 from nlu.data.kb_split import HELDOUT_PER_MILLE, SPLIT_ID, is_clean_query, is_heldout, saw_heldout
 from nlu.model_cache import best_albert, resolve_model
 
@@ -30,7 +30,13 @@ def test_pair_training_data_leaves_the_heldout_questions_out(kb: KnowledgeBase, 
     assert not any(is_heldout(b) for _, b in pairs)
     assert len(pairs) == len(set(pairs)), "a dialogue pair repeated across scenarios is trained once"
     with kb.store.session() as s:
-        rows = s.execute(select(Intent.kind, Intent.standard_question, ExtensionQuestion.text).join(ExtensionQuestion)).all()
+        every = s.execute(select(Intent.kind, Intent.standard_question, ExtensionQuestion.text, Intent.name).join(ExtensionQuestion)).all()
+    rows = [(k, a, b) for k, a, b, name in every if name != "out_of_scope"]
+    chatter = {b for *_, b, name in every if name == "out_of_scope"}
+    assert len(chatter) > 300 and not chatter & {t for pair in pairs for t in pair}, \
+        "the out-of-scope examples are not paraphrases of each other: never a positive pair"
+    negatives = chatter_negatives(len(pairs), "kb", store=kb.store)
+    assert len(negatives) == len(pairs) and set(negatives) <= chatter and not any(map(is_heldout, negatives))
     for kind in (IntentKind.faq, IntentKind.dialogue):
         mine = [(a, b) for k, a, b in rows if k == kind]
         held = [(a, b) for a, b in mine if is_heldout(b)]
