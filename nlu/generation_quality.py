@@ -5,7 +5,9 @@ For a fixed sample of ``sources`` FAQ standard questions of the knowledge base, 
 candidates a method returns after its filter (nlu.expansion.expand_with, the serving matcher). A
 candidate is *useful* when (a) the judge, an e5-small Matcher over the knowledge base with e5's
 thresholds, matches it (decision ``match``) to the source's own intent; (b) its text is not in the
-knowledge base (punctuation and case aside); (c) no knowledge-base question is within e5 cosine 0.98.
+knowledge base (punctuation and case aside); (c) no knowledge-base question is within e5 cosine 0.98;
+(d) it is not a truncation of the source (only characters deleted, in order: nlu.expansion.is_truncation) —
+e5 places such fragments in the source's intent, and by reading they were most of what the beam proposed.
 ``useful_share`` is per slot (useful / (top × sources)): a method that returns fewer candidates does not
 score higher for it. When e5-small is also the serving encoder, the filter already applies (a)'s
 matcher and (c)'s threshold, so the share among returned candidates is near 1 by construction and
@@ -66,7 +68,7 @@ def measure(sources: list[tuple[str, str]], method: str, serving, judge, load_ge
     """The top ``top`` candidates of ``method`` for each (standard question, intent) in ``sources``,
     judged as in the module docstring. Also per generator (``by_source``) and, for comparison with the
     first measure, the share e5 puts at or above its paraphrase ``threshold`` to the source."""
-    from nlu.expansion import canonical, expand_with
+    from nlu.expansion import canonical, expand_with, is_truncation
 
     known = {canonical(e) for e in existing}
     totals = dict.fromkeys(("candidates", "same_intent", "new", "useful", "teacher_paraphrase"), 0)
@@ -86,7 +88,7 @@ def measure(sources: list[tuple[str, str]], method: str, serving, judge, load_ge
             verdict = judge.match(c.text, scenario, k=2)
             same = verdict.decision == "match" and verdict.top is not None and verdict.top.intent == intent
             new = canonical(c.text) not in known
-            useful = same and new and not bool(near)
+            useful = same and new and not bool(near) and not is_truncation(src, c.text)
             row = by_source.setdefault(c.source, dict.fromkeys(totals, 0))
             for tally in (totals, row):
                 tally["candidates"] += 1

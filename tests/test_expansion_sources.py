@@ -248,3 +248,14 @@ def test_expand_endpoint_returns_source_and_score_and_stores_pending(tiny_webapp
     assert all(c["source"] == "rewrite" for c in again["candidates"])
     status, bad = http("POST", tiny_webapp + f"/kb/intents/{target['id']}/expand", {"method": "greedy"})
     assert status == 400 and "method must be" in bad["error"]
+
+
+def test_truncations_of_the_source_are_neither_proposed_nor_counted_useful() -> None:
+    from nlu.expansion import is_truncation
+
+    source = "怎么开通科创板交易权限？"
+    assert is_truncation(source, "怎么开通科？") and is_truncation(source, "怎么开通创权限？")
+    assert not is_truncation(source, "科创板怎么开通"), "a reordering is a wording, not a fragment"
+    assert not is_truncation(source, "如何开通科创板交易权限") and not is_truncation(source, source)
+    assert not is_truncation(source, "科创板权限咋开啊")
+    assert not is_truncation("怎么开立证券账户？", "怎么开证券账户？"), "dropping one word of eight is a wording"
