@@ -21,6 +21,9 @@ from knowledge_base.service import KnowledgeBase
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# The REST channel's last-resort line (bot/channels/rest_with_sender.py), sent when no action produced a message:
+# it must never pass for "the actions worked".
+SAFE_REPLY = "抱歉，系统暂时无法处理您的请求，需要为您转接人工客服吗？"
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import http
+from tests.conftest import SAFE_REPLY, http
 
 IPO_VARS = {"stock_name": "华安科技", "stock_code": "688001", "allotted_shares": 500, "amount": "12345.00", "pay_deadline": "11月25日"}
 
@@ -82,8 +82,6 @@ def test_wrong_person(product: dict[str, Any]) -> None:
     assert "通话已经结束" in texts(say(product, "ipo-wrong", "喂？还在吗"))[0]
 
 
-# The REST channel's last-resort line (bot/channels/rest_with_sender.py): it must never pass for "the actions worked".
-SAFE_REPLY = "抱歉，系统暂时无法处理您的请求，需要为您转接人工客服吗？"
 
 
 def test_complaint_is_classified_then_handed_over(product: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port, http, running_product
+from tests.conftest import SAFE_REPLY, free_port, http, running_product
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLBOT = str(Path(sys.executable).parent / "callbot")
@@ -74,8 +74,6 @@ def test_parse_handles_bad_input(product: dict[str, Any], body: Any, status: int
         assert result["decision"] in ("match", "ambiguous", "fallback") and result["kb_version"] >= 1
 
 
-# The REST channel's last-resort line (bot/channels/rest_with_sender.py), when no action produced a message.
-SAFE_REPLY = "抱歉，系统暂时无法处理您的请求，需要为您转接人工客服吗？"
 
 
 def stop_service(product: dict[str, Any], name: str, port_key: str) -> None:
