@@ -147,6 +147,7 @@ def test_dead_action_server_still_gets_a_safe_reply(own_product: dict[str, Any])
     stop_service(product, "actions", "actions")
     status, reply = http("POST", product["rasa"] + "/webhooks/rest/webhook", {"sender": "u4", "message": "怎么开户"})
     assert status == 200 and [m.get("text") for m in reply] == [SAFE_REPLY]
+    assert f'SAFE_REPLY = "{SAFE_REPLY}"' in (ROOT / "bot" / "channels" / "rest_with_sender.py").read_text(encoding="utf-8")
     # Nothing is lost: the turn is in Rasa's SQL tracker store on disk, understood by the (living) NLU service.
     import sqlite3
 
