@@ -131,7 +131,7 @@ def test_chat_faq_clarification_fallback_and_handover(product: dict[str, Any]) -
 
 
 def test_ambiguous_question_offers_two_buttons_that_work(product: dict[str, Any]) -> None:
-    for question in ("逆回购", "权限", "转账", "密码", "中签"):
+    for question in ("逆回购", "权限", "转账", "密码", "中签", "融资融券", "科创板"):
         reply = say(product, f"amb-{question}", question)
         buttons = reply[0].get("buttons") if reply else None
         if buttons:

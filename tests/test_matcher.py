@@ -104,7 +104,7 @@ def test_bad_input(matcher: Matcher) -> None:
 
 
 def test_decision_rule(matcher: Matcher) -> None:
-    matcher.thresholds = Thresholds(fallback=1.01)
+    matcher.thresholds = Thresholds(fallback=1.01, fallback_dialogue=None)
     r = matcher.match("转人工", "ipo_allotment_notice").as_dict()
     assert r["decision"] == "fallback" and r["intent"]["name"] == "nlu_fallback" and r["matched"] is None
     matcher.thresholds = Thresholds(fallback=0.0, ambiguous_margin=0.5)
@@ -216,7 +216,7 @@ def test_searches_run_on_the_configured_threads_in_any_thread(matcher: Matcher) 
 
 
 def test_a_top_match_on_the_out_of_scope_examples_is_a_fallback(matcher: Matcher) -> None:
-    matcher.thresholds = Thresholds(fallback=0.0, ambiguous_margin=0.0)  # no threshold would reject it
+    matcher.thresholds = Thresholds(fallback=0.0, ambiguous_margin=0.0, fallback_dialogue=0.0)  # no threshold would reject it
     for scenario in (None, "ipo_allotment_notice", "faq"):
         r = matcher.match("中午吃的啥呀", scenario).as_dict()  # one of the KB's chatter examples
         assert r["ranking"][0]["intent"] == "out_of_scope"
