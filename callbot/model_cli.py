@@ -84,7 +84,10 @@ def _verify(path: Path, quantize: str = "none") -> dict:
     s = get_settings()
     report = verify_albert(path, e5_dir(s.models_dir), get_store(), s.cache_dir / "vectors" / "quality", quantize,
                            progress=lambda msg: out.print(f"  measuring {msg}"))
-    out.print_json(json.dumps({k: v for k, v in report.items() if k not in ("heldout", "e5_heldout", "kb_intents")}))
+    out.print_json(json.dumps({k: v for k, v in report.items() if k not in ("heldout", "e5_heldout", "kb_intents", "verdict")}))
+    from callbot.release_cli import print_verdict
+
+    print_verdict(report, quantize if quantize != "none" else "float32")
     if quantize != "none":
         use = ("nlu.quantize=auto (the default) matches with it, since it is at least as good as e5-small"
                if report["better_than_e5"] else f"it is worse than e5-small on some measure: nlu.quantize=auto keeps float32 (set {quantize} to force it)")

@@ -43,6 +43,9 @@ class NluSettings(BaseModel):
     # Logit bonus for the source's own tokens when generating paraphrases: 3 raised the useful share of
     # beam candidates from 0.7 % to 11.3 % (benchmarks/expansion.py); 4 gave 13.3 % but copies more verbatim.
     copy_bias: float = 3.0
+    # torch threads of one training run (`callbot model distill/train/release`); 1 lets two seeds train side by
+    # side on a 2-core machine at higher total throughput than one run on both cores.
+    train_threads: int = 2
 
 
 class Settings(BaseSettings):

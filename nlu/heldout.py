@@ -121,6 +121,10 @@ def judge(matcher: Any, utterances: list[HeldoutUtterance], skip: set[str] | Non
     return out
 
 
+def _flags(values: list[bool]) -> str:
+    return "".join("1" if v else "0" for v in values)
+
+
 def _share(flags: list[bool]) -> float:
     return round(float(np.mean(flags)), 4) if flags else 0.0
 
@@ -138,10 +142,13 @@ def summarise(judged: list[Judged], in_kb: int = 0) -> dict[str, Any]:
             if not rows:
                 continue
             key = f"{set_name}_{mode}"
+            flags = report.setdefault("flags", {})  # per-sentence outcomes, for paired comparisons of two models
             if set_name == "out_of_domain":
                 report[f"{key}_rejected"] = _share([j.predicted is None for j in rows])
+                flags[f"{key}_rejected"] = _flags([j.predicted is None for j in rows])
             else:
                 report[f"{key}_accuracy"] = _share([j.correct for j in rows])
+                flags[f"{key}_accuracy"] = _flags([j.correct for j in rows])
                 report[f"{key}_top1"] = _share([j.top == j.utterance.intent for j in rows])
                 report[f"{key}_fallback"] = _share([j.predicted is None for j in rows])
                 flagged = [j for j in rows if j.decision == "ambiguous"]

@@ -41,6 +41,11 @@ def seed_spread(models_dir: Path) -> list[tuple[int, dict[str, Any], dict[str, A
     return sorted(rows, key=lambda r: r[0])
 
 
+def _pooled(verified: dict[str, Any], who: str = "mine") -> str:
+    pooled = verified.get("verdict", {}).get("pooled_heldout", {})
+    return _fmt(pooled.get(who)) + (f" (n = {pooled['n']})" if who == "mine" and pooled.get("n") else "")
+
+
 def render_card(model_dir: Path, recipe: Any, summary: dict[str, Any]) -> str:
     meta = _json(model_dir / "callbot_encoder.json")
     config = _json(model_dir / "config.json")
@@ -93,8 +98,15 @@ def render_card(model_dir: Path, recipe: Any, summary: dict[str, Any]) -> str:
         "| --- | --- | --- | --- |",
         *[f"| {LABELS.get(k, k)} | {_fmt(e5.get(k))} | {_fmt(mine.get(k))} | {_fmt(mine8.get(k))} |" for k in dict.fromkeys([*e5, *mine])],
         "",
-        f"At least as good as e5-small on every measure: float32 {verified.get('better_than_e5')}, int8 "
-        f"{verified8.get('better_than_e5')}. Thresholds: fallback {thresholds.get('fallback')} (dialogue intents "
+        "Shipping rule (`nlu/model_quality.py`, `ship_verdict`): beat e5-small on the pooled held-out utterances",
+        "(every judgement of caller replies, call facts and FAQ questions, both models on the same sentences) and be",
+        "below it on no measure by more than one standard error of the paired difference (McNemar for accuracies, a",
+        "paired bootstrap for Spearman; chatter rejected may be 5 points lower).",
+        "",
+        f"Pooled held-out accuracy: this model {_pooled(verified)} vs e5-small {_pooled(verified, 'e5')}. Shipping rule met: "
+        f"float32 {verified.get('better_than_e5')}, int8 {verified8.get('better_than_e5')}. At least e5-small's figure on "
+        f"every measure (the stricter rule): float32 {verified.get('at_least_e5_everywhere')}, int8 "
+        f"{verified8.get('at_least_e5_everywhere')}. Thresholds: fallback {thresholds.get('fallback')} (dialogue intents "
         f"{thresholds.get('fallback_dialogue')}), two-button margin {thresholds.get('ambiguous_margin')}, temperature "
         f"{thresholds.get('temperature')}.",
         "",

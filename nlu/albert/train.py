@@ -31,6 +31,12 @@ from nlu.losses.generation import generation_loss_from_hidden
 from nlu.losses.hidden_states import hidden_state_loss
 
 
+def _train_threads() -> int:
+    from callbot.settings import get_settings
+
+    return get_settings().nlu.train_threads
+
+
 @dataclass
 class TrainConfig:
     epochs: float = 1.0
@@ -41,7 +47,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     max_length: int = 48
     seed: int = 13
-    threads: int = 2
+    threads: int = field(default_factory=lambda: _train_threads())
     # pair training only
     scale: float = 30.0
     margin: float = 0.35
