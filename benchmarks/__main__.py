@@ -1,4 +1,4 @@
-"""Run benchmarks: `python -m benchmarks [similarity retrieval latency parse expansion mining dialogue callers]` (all by default)."""
+"""Run benchmarks: `python -m benchmarks [similarity retrieval latency parse expansion mining dialogue callers voice]` (all by default)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import sys
 
 from rich.console import Console
 
-from benchmarks import callers, dialogue, expansion, latency, mining, parse, retrieval, similarity
+from benchmarks import callers, dialogue, expansion, latency, mining, parse, retrieval, similarity, voice
 
 SUITES = {"similarity": similarity.run, "retrieval": retrieval.run, "latency": latency.run, "parse": parse.run,
           "expansion": expansion.run, "mining": mining.run,
-          "dialogue": dialogue.run, "callers": callers.run}
+          "dialogue": dialogue.run, "callers": callers.run, "voice": voice.run}
 
 
 def main() -> None:
