@@ -138,6 +138,35 @@ def comparison_rows(e5: dict[str, Any], candidate: dict[str, Any], candidate_int
     return [(k, fmt(e5.get(k)), fmt(candidate.get(k)), fmt(candidate_int8.get(k)), fmt(shipped.get(k))) for k in keys]
 
 
+def measured_candidate(tuned: Path, candidate_dir: Path, store: Any) -> tuple[dict, dict, float] | None:
+    """The candidate's earlier measurements, when they are still true: the same float16 weights (exported again
+    to a scratch folder and compared byte for byte), the same KB intents and the same held-out sets, with the
+    shipping verdict recorded. Saves the 10–15 minutes of measuring again, e.g. when a `--no-ship` run is shipped."""
+    import shutil
+    import tempfile
+
+    from nlu.model_quality import eval_sets_digest
+    from nlu.release import export_release, sha256
+
+    files = [candidate_dir / n for n in ("verified.json", "verified.int8.json", "release_run.json", "model.safetensors")]
+    if not all(f.is_file() for f in files):
+        return None
+    report, report8 = (json.loads(f.read_text()) for f in files[:2])
+    for r in (report, report8):
+        if "verdict" not in r or r.get("eval_sets") != eval_sets_digest() or r.get("kb_intents") != store.intent_keys() \
+                or r.get("kb_version", store.kb_version()) != store.kb_version():
+            return None
+    scratch = Path(tempfile.mkdtemp(prefix="callbot-release-check-"))
+    try:
+        fresh = export_release(tuned, scratch / "candidate")
+        if sha256(fresh / "model.safetensors") != sha256(candidate_dir / "model.safetensors"):
+            return None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    seconds = json.loads((candidate_dir / "release_run.json").read_text()).get("seconds", {}).get("verify", 0.0)
+    return report, report8, float(seconds)
+
+
 def print_verdict(report: dict[str, Any], variant: str) -> None:
     """The shipping rule, measure by measure: how far below e5-small the candidate may be (one paired SE)."""
     from rich.table import Table
@@ -191,15 +220,21 @@ def model_release(
 
     # What would ship: float16 weights, measured as they are.
     candidate_dir = s.models_dir / recipe.names()["candidate"]
-    export_release(tuned, candidate_dir)
-    meta = json.loads((candidate_dir / "callbot_encoder.json").read_text())
-    meta["name"] = candidate_dir.name
-    (candidate_dir / "callbot_encoder.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2))
-    progress = lambda msg: out.print(f"  measuring {msg}")  # noqa: E731
-    t0 = time.monotonic()
-    report = verify_albert(candidate_dir, e5_dir(s.models_dir), store, s.cache_dir / "vectors" / "quality", progress=progress)
-    report8 = verify_albert(candidate_dir, e5_dir(s.models_dir), store, s.cache_dir / "vectors" / "quality", "int8", progress=progress)
-    times["verify"] = time.monotonic() - t0
+    measured = measured_candidate(tuned, candidate_dir, store)
+    if measured is not None:
+        out.print(f"[verify] {candidate_dir.name}: same weights, KB and held-out sets as its last measurement; reused")
+        report, report8, times["verify"] = measured
+    else:
+        export_release(tuned, candidate_dir)
+        meta = json.loads((candidate_dir / "callbot_encoder.json").read_text())
+        meta["name"] = candidate_dir.name
+        (candidate_dir / "callbot_encoder.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2))
+        progress = lambda msg: out.print(f"  measuring {msg}")  # noqa: E731
+        t0 = time.monotonic()
+        report = verify_albert(candidate_dir, e5_dir(s.models_dir), store, s.cache_dir / "vectors" / "quality", progress=progress)
+        report8 = verify_albert(candidate_dir, e5_dir(s.models_dir), store, s.cache_dir / "vectors" / "quality", "int8",
+                                progress=progress)
+        times["verify"] = time.monotonic() - t0
     shipped_file = RELEASE_DIR / RELEASE_NAME / "verified.json"
     shipped = json.loads(shipped_file.read_text()) if shipped_file.is_file() else None
 

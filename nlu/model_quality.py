@@ -127,7 +127,7 @@ def verify_albert(model_dir: Path, e5_dir: Path, store: Store, cache_dir: Path, 
     report = {"quality": mine, "e5_quality": e5_q, "better_than_e5": better,
               "at_least_e5_everywhere": not leaked and verdict["at_least_everywhere"], "verdict": verdict,
               "kb_split": SPLIT_ID,
-              "kb_heldout_seen": leaked, "kb_queries": queries, "score": quality_score(mine),
+              "kb_heldout_seen": leaked, "kb_queries": queries, "score": quality_score(mine), "kb_version": store.kb_version(),
               "kb_intents": store.intent_keys(), "eval_sets": stamp["eval_sets"],
               "heldout": mine_heldout, "e5_heldout": e5_saved["heldout"]}
     if quantize != "none":

@@ -124,3 +124,34 @@ def test_model_base_installs_a_release_next_to_e5(tiny_model: Path, e5_model_dir
     broken = subprocess.run([callbot, "model", "base"], env=env, capture_output=True, text=True, timeout=300)
     assert broken.returncode != 0 and "git checkout models/" in broken.stderr + broken.stdout
     assert "Traceback" not in broken.stderr
+
+
+def test_a_candidates_measurement_is_reused_only_while_weights_kb_and_sets_are_unchanged(
+        tiny_model: Path, tmp_path: Path, kb, demo_file: Path) -> None:  # type: ignore[no-untyped-def]
+    from callbot.release_cli import measured_candidate
+    from nlu.model_quality import eval_sets_digest
+
+    kb.import_files([demo_file])
+    candidate = release.export_release(tiny_model, tmp_path / "albert-sim-candidate")
+    report = {"verdict": {"better": True}, "eval_sets": eval_sets_digest(), "kb_intents": kb.store.intent_keys(),
+              "kb_version": kb.store.kb_version(), "better_than_e5": True}
+    (candidate / "verified.json").write_text(json.dumps(report))
+    (candidate / "verified.int8.json").write_text(json.dumps({**report, "quantize": "int8"}))
+    (candidate / "release_run.json").write_text(json.dumps({"seconds": {"verify": 600.0}}))
+    reused = measured_candidate(tiny_model, candidate, kb.store)
+    assert reused is not None and reused[0]["better_than_e5"] and reused[1]["quantize"] == "int8" and reused[2] == 600.0
+    # other weights (a retrained stage) are measured again
+    other = tmp_path / "albert-sim-other"
+    shutil.copytree(tiny_model, other)
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(other / "model.safetensors"))
+    first = next(iter(tensors))
+    tensors[first] = tensors[first] + 0.01
+    save_file(tensors, str(other / "model.safetensors"))
+    assert measured_candidate(other, candidate, kb.store) is None
+    # so is the same model after a KB edit or with another held-out set
+    kb.add_question(kb.intents("faq")[0]["id"], "这是测评后新加的问法吗", "test")
+    assert measured_candidate(tiny_model, candidate, kb.store) is None
+    (candidate / "verified.json").write_text(json.dumps({**report, "kb_version": kb.store.kb_version(), "eval_sets": "0" * 16}))
+    assert measured_candidate(tiny_model, candidate, kb.store) is None
