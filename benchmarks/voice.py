@@ -27,19 +27,12 @@ from rich.table import Table
 from benchmarks.common import save
 from callbot.settings import get_settings
 from voice.audio import AudioClip, alaw_decode, alaw_encode, read_audio, ulaw_decode, ulaw_encode, write_wav
+from voice.measure import character_error_rate
 
 CONDITIONS = ("clean μ-law", "fast A-law", "noisy μ-law", "clean μ-law + call hint")
 
 
-def cer(ref: str, hyp: str) -> float:
-    keep = lambda t: [c for c in t if c.isalnum()]  # noqa: E731
-    r, h = keep(ref), keep(hyp)
-    d = list(range(len(h) + 1))
-    for i, rc in enumerate(r, 1):
-        prev, d[0] = d[0], i
-        for j, hc in enumerate(h, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (rc != hc))
-    return d[len(h)] / max(1, len(r))
+cer = character_error_rate
 
 
 def phone_line(clip: AudioClip, condition: str, seed: int) -> AudioClip:

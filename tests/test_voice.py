@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from voice.audio import AudioClip, BadAudio, alaw_decode, alaw_encode, read_audio, ulaw_decode, ulaw_encode, write_wav
+from voice.measure import character_error_rate
 from voice.normalize import normalize_transcript
 from voice.tts.speakable import speakable
 
@@ -21,16 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CALLBOT = str(Path(sys.executable).parent / "callbot")
 
 
-def cer(ref: str, hyp: str) -> float:
-    """Character error rate over Chinese characters and digits (punctuation ignored)."""
-    keep = lambda t: [c for c in t if c.isalnum()]  # noqa: E731
-    r, h = keep(ref), keep(hyp)
-    d = list(range(len(h) + 1))
-    for i, rc in enumerate(r, 1):
-        prev, d[0] = d[0], i
-        for j, hc in enumerate(h, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (rc != hc))
-    return d[len(h)] / max(1, len(r))
+cer = character_error_rate
 
 
 # ---------------------------------------------------------------- audio

