@@ -163,7 +163,11 @@ def has_out_of_scope(matcher: Matcher) -> bool:
     return any(e.intent == OUT_OF_SCOPE for e in matcher._scopes[ALL].entries)
 
 
-def calibrate(matcher: Matcher, max_queries: int = 800, ood_count: int = 400,
+# KB questions sampled for calibration (the held-out fifth of the demo KB has about 1,060; 800 keep it quick).
+CALIBRATION_QUERIES = 800
+
+
+def calibrate(matcher: Matcher, max_queries: int = CALIBRATION_QUERIES, ood_count: int = 400,
               only: Callable[[QuestionEntry], bool] | None = None, dev: list[Any] | None = None) -> tuple[Thresholds, dict[str, Any]]:
     """Thresholds from leave-one-out in-domain queries (``only`` restricts them, as in _leave_one_out) and
     the held-out ``dev`` utterances (nlu.heldout.load("dev")), against out-of-domain sentences from
