@@ -121,7 +121,8 @@ def judge(matcher: Any, utterances: list[HeldoutUtterance], skip: set[str] | Non
     return out
 
 
-def _flags(values: list[bool]) -> str:
+def outcome_flags(values: Any) -> str:
+    """Per-item outcomes as a compact string ('1' right, '0' wrong), in the measure's fixed order."""
     return "".join("1" if v else "0" for v in values)
 
 
@@ -145,10 +146,10 @@ def summarise(judged: list[Judged], in_kb: int = 0) -> dict[str, Any]:
             flags = report.setdefault("flags", {})  # per-sentence outcomes, for paired comparisons of two models
             if set_name == "out_of_domain":
                 report[f"{key}_rejected"] = _share([j.predicted is None for j in rows])
-                flags[f"{key}_rejected"] = _flags([j.predicted is None for j in rows])
+                flags[f"{key}_rejected"] = outcome_flags([j.predicted is None for j in rows])
             else:
                 report[f"{key}_accuracy"] = _share([j.correct for j in rows])
-                flags[f"{key}_accuracy"] = _flags([j.correct for j in rows])
+                flags[f"{key}_accuracy"] = outcome_flags([j.correct for j in rows])
                 report[f"{key}_top1"] = _share([j.top == j.utterance.intent for j in rows])
                 report[f"{key}_fallback"] = _share([j.predicted is None for j in rows])
                 flagged = [j for j in rows if j.decision == "ambiguous"]

@@ -35,11 +35,6 @@ MEASURE_VERSION = 2
 BOOTSTRAP_ROUNDS = 400
 
 
-def _flags(values: Any) -> str:
-    """Per-item outcomes as a compact string ('1' right, '0' wrong), in the measure's fixed order."""
-    return "".join("1" if v else "0" for v in values)
-
-
 def _measure(path: Path, store: Store, cache_dir: Path, dev: dict[str, list], quantize: str = "none",
              progress: Callable[[str], None] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(quality figures, held-out report). In float32 the model's decision thresholds are calibrated first
@@ -59,7 +54,7 @@ def _measure(path: Path, store: Store, cache_dir: Path, dev: dict[str, list], qu
     loo = _leave_one_out(matcher, KB_QUERIES, only=lambda e: is_clean_query(e.text))
     gold = np.array([g for _, _, g in loo])
     out: dict[str, Any] = {"kb_heldout_top1": round(float((gold == 0).mean()), 4), "kb_queries": len(gold)}
-    detail: dict[str, Any] = {"kb_heldout_top1": _flags(gold == 0)}
+    detail: dict[str, Any] = {"kb_heldout_top1": heldout.outcome_flags(gold == 0)}
     for label, pairs in dev.items():
         say(f"{path.name}: {label} dev pairs")
         scores = encoder_scores(enc, pairs)
@@ -107,7 +102,6 @@ def verify_albert(model_dir: Path, e5_dir: Path, store: Store, cache_dir: Path, 
     """Measure ``model_dir`` against e5-small (float32, the default) and write ``verified.json``; with
     ``quantize="int8"`` measure the int8 variant instead and write ``verified.int8.json``, which informs
     the `nlu.quantize` setting but never makes a model the default (thresholds stay the float32 ones)."""
-
     dev = dev_sets()
     e5_file = e5_dir / "quality.json"
     e5_saved = json.loads(e5_file.read_text()) if e5_file.is_file() else None
