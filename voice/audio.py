@@ -33,8 +33,10 @@ class AudioClip:
         return len(self.samples) / self.rate if self.rate else 0.0
 
     def resampled(self, rate: int) -> AudioClip:
-        if rate == self.rate or not len(self.samples):
-            return AudioClip(self.samples, rate) if not len(self.samples) else self
+        if not len(self.samples):
+            return AudioClip(self.samples, rate)
+        if rate == self.rate:
+            return self
         from scipy.signal import resample_poly
 
         g = gcd(rate, self.rate)
