@@ -54,7 +54,8 @@ def service_specs(settings: Settings) -> list[Service]:
                  "--credentials", str(settings.bot_dir / "credentials.yml")],
                 "/", max(240.0, settings.service_start_timeout_s), env={"RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3",
                                "CALLBOT_NLU_URL": settings.url("web"), "CALLBOT_NLU_TIMEOUT": str(settings.nlu.timeout_s)}),
-    ]
+    ] + ([Service("gateway", "gateway", [py, "-m", "voice.gateway.service"], "/health", settings.service_start_timeout_s)]
+         if settings.voice.enabled else [])
 
 
 def port_is_free(host: str, port: int) -> bool:

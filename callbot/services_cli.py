@@ -34,12 +34,14 @@ def _urls() -> list[tuple[str, str]]:
     web, rasa = s.url("web"), s.url("rasa")
     return [("chat widget", f"{web}/chat"), ("admin UI", f"{web}/admin"), ("knowledge-base & NLU API", f"{web}/api"),
             ("Rasa HTTP API", f"{rasa}/status"), ("Rasa REST channel", f"{rasa}/webhooks/rest/webhook"),
-            ("action server", f"{s.url('actions')}/health")]
+            ("action server", f"{s.url('actions')}/health")] + (
+        [("SIP gateway", f"sip:callbot@{s.voice.sip_host}:{s.voice.sip_port} (udp; control {s.url('gateway')}/health)")]
+        if s.voice.enabled else [])
 
 
 @app.command("up")
 def up(detach: Annotated[bool, typer.Option("--detach", "-d", help="Start in the background and return.")] = False) -> None:
-    """Start the web app, the action server and Rasa; Ctrl-C stops them all."""
+    """Start the web app, the action server, Rasa and the SIP gateway; Ctrl-C stops them all."""
     settings = get_settings()
     supervisor = Supervisor(settings)
     specs = service_specs(settings)

@@ -23,6 +23,7 @@ class Ports(BaseModel):
     web: int = 8000
     rasa: int = 5005
     actions: int = 5055
+    gateway: int = 5071  # the voice gateway's HTTP control port (health, placing calls); SIP itself is voice.sip_port
 
 
 class NluSettings(BaseModel):
@@ -65,6 +66,30 @@ class VoiceSettings(BaseModel):
     # Telephone audio: what the gateway sends and the rate `voice say --rate` defaults to.
     phone_rate: int = 8000
 
+    # The SIP gateway (voice/gateway). `callbot up` starts it when enabled.
+    enabled: bool = True
+    sip_host: str = "127.0.0.1"
+    sip_port: int = 5070
+    max_calls: int = 4  # per gateway process (pjsua2's default call limit); more calls = more workers
+    # End of turn: the caller's speech must last min_speech_ms to count (coughs do not barge in), and the turn
+    # ends after end_silence_ms of silence.
+    min_speech_ms: int = 200
+    end_silence_ms: int = 700
+    no_input_s: float = 7.0  # silence after the bot finished speaking before the gateway sends /silence
+    max_call_s: float = 600.0
+    # DTMF keys → what the caller would have said (RFC 2833 or SIP INFO). Per scenario: dtmf_by_scenario.
+    dtmf: dict[str, str] = {"1": "/affirm", "2": "/deny", "0": "/request_human"}
+    dtmf_by_scenario: dict[str, dict[str, str]] = {}
+    # Hand-over: the agent queue's SIP URI; empty = no agent line (the caller hears the apology, a callback is
+    # recorded). Unanswered within agent_timeout_s: the same.
+    agent_uri: str = ""
+    agent_timeout_s: float = 20.0
+    # Outbound: a callee whose first utterance runs longer than this without a pause is an answering machine.
+    machine_greeting_s: float = 3.5
+    ring_timeout_s: float = 40.0
+    recordings: bool = True
+    recording_retention_days: int = 90
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CALLBOT_", env_nested_delimiter="__", extra="ignore")
@@ -92,6 +117,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.cache_dir / "models"
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.home / "recordings"
 
     def url(self, service: str) -> str:
         return f"http://{self.host}:{getattr(self.ports, service)}"

@@ -97,6 +97,11 @@ class Outcome(enum.StrEnum):
     # The customer says they did not do what the call is about (业务办理回访: 不是我办的): a case for staff,
     # opened as a follow-up that someone must close, and counted on its own in reports.
     disputed = "disputed"
+    # Outbound calls that never reached the customer (the voice gateway records these).
+    no_answer = "no_answer"
+    busy = "busy"
+    rejected = "rejected"
+    answering_machine = "answering_machine"
 
 
 # Outcomes that open a staff follow-up (Conversation.follow_up) when a call ends with them.
@@ -292,6 +297,8 @@ class Conversation(Base):
     outcome_detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     complaint_labels: Mapped[list[str]] = mapped_column(JSON, default=list)
     handed_over: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A voice call's stereo WAV (caller left, bot right), relative to the recordings folder; never committed.
+    recording: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # Staff follow-up (a disputed business): open | closed, or None when the outcome needs none.
     follow_up: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
     follow_up_note: Mapped[str] = mapped_column(Text, default="")

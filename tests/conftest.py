@@ -158,7 +158,9 @@ def running_product(tmp_path_factory: pytest.TempPathFactory, extra_env: dict[st
            # ALBERT-sim has beaten e5-small on the held-out caller replies yet, so `auto` serves e5-small on a fresh
            # clone; CALLBOT_TEST_NLU_MODEL=auto (or a model name) runs the same tests against another encoder.
            "CALLBOT_NLU__MODEL": os.environ.get("CALLBOT_TEST_NLU_MODEL", "e5-small"),
-           "CALLBOT_NLU__USE_SCENARIO_MODELS": "false", **(extra_env or {})}
+           "CALLBOT_NLU__USE_SCENARIO_MODELS": "false",
+           # The SIP gateway (Whisper + a TTS worker) only where a test calls it: tests/test_gateway.py.
+           "CALLBOT_VOICE__ENABLED": "false", **(extra_env or {})}
     for step in (["kb", "demo"], ["bot", "train"]):
         result = subprocess.run([callbot, *step], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr

@@ -1,0 +1,245 @@
+"""sipp (Debian sip-tester) as the real far end of the gateway's calls: scenario files and a runner.
+
+Each scenario's SDP names an ``RtpPeer``'s port (``-key rtp_port``): sipp does the signalling, the peer the
+media. Scenarios:
+- ``caller(hold_ms)``: calls the gateway; hangs up after ``hold_ms`` unless the gateway hangs up first;
+- ``callee(ring_ms, hold_ms)``: answers after ringing; hangs up after ``hold_ms`` unless the gateway does;
+- ``busy_callee()``: 486 Busy Here;
+- ``unanswered_callee()``: rings until the gateway gives up (CANCEL → 200, 487).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+_SDP = """v=0
+o=sipp 1 1 IN IP4 127.0.0.1
+s=-
+c=IN IP4 127.0.0.1
+t=0 0
+m=audio [rtp_port] RTP/AVP 0 8 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-15
+"""
+
+_OK_TO_BYE = """  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+"""
+
+
+def caller(hold_ms: int, service: str = "callbot", codecs: str = "0 8 101") -> str:
+    sdp = _SDP.replace("RTP/AVP 0 8 101", f"RTP/AVP {codecs}")
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<scenario name="caller">
+  <send retrans="500"><![CDATA[
+INVITE sip:{service}@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:13800138000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:{service}@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:13800138000@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+{sdp}]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="488" optional="true" next="refused"/>
+  <recv response="200" rtd="true"/>
+  <send><![CDATA[
+ACK sip:{service}@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:13800138000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Contact: <sip:13800138000@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv request="BYE" timeout="{hold_ms}" ontimeout="hangup"/>
+{_OK_TO_BYE}  <nop next="done"/>
+  <label id="hangup"/>
+  <send retrans="500"><![CDATA[
+BYE sip:callbot@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:13800138000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200" crlf="true"/>
+  <nop next="done"/>
+  <label id="refused"/>
+  <send><![CDATA[
+ACK sip:{service}@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:13800138000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <label id="done"/>
+</scenario>
+"""
+
+
+def callee(ring_ms: int = 500, hold_ms: int = 60_000) -> str:
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<scenario name="callee">
+  <recv request="INVITE" crlf="true"/>
+  <send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:callee@[local_ip]:[local_port]>
+Content-Length: 0
+
+]]></send>
+  <pause milliseconds="{ring_ms}"/>
+  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:callee@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+{_SDP}]]></send>
+  <recv request="ACK" crlf="true"/>
+  <recv request="BYE" timeout="{hold_ms}" ontimeout="hangup"/>
+{_OK_TO_BYE}  <nop next="done"/>
+  <label id="hangup"/>
+  <send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[last_To:]
+[last_From:]
+[last_Call-ID:]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200" crlf="true"/>
+  <label id="done"/>
+</scenario>
+"""
+
+
+def busy_callee() -> str:
+    return """<?xml version="1.0" encoding="UTF-8"?>
+<scenario name="busy callee">
+  <recv request="INVITE" crlf="true"/>
+  <send><![CDATA[
+SIP/2.0 486 Busy Here
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <recv request="ACK"/>
+</scenario>
+"""
+
+
+def unanswered_callee() -> str:
+    return """<?xml version="1.0" encoding="UTF-8"?>
+<scenario name="unanswered callee">
+  <recv request="INVITE" crlf="true">
+    <action><ereg regexp="CSeq: ([0-9]+) INVITE" search_in="msg" assign_to="whole,cseq"/></action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <recv request="CANCEL"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <send><![CDATA[
+SIP/2.0 487 Request Terminated
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+CSeq: [$cseq] INVITE
+Content-Length: 0
+
+]]></send>
+  <recv request="ACK"/>
+  <Reference variables="whole"/>
+</scenario>
+"""
+
+
+class Sipp:
+    """One sipp process running one call of ``scenario``: a caller (``target`` = the gateway) or a callee
+    listening on ``port``."""
+
+    def __init__(self, scenario: str, workdir: Path, port: int, rtp_port: int, target: str | None = None,
+                 timeout_s: int = 180):
+        self.file = workdir / f"sipp-{port}.xml"
+        self.file.write_text(scenario)
+        self.log = workdir / f"sipp-{port}.log"
+        args = ["sipp", "-sf", str(self.file), "-m", "1", "-i", "127.0.0.1", "-p", str(port), "-key", "rtp_port",
+                str(rtp_port), "-nostdin", "-timeout", f"{timeout_s}s", "-timeout_error", "-trace_err",
+                "-error_file", str(workdir / f"sipp-{port}.errors")]
+        if target:
+            args.append(target)
+        self.proc = subprocess.Popen(args, cwd=workdir, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def errors(self) -> str:
+        path = self.file.parent / f"sipp-{self.file.stem.removeprefix('sipp-')}.errors"
+        return path.read_text(errors="replace")[-3000:] if path.is_file() else ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)

