@@ -152,6 +152,7 @@ def test_inbound_call_greets_understands_speech_and_ends_with_goodbye(voice_prod
 
 def test_outbound_ipo_call_barge_in_and_dtmf_reach_confirmed(voice_product: dict[str, Any], speech: Any,
                                                              tmp_path: Path) -> None:
+    me, noted = speech.say("对，是我"), speech.say("好的，没问题")
     peer = RtpPeer()
     port = free_udp_port()
     sipp = Sipp(callee(ring_ms=300), tmp_path, port, peer.port)
@@ -166,16 +167,22 @@ def test_outbound_ipo_call_barge_in_and_dtmf_reach_confirmed(voice_product: dict
             time.sleep(0.05)
         time.sleep(0.6)
         started = time.monotonic()
-        peer.play(speech.say("对，我是本人"))
-        notice = bot_spoke(peer, started + 1.5)
-        assert "中签" in speech.text(notice) or "缴款" in speech.text(notice)
+        notice = say_and_hear(peer, me)
+        # Barge-in: the prompt stops within 300 ms of the caller's first 200 ms of unbroken speech (the minimum: a cough
+        # or a lone 嗯 does not interrupt).
+        loud_frames = np.abs(me.samples[: len(me.samples) // 160 * 160].reshape(-1, 160)).max(axis=1) > 0.05
+        run = np.convolve(loud_frames.astype(int), np.ones(10, int), mode="valid")  # 10 frames = 200 ms
+        onset = started + 0.02 * int(np.argmax(run == 10))  # the first 200 ms of unbroken speech
+        still = [t for t, p in list(peer.received) if t >= onset + 0.2 + 0.3 and t <= (peer.sent_speech_end or onset)
+                 and np.sqrt(np.mean(ulaw_decode(p).astype(np.float64) ** 2)) > 0.01]
+        assert not still, f"the bot went on talking {still[-1] - onset:.2f} s into the caller's speech"
+        heard = speech.text(notice)
+        assert any(w in heard for w in ("中签", "缴款", "通知", "资金账户")), f"expected the allotment notice, heard {heard}"
+        peer.dtmf_type = sipp.offered_dtmf_type()
         peer.press("1")  # 1 = yes: I will pay
-        pressed = time.monotonic()
-        check = bot_spoke(peer, pressed)
+        check = bot_spoke(peer, time.monotonic())
         assert check.seconds > 2
-        agreed = time.monotonic()
-        peer.play(speech.say("嗯，都记下了"))
-        bot_spoke(peer, agreed)
+        say_and_hear(peer, noted)  # the risk disclosure follows
         peer.press("1")
         out, err = placed.communicate(timeout=150)
         assert placed.returncode == 0, err
@@ -219,7 +226,7 @@ def test_request_for_a_person_is_bridged_to_the_agent(voice_product: dict[str, A
     try:
         bot_spoke(peer, 0.0)
         asked = time.monotonic()
-        peer.play(speech.say("帮我转人工客服"))
+        peer.play(speech.say("我要找人工客服"))
         bot_spoke(peer, asked)  # "正在为您转接人工客服"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and agent_peer.remote is None:

@@ -72,7 +72,7 @@ class Endpointer:
     threshold: float = 0.5
     min_speech_ms: int = 200
     end_silence_ms: int = 700
-    preroll_ms: int = 300
+    preroll_ms: int = 600  # a lone 对 before a pause (对，是我) is too short to start the turn but belongs to it
     max_utterance_s: float = 30.0  # a caller who never pauses is cut here and transcribed in parts
     _vad: SpeechProbability = field(default_factory=SpeechProbability)
     _pending: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))

@@ -22,7 +22,8 @@ DTMF_PT = 101
 
 
 class RtpPeer:
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", dtmf_type: int = DTMF_PT):
+        self.dtmf_type = dtmf_type  # the telephone-event payload type the SDP exchange agreed on
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((host, 0))
         self.sock.settimeout(0.02)
@@ -85,9 +86,12 @@ class RtpPeer:
             except OSError:
                 return
             now = time.monotonic()
-            if now < next_at or self.remote is None:
+            if self.remote is None:
+                next_at = now  # no burst of back-dated frames once the far end is known: a real phone paces them
                 continue
-            next_at += 0.02
+            if now < next_at:
+                continue
+            next_at = max(next_at + 0.02, now - 0.04)
             with self._lock:
                 digit = self._events.pop(0) if self._events else None
                 frame = None
@@ -113,8 +117,8 @@ class RtpPeer:
         code = "0123456789*#".index(digit)
         start = self._ts
         for n in range(1, 6):
-            self.sock.sendto(self._packet(DTMF_PT, struct.pack("!BBH", code, 10, n * FRAME), marker=n == 1, ts=start), self.remote)
+            self.sock.sendto(self._packet(self.dtmf_type, struct.pack("!BBH", code, 10, n * FRAME), marker=n == 1, ts=start), self.remote)
             time.sleep(0.02)
         for _ in range(3):
-            self.sock.sendto(self._packet(DTMF_PT, struct.pack("!BBH", code, 0x80 | 10, 6 * FRAME), ts=start), self.remote)
+            self.sock.sendto(self._packet(self.dtmf_type, struct.pack("!BBH", code, 0x80 | 10, 6 * FRAME), ts=start), self.remote)
         self._ts += 6 * FRAME

@@ -105,10 +105,15 @@ Content-Length: 0
 """
 
 
-def callee(ring_ms: int = 500, hold_ms: int = 60_000) -> str:
+def callee(ring_ms: int = 500, hold_ms: int = 170_000) -> str:
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <scenario name="callee">
-  <recv request="INVITE" crlf="true"/>
+  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp="a=rtpmap:([0-9]+) telephone-event" search_in="body" assign_to="rtpmap,te"/>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="caller_from"/>
+    </action>
+  </recv>
   <send><![CDATA[
 SIP/2.0 180 Ringing
 [last_Via:]
@@ -132,17 +137,17 @@ Contact: <sip:callee@[local_ip]:[local_port]>
 Content-Type: application/sdp
 Content-Length: [len]
 
-{_SDP}]]></send>
+{_SDP.replace("101", "[$te]")}]]></send>
   <recv request="ACK" crlf="true"/>
   <recv request="BYE" timeout="{hold_ms}" ontimeout="hangup"/>
 {_OK_TO_BYE}  <nop next="done"/>
   <label id="hangup"/>
   <send retrans="500"><![CDATA[
-BYE [next_url] SIP/2.0
+BYE sip:callbot@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-[last_To:]
-[last_From:]
-[last_Call-ID:]
+From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To:[$caller_from]
+Call-ID: [call_id]
 CSeq: 2 BYE
 Max-Forwards: 70
 Content-Length: 0
@@ -150,6 +155,7 @@ Content-Length: 0
 ]]></send>
   <recv response="200" crlf="true"/>
   <label id="done"/>
+  <Reference variables="rtpmap"/>
 </scenario>
 """
 
@@ -227,7 +233,8 @@ class Sipp:
         self.log = workdir / f"sipp-{port}.log"
         args = ["sipp", "-sf", str(self.file), "-m", "1", "-i", "127.0.0.1", "-p", str(port), "-key", "rtp_port",
                 str(rtp_port), "-nostdin", "-timeout", f"{timeout_s}s", "-timeout_error", "-trace_err",
-                "-error_file", str(workdir / f"sipp-{port}.errors")]
+                "-error_file", str(workdir / f"sipp-{port}.errors"), "-trace_msg",
+                "-message_file", str(workdir / f"sipp-{port}.messages")]
         if target:
             args.append(target)
         self.proc = subprocess.Popen(args, cwd=workdir, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
@@ -238,6 +245,15 @@ class Sipp:
     def errors(self) -> str:
         path = self.file.parent / f"sipp-{self.file.stem.removeprefix('sipp-')}.errors"
         return path.read_text(errors="replace")[-3000:] if path.is_file() else ""
+
+    def offered_dtmf_type(self) -> int:
+        """The telephone-event payload type in the INVITE sipp received (pjsua offers its own, 120 in 2.15)."""
+        import re
+
+        path = self.file.parent / f"sipp-{self.file.stem.removeprefix('sipp-')}.messages"
+        found = re.search(r"a=rtpmap:(\d+) telephone-event", path.read_text(errors="replace")) if path.is_file() else None
+        assert found, "no telephone-event in the offer"
+        return int(found.group(1))
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -3,6 +3,9 @@
 Inside a scenario the replies form a nearly closed set (yes, no, later, a person, how much, until when…).
 Whisper takes "hotwords" that it conditions on like a prompt; the standard questions of the scenario's
 intents give it the spellings that matter (缴款 not 角款, 中签 not 钟签). Measured in `benchmarks/voice.py`.
+
+The phrases are separated by spaces: joined by "，" the hint made Whisper write "Ｇ" for the caller's own
+commas (是我Ｇ你说Ｇ, which the NLU then failed on) and pulled 人工 towards 员工.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ def _hint(scenario: str, kb_version: int) -> str:
     for w in words:
         if len(text) + len(w) + 1 > MAX_CHARS:
             break
-        text += ("，" if text else "") + w
+        text += (" " if text else "") + w
     return text
 
 

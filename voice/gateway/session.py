@@ -237,6 +237,8 @@ class CallSession:
                 if self.phase == "talking" and self.speaking:
                     self._stop_playback()
                     self.barge_ins += 1
+                    log.info("barge-in", extra={"fields": {"call": self.call_id, "lag_ms": round((time.monotonic() - at) * 1000, 1),
+                                                           "backlog": self._inbox.qsize()}})
             elif isinstance(event, UtteranceEnded):
                 self._in_speech_since = None
                 speech_end_wall = at - max(0.0, self._stream_s - event.ended_s)
@@ -336,6 +338,8 @@ class CallSession:
             else:
                 self._agent("no agent line configured")
         elif turn.ended:
+            if turn.outcome and self.outcome is None:
+                self.outcome = turn.outcome  # what the dialogue recorded, for the gateway's own report
             self._close_after_playback()
         if not turn.lines:
             self._quiet_since = time.monotonic()

@@ -151,6 +151,12 @@ class SipGateway:
             self.ep.codecSetPriority(codec.codecId, 200 if codec.codecId.startswith("PCMU/") else (150 if keep else 0))
         acfg = pj.AccountConfig()
         acfg.idUri = f"sip:callbot@{self.host}:{self.port}"
+        # An answer listing several codecs stays as it is: no re-INVITE to lock one (simple peers reject it).
+        acfg.mediaConfig.lockCodecEnabled = False
+        if self.host not in ("0.0.0.0", ""):
+            # RTP on the same address as SIP, and that address in the SDP (not whatever interface pjsua guesses).
+            acfg.mediaConfig.transportConfig.boundAddress = self.host
+            acfg.mediaConfig.transportConfig.publicAddress = self.host
         self.account = _Account(self)
         self.account.create(acfg)
         self.ready.set()
