@@ -226,7 +226,7 @@ def test_request_for_a_person_is_bridged_to_the_agent(voice_product: dict[str, A
     try:
         bot_spoke(peer, 0.0)
         asked = time.monotonic()
-        peer.play(speech.say("我要找人工客服"))
+        peer.press("0")  # 0 = a person (RFC 2833, on the payload type the gateway's answer kept: ours, 101)
         bot_spoke(peer, asked)  # "正在为您转接人工客服"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and agent_peer.remote is None:
@@ -246,3 +246,60 @@ def test_request_for_a_person_is_bridged_to_the_agent(voice_product: dict[str, A
     call = wait_ended(voice_product, last_call(voice_product, "inbound")["call_id"])
     conv, _turns = conversation(voice_product, call["call_id"])
     assert conv["handed_over"] and conv["outcome"] == "handed_over"
+
+
+def test_voicemail_greeting_is_an_answering_machine(voice_product: dict[str, Any], speech: Any, tmp_path: Path) -> None:
+    greeting = speech.say("您好，您拨打的用户暂时无法接听，请在提示音后留言，留言结束请挂机，谢谢您的来电，再见")
+    peer, port = RtpPeer(), free_udp_port()
+    sipp = Sipp(callee(ring_ms=200), tmp_path, port, peer.port)
+    try:
+        status, placed = http("POST", voice_product["control"] + "/calls", {
+            "uri": f"sip:13700137000@127.0.0.1:{port}", "scenario": "ipo_allotment_notice", "customer_name": "王先生",
+            "variables": IPO_VARS})
+        assert status == 202, placed
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and peer.remote is None:
+            time.sleep(0.05)
+        peer.play(greeting)  # the voicemail talks as soon as it answers
+        call = wait_ended(voice_product, placed["call_id"], timeout=40)
+        assert sipp.wait(timeout=20) == 0, sipp.errors()
+    finally:
+        sipp.stop()
+        peer.close()
+    assert call["outcome"] == "answering_machine", call
+    assert not [t for t in call["transcript"] if t["speaker"] == "bot"], "the bot does not read the notice to a machine"
+    assert conversation(voice_product, placed["call_id"])[0]["outcome"] == "answering_machine"
+
+
+def test_bad_calls_are_refused_or_recorded_and_the_gateway_keeps_serving(voice_product: dict[str, Any], tmp_path: Path) -> None:
+    import socket
+
+    host, port = voice_product["sip"].split(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # a malformed SIP message, then binary junk
+        sock.sendto(b"INVITE nonsense\r\nVia: ???\r\n\r\n", (host, int(port)))
+        sock.sendto(bytes(range(256)) * 4, (host, int(port)))
+    # A caller offering only G.729: 488 Not Acceptable Here.
+    g729 = Sipp(caller(hold_ms=5000, codecs="18"), tmp_path, free_udp_port(), RtpPeer().port, target=voice_product["sip"])
+    assert g729.wait(timeout=30) == 0, g729.errors()
+    assert "SIP/2.0 488" in g729.messages()
+    # A caller who hangs up in the middle of the greeting: the call is recorded as dropped.
+    peer = RtpPeer()
+    gone = Sipp(caller(hold_ms=1500), tmp_path, free_udp_port(), peer.port, target=voice_product["sip"])
+    assert gone.wait(timeout=30) == 0, gone.errors()
+    peer.close()
+    dropped = wait_ended(voice_product, last_call(voice_product, "inbound")["call_id"])
+    assert dropped["outcome"] == "dropped"
+    assert conversation(voice_product, dropped["call_id"])[0]["outcome"] == "dropped"
+    # Still serving: a caller who says nothing is greeted, then asked whether they are still there.
+    peer = RtpPeer()
+    quiet = Sipp(caller(hold_ms=20_000), tmp_path, free_udp_port(), peer.port, target=voice_product["sip"])
+    try:
+        first = bot_spoke(peer, 0.0)
+        again = bot_spoke(peer, time.monotonic() + 0.5, timeout=30)  # no_input_s = 5 in this product
+        assert first.seconds > 1 and again.seconds > 1
+    finally:
+        quiet.stop()
+        peer.close()
+    _conv, turns = conversation(voice_product, last_call(voice_product, "inbound")["call_id"])
+    assert ("event", "/silence") in [(t["speaker"], t["text"]) for t in turns]
+    assert http("GET", voice_product["control"] + "/health")[0] == 200

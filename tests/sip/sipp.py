@@ -112,6 +112,7 @@ def callee(ring_ms: int = 500, hold_ms: int = 170_000) -> str:
     <action>
       <ereg regexp="a=rtpmap:([0-9]+) telephone-event" search_in="body" assign_to="rtpmap,te"/>
       <ereg regexp=".*" search_in="hdr" header="From:" assign_to="caller_from"/>
+      <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="caller_contact"/>
     </action>
   </recv>
   <send><![CDATA[
@@ -143,7 +144,7 @@ Content-Length: [len]
 {_OK_TO_BYE}  <nop next="done"/>
   <label id="hangup"/>
   <send retrans="500"><![CDATA[
-BYE sip:callbot@[remote_ip]:[remote_port] SIP/2.0
+BYE [$caller_contact] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
 To:[$caller_from]
@@ -245,6 +246,10 @@ class Sipp:
     def errors(self) -> str:
         path = self.file.parent / f"sipp-{self.file.stem.removeprefix('sipp-')}.errors"
         return path.read_text(errors="replace")[-3000:] if path.is_file() else ""
+
+    def messages(self) -> str:
+        path = self.file.parent / f"sipp-{self.file.stem.removeprefix('sipp-')}.messages"
+        return path.read_text(errors="replace") if path.is_file() else ""
 
     def offered_dtmf_type(self) -> int:
         """The telephone-event payload type in the INVITE sipp received (pjsua offers its own, 120 in 2.15)."""

@@ -331,6 +331,8 @@ class CallSession:
                                                          "asr_ms": timing.asr_ms, "rasa_ms": timing.rasa_ms, "tts_ms": timing.tts_ms}})
             with self._play_lock:
                 self._playback.append(samples)
+        if (turn.ended or turn.handoff) and turn.outcome and self.outcome is None:
+            self.outcome = turn.outcome  # what the dialogue recorded, for the gateway's own report
         if turn.handoff:
             self.phase = "closing"
             if self.config.agent_uri:
@@ -338,8 +340,6 @@ class CallSession:
             else:
                 self._agent("no agent line configured")
         elif turn.ended:
-            if turn.outcome and self.outcome is None:
-                self.outcome = turn.outcome  # what the dialogue recorded, for the gateway's own report
             self._close_after_playback()
         if not turn.lines:
             self._quiet_since = time.monotonic()
