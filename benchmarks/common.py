@@ -81,16 +81,20 @@ def served_models() -> list[str]:
 
 
 @contextlib.contextmanager
-def running_product(model: str) -> Iterator[dict[str, str]]:
-    """The demo product (web + NLU, actions, Rasa) on free ports in a fresh home, matching with ``model``."""
+def running_product(model: str, voice: bool = False) -> Iterator[dict[str, str]]:
+    """The demo product (web + NLU, actions, Rasa; the SIP gateway with ``voice``) on free ports in a fresh home,
+    matching with ``model``."""
     home = Path(tempfile.mkdtemp(prefix="callbot-bench-"))
-    ports = {"web": free_port(), "rasa": free_port(), "actions": free_port()}
+    ports = {"web": free_port(), "rasa": free_port(), "actions": free_port(), "gateway": free_port()}
+    sip_port = free_port()  # a free TCP port number; UDP on loopback is as free in practice
     env = {**os.environ, "CALLBOT_HOME": str(home), "CALLBOT_NLU__MODEL": model,
+           "CALLBOT_VOICE__ENABLED": str(voice).lower(), "CALLBOT_VOICE__SIP_PORT": str(sip_port),
            **{f"CALLBOT_PORTS__{k.upper()}": str(v) for k, v in ports.items()}}
     callbot = str(Path(sys.executable).parent / "callbot")
     for step in (["kb", "demo"], ["bot", "train"], ["up", "--detach"]):
         subprocess.run([callbot, *step], cwd=ROOT, env=env, check=True, capture_output=True, timeout=900)
     try:
-        yield {"web": f"http://127.0.0.1:{ports['web']}", "rasa": f"http://127.0.0.1:{ports['rasa']}", "home": str(home)}
+        yield {"web": f"http://127.0.0.1:{ports['web']}", "rasa": f"http://127.0.0.1:{ports['rasa']}", "home": str(home),
+               "control": f"http://127.0.0.1:{ports['gateway']}", "sip": f"127.0.0.1:{sip_port}"}
     finally:
         subprocess.run([callbot, "down"], cwd=ROOT, env=env, capture_output=True, timeout=120)

@@ -124,10 +124,14 @@ class Gateway:
 def _speech_kit(settings: Settings) -> SpeechKit:
     from voice.asr import recognizer_from_settings
     from voice.asr.hints import call_hint
+    from voice.asr.phonetic import call_phonetics
     from voice.tts import synthesizer_from_settings
 
+    def rescore(scenario: str | None, text: str) -> str:
+        return call_phonetics(scenario).rescore(text) if scenario and text else text
+
     return SpeechKit(recognizer_from_settings(), SpokenLines(synthesizer_from_settings(), settings.cache_dir / "prompts",
-                                                             settings.voice.phone_rate), call_hint)
+                                                             settings.voice.phone_rate), call_hint, rescore)
 
 
 def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:

