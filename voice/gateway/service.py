@@ -2,7 +2,8 @@
 
 Control port (``ports.gateway``, loopback by default): ``GET /health``; ``POST /calls`` with
 ``{"uri", "scenario", "customer_name", "variables"}`` places an outbound call and answers its call id;
-``GET /calls/{id}`` gives its phase, outcome, transcript and turn timings (the last 500 calls are kept).
+``GET /calls/{id}`` gives its phase, outcome, transcript and turn timings (the last 500 calls are kept);
+``DELETE /calls/{id}`` hangs a call up.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from knowledge_base.errors import CallbotError
 from voice.gateway.dialogue import DialogueLink
 from voice.gateway.lines import SpokenLines, script_prompts
 from voice.gateway.recording import CallRecording, purge_recordings
-from voice.gateway.session import CallSession, SessionConfig, SpeechKit
+from voice.gateway.session import CallSession, HangUp, SessionConfig, SpeechKit
 
 log = logging.getLogger(__name__)
 KEPT_CALLS = 500
@@ -62,7 +63,8 @@ class Gateway:
         self.link = DialogueLink(self.settings.url("rasa"))
         self.calls: OrderedDict[str, CallSession] = OrderedDict()
         self.sip = SipGateway(self.settings.voice.sip_host, self.settings.voice.sip_port, self.settings.voice.max_calls,
-                              self._new_session, self.settings.voice.ring_timeout_s, self.settings.voice.agent_timeout_s)
+                              self._new_session, self.settings.voice.ring_timeout_s, self.settings.voice.agent_timeout_s,
+                              self.settings.voice.rtp_timeout_s)
 
     def _new_session(self, call_id: str, direction: str, commands: Any, **outbound: Any) -> CallSession:
         from actions.records import ConversationRecorder
@@ -157,6 +159,15 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 self._send(200 if found else 404, found or {"error": "no such call"})
             else:
                 self._send(404, {"error": "not found"})
+
+        def do_DELETE(self) -> None:  # noqa: N802 - http.server's name
+            call_id = self.path.removeprefix("/calls/")
+            found = gateway.describe(call_id) if self.path.startswith("/calls/") else None
+            if found is None:
+                self._send(404, {"error": "no such call"})
+                return
+            gateway.sip.submit(HangUp(call_id))  # an operator ends a call; its outcome is kept or becomes dropped
+            self._send(202, {"call_id": call_id, "phase": found["phase"]})
 
         def do_POST(self) -> None:  # noqa: N802
             if self.path != "/calls":

@@ -63,6 +63,9 @@ class _Leg:
     agent_for: str | None = None  # an agent leg: the caller's call id
     agent_leg: str | None = None  # a caller leg being handed over: the agent leg's key
     bridged: bool = False
+    media_index: int = -1
+    rx_packets: int = -1
+    rx_changed: float = field(default_factory=time.monotonic)
 
 
 class _Call(pj.Call):
@@ -102,8 +105,10 @@ class SipGateway:
     """``session_factory(call_id, direction, commands, **outbound)`` makes the CallSession of a new call."""
 
     def __init__(self, host: str, port: int, max_calls: int, session_factory: Callable[..., CallSession],
-                 ring_timeout_s: float = 40.0, agent_timeout_s: float = 20.0):
+                 ring_timeout_s: float = 40.0, agent_timeout_s: float = 20.0, rtp_timeout_s: float = 30.0):
         self.host, self.port, self.max_calls = host, port, max_calls
+        self.rtp_timeout_s = rtp_timeout_s
+        self._last_rtp_check = 0.0
         self.session_factory = session_factory
         self.ring_timeout_s, self.agent_timeout_s = ring_timeout_s, agent_timeout_s
         self._work: queue.Queue[Any] = queue.Queue()
@@ -208,8 +213,13 @@ class SipGateway:
 
     def _timeouts(self) -> None:
         now = time.monotonic()
+        check_rtp = now - self._last_rtp_check > 2.0
+        if check_rtp:
+            self._last_rtp_check = now
         for key, leg in list(self._legs.items()):
             if leg.connected:
+                if check_rtp and leg.session is not None and leg.media_index >= 0:
+                    self._check_rtp(key, leg, now)
                 continue
             limit = self.agent_timeout_s if leg.agent_for else self.ring_timeout_s
             if leg.session is not None and leg.session.direction == "inbound":
@@ -219,6 +229,22 @@ class SipGateway:
                 if leg.session is not None:
                     leg.session.outcome, leg.session.outcome_detail = "no_answer", {"reason": f"no answer in {limit:.0f} s"}
                 self._hangup(key)
+
+    def _check_rtp(self, key: str, leg: _Leg, now: float) -> None:
+        """A far end that sends no RTP for rtp_timeout_s is gone (a dropped line sends no BYE): hang up."""
+        try:
+            packets = int(leg.call.getStreamStat(leg.media_index).rtcp.rxStat.pkt)
+        except pj.Error:
+            return
+        if packets != leg.rx_packets:
+            leg.rx_packets, leg.rx_changed = packets, now
+        elif now - leg.rx_changed > self.rtp_timeout_s and leg.session is not None:
+            log.info("no audio from the far end", extra={"fields": {"call": key, "seconds": round(now - leg.rx_changed)}})
+            if leg.session.outcome is None:
+                leg.session.outcome = "dropped"
+                leg.session.outcome_detail = {"reason": f"no audio from the far end for {self.rtp_timeout_s:.0f} s"}
+            leg.rx_changed = now  # once
+            self._hangup(key)
 
     def _place(self, item: PlaceCall) -> None:
         session = self.session_factory(item.call_id, "outbound", self.submit, scenario=item.scenario,
@@ -300,7 +326,7 @@ class SipGateway:
                 port.createPort(f"p{key[-8:]}", fmt)
                 audio.startTransmit(port)
                 port.startTransmit(audio)
-                leg.port = port
+                leg.port, leg.media_index = port, index
                 return
 
     def _on_dtmf(self, key: str, digit: str) -> None:
