@@ -140,6 +140,7 @@ def breakdown(product: dict[str, str]) -> dict[str, float]:
         values = sorted(r[key] for r in rows if r.get(key) is not None)
         out[key] = round(values[len(values) // 2], 1) if values else None
     out["turns"] = len(rows)
+    out["asr_early_share"] = round(sum(1 for r in rows if r.get("asr_early")) / max(1, len(rows)), 3)
     return out
 
 
@@ -169,7 +170,8 @@ def run(console: Console) -> dict:
                       f"{r['cpu_share_per_call']:.2f}", f"{r['rss_per_call_mb']:.0f}", str(r["unanswered"]))
     console.print(table)
     console.print(f"gateway's own median per turn (n = {parts['turns']}): endpointing {parts['endpoint_ms']} ms, ASR {parts['asr_ms']} ms, "
-                  f"Rasa {parts['rasa_ms']} ms, TTS {parts['tts_ms']} ms; end of speech → reply handed to RTP {parts['first_audio_ms']} ms")
+                  f"Rasa {parts['rasa_ms']} ms, TTS {parts['tts_ms']} ms; end of speech → reply handed to RTP {parts['first_audio_ms']} ms; "
+                  f"decoded during the pause: {parts['asr_early_share']:.0%} of turns")
     held = [r["calls"] for r in results if r["p95"] < 1500 and not r["unanswered"]]
     console.print(f"concurrent calls with p95 under 1.5 s: {max(held) if held else 0} of those tried ({levels}); "
                   f"gateway RSS idle {results[0]['rss_idle_mb']} MB")

@@ -75,6 +75,9 @@ class VoiceSettings(BaseModel):
     # ends after end_silence_ms of silence.
     min_speech_ms: int = 200
     end_silence_ms: int = 700
+    # Whisper starts on the turn after this much silence and the result is kept if the turn ends there: the caller
+    # waits max(end_silence_ms, asr_early_ms + decoding) instead of their sum. ≥ end_silence_ms turns it off.
+    asr_early_ms: int = 300
     no_input_s: float = 7.0  # silence after the bot finished speaking before the gateway sends /silence
     max_call_s: float = 600.0
     # DTMF keys → what the caller would have said (RFC 2833 or SIP INFO). Per scenario: dtmf_by_scenario.

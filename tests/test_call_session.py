@@ -135,3 +135,26 @@ def test_dtmf_follows_the_scenario_mapping(tmp_path: Path) -> None:
     assert dialogue.heard == ["/greet", "/affirm", "/goodbye"]  # 5 maps to nothing: ignored
     session.hung_up()
     assert session.wait(5)
+
+
+def test_a_filled_in_prompt_synthesises_only_the_customer_values(tmp_path: Path) -> None:
+    class Counting(ToneVoice):
+        said: list[str] = []
+
+        def synthesize(self, text: str) -> AudioClip:
+            self.said.append(text)
+            return super().synthesize(text)
+
+    voice = Counting()
+    lines = SpokenLines(voice, tmp_path)
+    template = "您申购的{stock_name}（{stock_code}）中签{allotted_shares}股，请问您会按时缴款吗？"
+    lines.warm(["您好，请问是本人吗？", template])
+    assert voice.said == ["您好，请问是本人吗？", "您申购的", "）中签", "股，请问您会按时缴款吗？"]
+    voice.said.clear()
+    samples, _ms = lines.speak("您申购的华源科技（688001）中签500股，请问您会按时缴款吗？")
+    assert voice.said == ["华源科技", "688001", "500"]
+    fixed = sum(len(p) for p in ("您申购的", "）中签", "股，请问您会按时缴款吗？"))
+    assert len(samples) >= int(0.04 * (fixed + 4 + 6 + 3) * 8000), "every piece is in the line"
+    voice.said.clear()
+    lines.speak("与模板无关的一句话")
+    assert voice.said == ["与模板无关的一句话"]

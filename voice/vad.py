@@ -61,6 +61,14 @@ class SpeechStarted:
 
 
 @dataclass(frozen=True)
+class SpeechPaused:
+    """The caller has been quiet for ``pause_ms``: the turn may be over. The gateway starts transcribing ``clip``
+    now and keeps the result if the turn does end with no more speech (saves most of the decoding wait)."""
+    clip: AudioClip
+    last_speech_s: float
+
+
+@dataclass(frozen=True)
 class UtteranceEnded:
     clip: AudioClip  # at the endpointer's rate
     started_s: float
@@ -74,6 +82,7 @@ class Endpointer:
     end_silence_ms: int = 700
     preroll_ms: int = 600  # a lone 对 before a pause (对，是我) is too short to start the turn but belongs to it
     max_utterance_s: float = 30.0  # a caller who never pauses is cut here and transcribed in parts
+    pause_ms: int | None = None  # when set: a SpeechPaused event after this much silence inside a turn
     _vad: SpeechProbability = field(default_factory=SpeechProbability)
     _pending: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     _history: list[np.ndarray] = field(default_factory=list)  # recent windows, for the pre-roll
@@ -88,12 +97,12 @@ class Endpointer:
     rate: int = 8000  # of the audio fed in: 8000 (the phone) or 16000
     _last: float = 0.0
 
-    def feed(self, clip: AudioClip) -> list[SpeechStarted | UtteranceEnded]:
+    def feed(self, clip: AudioClip) -> list[SpeechStarted | SpeechPaused | UtteranceEnded]:
         if clip.rate != self.rate:
             raise ValueError(f"this endpointer takes {self.rate} Hz audio, got {clip.rate} Hz")
         self._pending = np.concatenate([self._pending, clip.samples.astype(np.float32)])
         step = WINDOW * self.rate // RATE
-        events: list[SpeechStarted | UtteranceEnded] = []
+        events: list[SpeechStarted | SpeechPaused | UtteranceEnded] = []
         while len(self._pending) >= step:
             window, self._pending = self._pending[:step], self._pending[step:]
             events.extend(self._step(window, self._for_vad(window)))
@@ -110,8 +119,8 @@ class Endpointer:
     def _ms(self, windows: int) -> float:
         return windows * WINDOW * 1000 / RATE
 
-    def _step(self, window: np.ndarray, vad_window: np.ndarray) -> list[SpeechStarted | UtteranceEnded]:
-        events: list[SpeechStarted | UtteranceEnded] = []
+    def _step(self, window: np.ndarray, vad_window: np.ndarray) -> list[SpeechStarted | SpeechPaused | UtteranceEnded]:
+        events: list[SpeechStarted | SpeechPaused | UtteranceEnded] = []
         speech = self._vad(vad_window) >= self.threshold
         self._windows += 1
         if not self._in_speech:
@@ -131,6 +140,8 @@ class Endpointer:
             self._silence_run, self._last_speech = 0, self._windows
         else:
             self._silence_run += 1
+            if self.pause_ms is not None and self._silence_run == max(1, round(self.pause_ms / self._ms(1))):
+                events.append(SpeechPaused(AudioClip(np.concatenate(self._utterance), self.rate), self._last_speech * WINDOW / RATE))
         too_long = len(self._utterance) * WINDOW / RATE >= self.max_utterance_s
         if self._ms(self._silence_run) >= self.end_silence_ms or too_long:
             samples = np.concatenate(self._utterance)

@@ -1,14 +1,17 @@
 """Bot lines as phone audio: synthesised once per text and engine, cached on disk, at the phone's rate.
 
 A script prompt with no variables is the same on every call; warming the cache with the knowledge base's
-prompts when the gateway starts means a call pays for synthesis only for lines with a customer's name,
-amount or date in them.
+prompts when the gateway starts means a call pays for synthesis only for what changes per customer. A line
+made from a prompt with variables (您申购的{stock_name}中签{allotted_shares}股…) is said as its pieces: the
+fixed text between the variables comes from the cache (warmed too), and only the customer's values (华源科技,
+500) are synthesised live, then the pieces are joined.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 import time
 from pathlib import Path
@@ -35,8 +38,47 @@ class SpokenLines:
     def cached(self, text: str) -> bool:
         return self._path(text).is_file()
 
+    def use_templates(self, templates: list[str]) -> None:
+        """Prompts with ``{variables}``: a line matching one is said piece by piece (see the module docstring)."""
+        compiled = []
+        for template in templates:
+            parts = re.split(r"\{[a-z_]+\}", template)
+            # A single word character said on its own (的, 在) sounds wrong: such a template is said whole.
+            if len(parts) > 1 and not any(len(p) == 1 and re.match(r"\w", p) for p in parts):
+                pattern = "(.+?)".join(re.escape(p) for p in parts)
+                compiled.append((re.compile(f"^{pattern}$", re.S), parts))
+        self._templates = compiled
+
+    def _pieces(self, text: str) -> list[tuple[str, bool]] | None:
+        """(piece, is fixed text) in order, when ``text`` is a filled-in template."""
+        for pattern, parts in getattr(self, "_templates", []):
+            found = pattern.match(text)
+            if found:
+                pieces: list[tuple[str, bool]] = []
+                for n, part in enumerate(parts):
+                    if part:
+                        pieces.append((part, True))
+                    if n < len(found.groups()):
+                        pieces.append((found.group(n + 1), False))
+                return pieces
+        return None
+
     def speak(self, text: str) -> tuple[np.ndarray, float]:
         """16-bit samples of ``text`` at the phone rate, and the milliseconds synthesis took (0 when cached)."""
+        pieces = None if self.cached(text) else self._pieces(text)
+        if pieces is not None:
+            audio, spent = [], 0.0
+            for piece, _fixed in pieces:
+                if not re.search(r"\w", piece):  # punctuation alone: a short pause
+                    audio.append(np.zeros(int(0.15 * self.rate), np.int16))
+                    continue
+                samples, ms = self._speak_whole(piece)
+                audio.append(samples)
+                spent += ms
+            return np.concatenate(audio), spent
+        return self._speak_whole(text)
+
+    def _speak_whole(self, text: str) -> tuple[np.ndarray, float]:
         path = self._path(text)
         if path.is_file():
             return _int16(read_audio(path)), 0.0
@@ -49,9 +91,12 @@ class SpokenLines:
         return _int16(clip), (time.perf_counter() - started) * 1000
 
     def warm(self, texts: list[str]) -> int:
+        """Synthesise the static prompts and the fixed pieces of the others; returns how many were new."""
+        self.use_templates([t for t in texts if "{" in t])
+        pieces = [p for t in texts if "{" in t for p in re.split(r"\{[a-z_]+\}", t) if re.search(r"\w", p)]
         made = 0
-        for text in texts:
-            if text and "{" not in text and not self.cached(text):
+        for text in [t for t in texts if "{" not in t] + pieces:
+            if text and not self.cached(text):
                 try:
                     self.speak(text)
                     made += 1

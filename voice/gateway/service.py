@@ -48,7 +48,7 @@ def record_call(session: CallSession, recording: str | None) -> None:
 
 def session_config(settings: Settings, scenario: str | None = None) -> SessionConfig:
     voice = settings.voice
-    return SessionConfig(min_speech_ms=voice.min_speech_ms, end_silence_ms=voice.end_silence_ms,
+    return SessionConfig(min_speech_ms=voice.min_speech_ms, end_silence_ms=voice.end_silence_ms, pause_ms=voice.asr_early_ms,
                          no_input_s=voice.no_input_s, max_call_s=voice.max_call_s,
                          machine_greeting_s=voice.machine_greeting_s, agent_uri=voice.agent_uri,
                          dtmf={**voice.dtmf, **voice.dtmf_by_scenario.get(scenario or "", {})})

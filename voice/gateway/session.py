@@ -33,7 +33,7 @@ from voice.audio import AudioClip
 from voice.gateway.dialogue import BotTurn, DialogueLink, DialogueUnavailable
 from voice.gateway.lines import SpokenLines
 from voice.gateway.recording import CallRecording
-from voice.vad import Endpointer, SpeechStarted, UtteranceEnded
+from voice.vad import Endpointer, SpeechPaused, SpeechStarted, UtteranceEnded
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ Command = HangUp | Transfer
 class SessionConfig:
     min_speech_ms: int = 200
     end_silence_ms: int = 700
+    # Transcription starts after this much silence, before the turn is known to be over; kept if it is.
+    pause_ms: int = 300
     no_input_s: float = 7.0
     max_call_s: float = 600.0
     machine_greeting_s: float = 3.5
@@ -80,6 +82,7 @@ class TurnTiming:
     rasa_ms: float
     tts_ms: float  # synthesis of the first line (0 when cached)
     first_audio_ms: float | None = None  # end of speech → first frame of the reply handed to RTP
+    asr_early: bool = False  # decoded during the pause, before the end of the turn was known
 
 
 @dataclass
@@ -115,7 +118,9 @@ class CallSession:
         self._playback: list[np.ndarray] = []
         self._play_lock = threading.Lock()
         self._after_playback: Command | None = None
-        self._endpointer = Endpointer(min_speech_ms=config.min_speech_ms, end_silence_ms=config.end_silence_ms, rate=RATE)
+        self._endpointer = Endpointer(min_speech_ms=config.min_speech_ms, end_silence_ms=config.end_silence_ms, rate=RATE,
+                                      pause_ms=config.pause_ms if config.pause_ms < config.end_silence_ms else None)
+        self._early: tuple[float, Any] | None = None  # (last speech time, transcript) decoded at a pause
         self._stream_s = 0.0  # caller audio fed to the endpointer, seconds
         self._in_speech_since: float | None = None  # stream time the current utterance started
         self._quiet_since = time.monotonic()
@@ -241,6 +246,9 @@ class CallSession:
                     self.barge_ins += 1
                     log.info("barge-in", extra={"fields": {"call": self.call_id, "lag_ms": round((time.monotonic() - at) * 1000, 1),
                                                            "backlog": self._inbox.qsize()}})
+            elif isinstance(event, SpeechPaused):
+                if self.phase == "talking":
+                    self._early = (event.last_speech_s, self.kit.recognizer.transcribe(event.clip, self.kit.hint(self.scenario)))
             elif isinstance(event, UtteranceEnded):
                 self._in_speech_since = None
                 speech_end_wall = at - max(0.0, self._stream_s - event.ended_s)
@@ -265,7 +273,11 @@ class CallSession:
             return
         if self.phase != "talking":
             return
-        heard = self.kit.recognizer.transcribe(event.clip, self.kit.hint(self.scenario))
+        early, self._early = self._early, None
+        if early is not None and early[0] == event.ended_s:
+            heard = early[1]  # decoded at the pause; nothing was said since
+        else:
+            heard = self.kit.recognizer.transcribe(event.clip, self.kit.hint(self.scenario))
         if not heard.text:
             log.info("nothing understood in a caller turn", extra={"fields": {"call": self.call_id, "dropped": heard.dropped}})
             self._quiet_since = time.monotonic()
@@ -273,7 +285,8 @@ class CallSession:
         text = self.kit.rescore(self.scenario, heard.text)
         self.transcript.append(("caller", text))
         turn = self._dialogue(lambda: self.link.say(self.call_id, text))
-        timing = TurnTiming(text, round(endpoint_ms, 1), round(heard.ms, 1), round(turn.ms, 1), 0.0)
+        timing = TurnTiming(text, round(endpoint_ms, 1), round(heard.ms, 1), round(turn.ms, 1), 0.0,
+                            asr_early=early is not None and heard is early[1])
         self._respond(turn, timing, speech_end_wall)
 
     def _dtmf(self, digit: str) -> None:
