@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 CALLBOT = [str(Path(sys.executable).parent / "callbot")]  # the installed console script
 SUBCOMMANDS = [[], ["up"], ["down"], ["status"], ["kb"], ["kb", "import"], ["kb", "export"], ["kb", "demo"], ["kb", "stats"],
                ["kb", "scenarios"], ["db"], ["db", "upgrade"], ["model"], ["model", "base"], ["model", "list"], ["model", "distill"], ["model", "train"], ["model", "finetune"], ["model", "verify"], ["model", "rate-generator"], ["model", "release"],
                ["bot"], ["bot", "train"], ["nlu"], ["nlu", "match"], ["nlu", "embed"], ["nlu", "eval"], ["nlu", "calibrate"],
-               ["nlu", "expand"]]
+               ["nlu", "expand"], ["voice"], ["voice", "transcribe"], ["voice", "say"], ["voice", "gateway"], ["voice", "call"]]
 
 
 def run(args: list[str], home: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -152,3 +154,17 @@ def test_model_train_refuses_a_kb_repeat_below_one(tmp_path: Path) -> None:
     result = run(["model", "train", "--pairs", str(tmp_path / "pairs.tsv"), "--kb-repeat", "0", "--source", str(tmp_path)], tmp_path)
     assert result.returncode == 1 and "--kb-repeat 0 must be at least 1" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "cache" / "models").exists()
+
+
+def test_voice_call_names_what_is_wrong_before_dialling(tmp_path: Path) -> None:
+    run(["kb", "demo"], tmp_path)
+    unknown = run(["voice", "call", "sip:1@127.0.0.1", "--scenario", "no_such"], tmp_path)
+    assert unknown.returncode != 0 and "Unknown scenario 'no_such'" in unknown.stderr and "ipo_allotment_notice" in unknown.stderr
+    missing = run(["voice", "call", "sip:1@127.0.0.1", "--scenario", "ipo_allotment_notice", "--var", "amount=1"], tmp_path)
+    assert missing.returncode != 0 and "--name" in missing.stderr and "--var stock_name=" in missing.stderr
+    bad_var = run(["voice", "call", "sip:1@127.0.0.1", "--scenario", "ipo_allotment_notice", "--var", "amount"], tmp_path)
+    assert bad_var.returncode != 0 and "write name=value" in bad_var.stderr
+    args = ["voice", "call", "sip:1@127.0.0.1", "--scenario", "risk_assessment_expiry", "--name", "李女士",
+            "--var", "risk_level=稳健型", "--var", "expiry_date=12月15日"]
+    down = run(args, tmp_path, CALLBOT_PORTS__GATEWAY=str(free_port()))
+    assert down.returncode != 0 and "gateway does not answer" in down.stderr and "callbot up" in down.stderr

@@ -21,9 +21,9 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import free_port, http, running_product
+from voice.audio import AudioClip, ulaw_decode
 from voice.farend.rtp_peer import RtpPeer
 from voice.farend.sipp import Sipp, busy_callee, callee, caller, unanswered_callee
-from voice.audio import AudioClip, ulaw_decode
 
 IPO_VARS = {"stock_name": "华源科技", "stock_code": "688001", "allotted_shares": "500", "amount": "16350.00",
             "pay_deadline": "12月3日"}

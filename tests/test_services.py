@@ -113,8 +113,9 @@ def test_dead_nlu_service_gives_nlu_fallback_not_a_crash(own_product: dict[str, 
 
 @pytest.mark.slow
 def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path, e5_model_dir: Path) -> None:
-    ports = {"web": free_port(), "rasa": free_port(), "actions": free_port()}
-    env = {**os.environ, "CALLBOT_HOME": str(tmp_path), **{f"CALLBOT_PORTS__{k.upper()}": str(v) for k, v in ports.items()}}
+    ports = {"web": free_port(), "rasa": free_port(), "actions": free_port(), "gateway": free_port()}
+    env = {**os.environ, "CALLBOT_HOME": str(tmp_path), **{f"CALLBOT_PORTS__{k.upper()}": str(v) for k, v in ports.items()},
+           "CALLBOT_VOICE__SIP_PORT": str(free_port())}  # the whole product, SIP gateway included
     assert subprocess.run([CALLBOT, "bot", "train"], cwd=ROOT, env=env, capture_output=True, timeout=600).returncode == 0
     proc = subprocess.Popen([CALLBOT, "up"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -126,7 +127,7 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path, e5_model_dir: 
         lines.append(line)
         if "Press Ctrl-C to stop" in line or proc.poll() is not None:
             break
-    assert any("/chat" in x for x in lines), "".join(lines)
+    assert any("/chat" in x for x in lines) and any("SIP gateway" in x for x in lines), "".join(lines)
     status, _ = http("GET", f"http://127.0.0.1:{ports['rasa']}/status")
     assert status == 200
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends to the process group
