@@ -81,7 +81,7 @@ def served_models() -> list[str]:
 
 
 @contextlib.contextmanager
-def running_product(model: str, voice: bool = False) -> Iterator[dict[str, str]]:
+def running_product(model: str, voice: bool = False, extra_env: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
     """The demo product (web + NLU, actions, Rasa; the SIP gateway with ``voice``) on free ports in a fresh home,
     matching with ``model``."""
     home = Path(tempfile.mkdtemp(prefix="callbot-bench-"))
@@ -89,7 +89,7 @@ def running_product(model: str, voice: bool = False) -> Iterator[dict[str, str]]
     sip_port = free_port()  # a free TCP port number; UDP on loopback is as free in practice
     env = {**os.environ, "CALLBOT_HOME": str(home), "CALLBOT_NLU__MODEL": model,
            "CALLBOT_VOICE__ENABLED": str(voice).lower(), "CALLBOT_VOICE__SIP_PORT": str(sip_port),
-           **{f"CALLBOT_PORTS__{k.upper()}": str(v) for k, v in ports.items()}}
+           **{f"CALLBOT_PORTS__{k.upper()}": str(v) for k, v in ports.items()}, **(extra_env or {})}
     callbot = str(Path(sys.executable).parent / "callbot")
     for step in (["kb", "demo"], ["bot", "train"], ["up", "--detach"]):
         subprocess.run([callbot, *step], cwd=ROOT, env=env, check=True, capture_output=True, timeout=900)

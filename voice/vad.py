@@ -80,12 +80,15 @@ class Endpointer:
     threshold: float = 0.5
     min_speech_ms: int = 200
     end_silence_ms: int = 700
-    preroll_ms: int = 600  # a lone 对 before a pause (对，是我) is too short to start the turn but belongs to it
+    preroll_ms: int = 300  # audio kept from before the first speech of the turn (the VAD fires a few windows late)
+    # Speech this close before the speech that starts the turn belongs to it: the lone 对 in 对，是我 is too short to
+    # start the turn, but it is the answer.
+    join_gap_ms: int = 600
     max_utterance_s: float = 30.0  # a caller who never pauses is cut here and transcribed in parts
     pause_ms: int | None = None  # when set: a SpeechPaused event after this much silence inside a turn
     _vad: SpeechProbability = field(default_factory=SpeechProbability)
     _pending: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    _history: list[np.ndarray] = field(default_factory=list)  # recent windows, for the pre-roll
+    _history: list[tuple[np.ndarray, bool]] = field(default_factory=list)  # recent (window, speech?), for the pre-roll
     _utterance: list[np.ndarray] = field(default_factory=list)
     _speech_run: int = 0
     _silence_run: int = 0
@@ -116,6 +119,21 @@ class Endpointer:
         mid = (previous + window) / 2  # 8 → 16 kHz: the midpoint before each sample, then the sample
         return np.stack([mid, window], axis=1).reshape(-1).astype(np.float32)
 
+    def _turn_start(self) -> list[np.ndarray]:
+        """The history from the first speech that belongs to this turn (no gap over join_gap_ms), less the pre-roll."""
+        flags = [speech for _w, speech in self._history]
+        first = len(flags) - self._speech_run
+        gap, gap_limit = 0, self.join_gap_ms / self._ms(1)
+        for i in range(first - 1, -1, -1):
+            if flags[i]:
+                first, gap = i, 0
+            else:
+                gap += 1
+                if gap > gap_limit:
+                    break
+        start = max(0, first - int(self.preroll_ms / self._ms(1)))
+        return [w for w, _speech in self._history[start:]]
+
     def _ms(self, windows: int) -> float:
         return windows * WINDOW * 1000 / RATE
 
@@ -124,13 +142,13 @@ class Endpointer:
         speech = self._vad(vad_window) >= self.threshold
         self._windows += 1
         if not self._in_speech:
-            self._history.append(window)
+            self._history.append((window, speech))
             self._speech_run = self._speech_run + 1 if speech else 0
-            keep = int(self.preroll_ms / self._ms(1)) + self._speech_run
+            keep = int((self.preroll_ms + self.join_gap_ms + 500) / self._ms(1)) + self._speech_run
             self._history = self._history[-max(keep, 1):]
             if self._ms(self._speech_run) >= self.min_speech_ms:
                 self._in_speech, self._silence_run = True, 0
-                self._utterance, self._history = list(self._history), []
+                self._utterance, self._history = self._turn_start(), []
                 self._started_at = self._windows - self._speech_run
                 self._last_speech = self._windows
                 events.append(SpeechStarted(self._windows * WINDOW / RATE))

@@ -38,6 +38,21 @@ Content-Length: 0
 """
 
 
+def _answer(status: str, cseq: str = "[last_CSeq:]", contact: bool = False, sdp: str = "") -> str:
+    """A callee's response to the last request: the dialog's headers echoed, our To tag added."""
+    extra = "Contact: <sip:callee@[local_ip]:[local_port]>\n" if contact else ""
+    body = f"Content-Type: application/sdp\nContent-Length: [len]\n\n{sdp}" if sdp else "Content-Length: 0\n\n"
+    return f"""  <send{' retrans="500"' if sdp else ''}><![CDATA[
+SIP/2.0 {status}
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+{cseq}
+{extra}{body}]]></send>
+"""
+
+
 def caller(hold_ms: int, service: str = "callbot", codecs: str = "0 8 101") -> str:
     sdp = _SDP.replace("RTP/AVP 0 8 101", f"RTP/AVP {codecs}")
     return f"""<?xml version="1.0" encoding="UTF-8"?>
@@ -115,31 +130,8 @@ def callee(ring_ms: int = 500, hold_ms: int = 170_000) -> str:
       <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="caller_contact"/>
     </action>
   </recv>
-  <send><![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:callee@[local_ip]:[local_port]>
-Content-Length: 0
-
-]]></send>
-  <pause milliseconds="{ring_ms}"/>
-  <send retrans="500"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:callee@[local_ip]:[local_port]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-{_SDP.replace("101", "[$te]")}]]></send>
-  <recv request="ACK" crlf="true"/>
+{_answer("180 Ringing", contact=True)}  <pause milliseconds="{ring_ms}"/>
+{_answer("200 OK", contact=True, sdp=_SDP.replace("101", "[$te]"))}  <recv request="ACK" crlf="true"/>
   <recv request="BYE" timeout="{hold_ms}" ontimeout="hangup"/>
 {_OK_TO_BYE}  <nop next="done"/>
   <label id="hangup"/>
@@ -162,62 +154,22 @@ Content-Length: 0
 
 
 def busy_callee() -> str:
-    return """<?xml version="1.0" encoding="UTF-8"?>
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
 <scenario name="busy callee">
   <recv request="INVITE" crlf="true"/>
-  <send><![CDATA[
-SIP/2.0 486 Busy Here
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK"/>
+{_answer("486 Busy Here")}  <recv request="ACK"/>
 </scenario>
 """
 
 
 def unanswered_callee() -> str:
-    return """<?xml version="1.0" encoding="UTF-8"?>
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
 <scenario name="unanswered callee">
   <recv request="INVITE" crlf="true">
     <action><ereg regexp="CSeq: ([0-9]+) INVITE" search_in="msg" assign_to="whole,cseq"/></action>
   </recv>
-  <send><![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <recv request="CANCEL"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <send><![CDATA[
-SIP/2.0 487 Request Terminated
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-CSeq: [$cseq] INVITE
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK"/>
+{_answer("180 Ringing")}  <recv request="CANCEL"/>
+{_answer("200 OK")}{_answer("487 Request Terminated", cseq="CSeq: [$cseq] INVITE")}  <recv request="ACK"/>
   <Reference variables="whole"/>
 </scenario>
 """
