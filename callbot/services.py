@@ -36,9 +36,17 @@ class Service:
     startup_timeout_s: float
     cwd: Path = PROJECT_ROOT
     env: dict[str, str] | None = None
+    offset: int = 0  # the n-th worker of a kind listens on its port + n
+    probe: Callable[[], bool] | None = None  # health check of a service with no HTTP (the SIP dispatcher)
+    udp: bool = False  # its port is UDP (checked free as such)
 
     def port(self, settings: Settings) -> int:
-        return int(getattr(settings.ports, self.port_key))
+        return int(getattr(settings.ports, self.port_key)) + self.offset if self.port_key else int(settings.voice.sip_port)
+
+    def healthy(self, settings: Settings) -> bool:
+        if self.probe is not None:
+            return self.probe()
+        return healthy(f"http://{settings.host}:{self.port(settings)}{self.health_path}")
 
 
 def service_specs(settings: Settings) -> list[Service]:
@@ -54,8 +62,24 @@ def service_specs(settings: Settings) -> list[Service]:
                  "--credentials", str(settings.bot_dir / "credentials.yml")],
                 "/", max(240.0, settings.service_start_timeout_s), env={"RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3",
                                "CALLBOT_NLU_URL": settings.url("web"), "CALLBOT_NLU_TIMEOUT": str(settings.nlu.timeout_s)}),
-    ] + ([Service("gateway", "gateway", [py, "-m", "voice.gateway.service"], "/health", settings.service_start_timeout_s)]
-         if settings.voice.enabled else [])
+    ] + (gateway_specs(settings) if settings.voice.enabled else [])
+
+
+def gateway_specs(settings: Settings) -> list[Service]:
+    """One SIP gateway on voice.sip_port; with voice.workers > 1, that many gateway workers on the SIP ports after
+    voice.worker_sip_base, behind Kamailio's dispatcher listening on voice.sip_port (deploy/kamailio.cfg)."""
+    py, workers = sys.executable, settings.voice.workers
+    if workers <= 1:
+        return [Service("gateway", "gateway", [py, "-m", "voice.gateway.service"], "/health", settings.service_start_timeout_s)]
+    from voice.gateway.dispatcher import dispatcher_command, sip_options_ok, worker_sip_ports
+
+    specs = [Service(f"gateway-{n + 1}", "gateway", [py, "-m", "voice.gateway.service"], "/health",
+                     settings.service_start_timeout_s, offset=n,
+                     env={"CALLBOT_VOICE__SIP_PORT": str(port), "CALLBOT_PORTS__GATEWAY": str(settings.ports.gateway + n)})
+             for n, port in enumerate(worker_sip_ports(settings))]
+    specs.append(Service("dispatcher", "", dispatcher_command(settings), "", 30.0, udp=True,
+                         probe=lambda: sip_options_ok(settings.voice.sip_host, settings.voice.sip_port)))
+    return specs
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -68,12 +92,23 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def udp_port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
 def check_ports(settings: Settings, services: list[Service]) -> None:
-    busy = [(s, s.port(settings)) for s in services if not port_is_free(settings.host, s.port(settings))]
+    busy = [(s, s.port(settings)) for s in services
+            if not (udp_port_is_free(settings.voice.sip_host, s.port(settings)) if s.udp else port_is_free(settings.host, s.port(settings)))]
     if busy:
         lines = [
             f"port {port} ({s.name}) is already in use by another process; stop it (`callbot down` if it is ours, "
-            f"or `ss -ltnp 'sport = :{port}'` to find it) or choose another port with CALLBOT_PORTS__{s.port_key.upper()}=…"
+            f"or `ss -lnp 'sport = :{port}'` to find it) or choose another port with "
+            f"{'CALLBOT_PORTS__' + s.port_key.upper() if s.port_key else 'CALLBOT_VOICE__SIP_PORT'}=…"
             for s, port in busy
         ]
         raise PortInUse("Cannot start: " + "; ".join(lines) + ". Nothing was started.")
@@ -123,7 +158,7 @@ class Supervisor:
             raise
 
     def _wait_healthy(self, svc: Service) -> None:
-        url = self.settings.url(svc.port_key) + svc.health_path
+        url = f"http://{self.settings.host}:{svc.port(self.settings)}{svc.health_path}" if svc.probe is None else f"udp:{svc.port(self.settings)}"
         deadline = time.monotonic() + svc.startup_timeout_s
         proc = self.procs[svc.name]
         while time.monotonic() < deadline:
@@ -131,7 +166,7 @@ class Supervisor:
                 tail = _tail(self.log_dir / f"{svc.name}.log")
                 raise ServiceFailed(f"{svc.name} exited with code {proc.returncode} while starting. Last log lines "
                                     f"({self.log_dir / (svc.name + '.log')}):\n{tail}")
-            if healthy(url):
+            if svc.healthy(self.settings):
                 return
             time.sleep(0.5)
         raise ServiceFailed(f"{svc.name} did not answer {url} within {svc.startup_timeout_s:.0f} s; "
@@ -176,7 +211,7 @@ class Supervisor:
                 except ValueError:
                     pid_alive = False
             rows.append((svc.name, svc.port(self.settings), pid_alive,
-                         healthy(self.settings.url(svc.port_key) + svc.health_path)))
+                         svc.healthy(self.settings)))
         return rows
 
 

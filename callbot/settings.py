@@ -71,6 +71,10 @@ class VoiceSettings(BaseModel):
     sip_host: str = "127.0.0.1"
     sip_port: int = 5070
     max_calls: int = 4  # per gateway process (pjsua2's default call limit); more calls = more workers
+    # More than one: that many gateway workers on UDP ports worker_sip_base, +1, … behind Kamailio's dispatcher on
+    # sip_port (voice/gateway/dispatcher.py); their control ports are ports.gateway, +1, …
+    workers: int = 1
+    worker_sip_base: int = 5081
     # End of turn: the caller's speech must last min_speech_ms to count (coughs do not barge in), and the turn
     # ends after end_silence_ms of silence.
     min_speech_ms: int = 200

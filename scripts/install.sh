@@ -21,6 +21,10 @@ if ((${#missing[@]})); then
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian enables Kamailio's own service on 5060 when it is installed; callbot runs its own (voice.workers > 1).
+  if [[ " ${missing[*]} " == *" kamailio "* ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+    $SUDO systemctl disable --now kamailio >/dev/null 2>&1 || say "note: the system's kamailio service is still enabled"
+  fi
 fi
 
 stamp_of() { cat "$@" | sha256sum | cut -c1-16; }

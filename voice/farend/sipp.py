@@ -73,13 +73,16 @@ Content-Length: [len]
   <recv response="100" optional="true"/>
   <recv response="180" optional="true"/>
   <recv response="183" optional="true"/>
+  <recv response="486" optional="true" next="refused"/>
   <recv response="488" optional="true" next="refused"/>
-  <recv response="200" rtd="true"/>
+  <recv response="503" optional="true" next="refused"/>
+  <recv response="200" rtd="true" rrs="true"/>
   <send><![CDATA[
-ACK sip:{service}@[remote_ip]:[remote_port] SIP/2.0
+ACK [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: <sip:13800138000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
 [last_To:]
+[routes]
 Call-ID: [call_id]
 CSeq: 1 ACK
 Contact: <sip:13800138000@[local_ip]:[local_port]>
@@ -91,10 +94,11 @@ Content-Length: 0
 {_OK_TO_BYE}  <nop next="done"/>
   <label id="hangup"/>
   <send retrans="500"><![CDATA[
-BYE sip:callbot@[remote_ip]:[remote_port] SIP/2.0
+BYE [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: <sip:13800138000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
 [last_To:]
+[routes]
 Call-ID: [call_id]
 CSeq: 2 BYE
 Max-Forwards: 70
