@@ -193,7 +193,7 @@ def model_list() -> None:
 
 # --------------------------------------------------------------------- services
 def _register_services() -> None:
-    from callbot import model_cli, nlu_cli, release_cli, services_cli, voice_cli  # noqa: F401  (register their commands)
+    from callbot import campaign_cli, model_cli, nlu_cli, release_cli, services_cli, voice_cli  # noqa: F401  (register their commands)
 
 
 def main() -> None:

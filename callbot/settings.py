@@ -99,6 +99,13 @@ class VoiceSettings(BaseModel):
     recording_retention_days: int = 90
 
 
+class CampaignSettings(BaseModel):
+    # Where the gateway dials a campaign's numbers: sip:{phone}@{sip_trunk} (a carrier trunk or a PBX).
+    sip_trunk: str = "127.0.0.1:5090"
+    poll_s: float = 1.0
+    text_answer_timeout_s: float = 600.0  # text driver: a conversation with no reply this long is a no_answer
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CALLBOT_", env_nested_delimiter="__", extra="ignore")
 
@@ -112,6 +119,7 @@ class Settings(BaseSettings):
     ports: Ports = Ports()
     nlu: NluSettings = NluSettings()
     voice: VoiceSettings = VoiceSettings()
+    campaigns: CampaignSettings = CampaignSettings()
     rasa_venv: Path = PROJECT_ROOT / ".venv-rasa"
     bot_dir: Path = PROJECT_ROOT / "bot"
     log_level: str = "INFO"

@@ -259,14 +259,22 @@ class AuditEntry(Base):
 
 
 class Campaign(Timestamped, Base):
-    """An outbound calling campaign: one scenario, many contacts."""
+    """An outbound calling campaign: one scenario, many contacts, a calling window and a retry policy."""
 
     __tablename__ = "campaign"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     scenario_id: Mapped[int] = mapped_column(ForeignKey("scenario.id"))
-    status: Mapped[str] = mapped_column(String(16), default="draft")  # draft|running|paused|done
+    # draft | running | paused | cancelled | done | stopped (its scenario is gone)
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    status_note: Mapped[str] = mapped_column(Text, default="")
     max_concurrent_calls: Mapped[int] = mapped_column(Integer, default=4)
+    window_start: Mapped[str] = mapped_column(String(5), default="09:00")  # in the campaign's time zone
+    window_end: Mapped[str] = mapped_column(String(5), default="20:00")
+    weekdays: Mapped[list[int]] = mapped_column(JSON, default=lambda: [1, 2, 3, 4, 5, 6, 7])  # ISO: 1 = Monday
+    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)  # first call + retries
+    retry_after_s: Mapped[int] = mapped_column(Integer, default=7200)  # back-off: × the attempt number
     contacts: Mapped[list[CampaignContact]] = relationship(back_populates="campaign", cascade="all, delete-orphan")
 
 
@@ -277,9 +285,39 @@ class CampaignContact(Timestamped, Base):
     customer_name: Mapped[str] = mapped_column(String(100))
     phone: Mapped[str] = mapped_column(String(32))  # stored in full to dial; masked in logs and exports
     variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|calling|done|failed
+    # pending | calling | done (a final outcome) | failed (out of attempts, or an unusable number) | skipped (do not call)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    last_outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the dialer worker holding the call
+    source_line: Mapped[int] = mapped_column(Integer, default=0)  # its line in the imported CSV
     campaign: Mapped[Campaign] = relationship(back_populates="contacts")
+
+
+class CallAttempt(Base):
+    """One dial of one contact: when, through which call, and how it ended."""
+
+    __tablename__ = "call_attempt"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"), index=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("campaign_contact.id", ondelete="CASCADE"), index=True)
+    call_id: Mapped[str] = mapped_column(String(128), index=True)  # the conversation's external id
+    driver: Mapped[str] = mapped_column(String(16))
+    worker: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class DoNotCall(Base):
+    """Numbers never to be dialled (a customer's request, a regulator's list)."""
+
+    __tablename__ = "do_not_call"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str] = mapped_column(String(32), unique=True)
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    added_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Conversation(Base):

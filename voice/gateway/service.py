@@ -1,7 +1,7 @@
 """The gateway process: SIP user agent, call sessions, outcome records, and a small HTTP control port.
 
 Control port (``ports.gateway``, loopback by default): ``GET /health``; ``POST /calls`` with
-``{"uri", "scenario", "customer_name", "variables"}`` places an outbound call and answers its call id;
+``{"uri", "scenario", "customer_name", "variables"[, "call_id"]}`` places an outbound call and answers its call id;
 ``GET /calls/{id}`` gives its phase, outcome, transcript and turn timings (the last 500 calls are kept);
 ``DELETE /calls/{id}`` hangs a call up.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import threading
 from collections import OrderedDict
@@ -184,10 +185,16 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 variables = body.get("variables") or {}
                 if not isinstance(variables, dict):
                     raise ValueError("variables must be an object")
+                chosen = body.get("call_id")  # a dialer names its calls, so that a restart can find them
+                if chosen is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", str(chosen)):
+                    raise ValueError("call_id: letters, digits, . _ - only, at most 100")
+                if chosen is not None and gateway.describe(str(chosen)) is not None:
+                    raise ValueError(f"call_id {chosen} is taken")
             except (ValueError, KeyError, TypeError) as exc:
                 self._send(400, {"error": f"bad call request: {exc}; send JSON with uri, scenario, customer_name, variables"})
                 return
-            call_id = gateway.sip.place(uri, scenario, str(body.get("customer_name") or ""), variables)
+            call_id = gateway.sip.place(uri, scenario, str(body.get("customer_name") or ""), variables,
+                                        str(chosen) if chosen is not None else None)
             self._send(202, {"call_id": call_id})
 
     return Handler

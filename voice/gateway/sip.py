@@ -121,8 +121,9 @@ class SipGateway:
     def submit(self, item: Command | PlaceCall) -> None:
         self._work.put(item)
 
-    def place(self, uri: str, scenario: str, customer_name: str = "", variables: dict[str, Any] | None = None) -> str:
-        call_id = "call-" + uuid.uuid4().hex[:12]
+    def place(self, uri: str, scenario: str, customer_name: str = "", variables: dict[str, Any] | None = None,
+              call_id: str | None = None) -> str:
+        call_id = call_id or "call-" + uuid.uuid4().hex[:12]
         self.submit(PlaceCall(call_id, uri, scenario, customer_name, dict(variables or {})))
         return call_id
 

@@ -1,0 +1,1 @@
+"""Outbound campaigns: customer files, the campaign lifecycle, and the dialer that places their calls."""

@@ -1,0 +1,164 @@
+"""Campaigns without telephony: the customer file's checks, and the dialer's rules with a stand-in call driver.
+
+The dialer with real calls (the SIP gateway and sipp callees) and with the text driver through Rasa is in
+tests/test_campaign_dialing.py.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from campaigns.customers import CustomerFileError
+from campaigns.dialer import Dialer
+from campaigns.service import Campaigns, Claim
+from knowledge_base.errors import CallbotError
+from knowledge_base.models import CallAttempt, Campaign, Conversation, Outcome
+
+IPO_HEADER = "name,phone,stock_name,stock_code,allotted_shares,amount,pay_deadline\n"
+
+
+def ipo_row(name: str, phone: str, amount: str = "16350.00") -> str:
+    return f"{name},{phone},华源科技,688001,500,{amount},12月3日\n"
+
+
+@pytest.fixture
+def campaigns(kb, demo_file: Path) -> Campaigns:  # type: ignore[no-untyped-def]
+    kb.import_files([demo_file])
+    return Campaigns(kb.store)
+
+
+class ScriptedCalls:
+    """A call driver whose calls end with the outcomes a test lists per phone number, one per attempt."""
+    name = "scripted"
+
+    def __init__(self, outcomes: dict[str, list[str]]):
+        self.outcomes = outcomes
+        self.placed: list[Claim] = []
+        self.live: set[str] = set()
+        self.most_at_once = 0
+
+    def place(self, claim: Claim) -> None:
+        self.placed.append(claim)
+        self.live.add(claim.call_id)
+        self.most_at_once = max(self.most_at_once, len(self.live))
+
+    def outcome(self, claim: Claim) -> str | None:
+        self.live.discard(claim.call_id)
+        return self.outcomes[claim.phone].pop(0)
+
+
+def test_every_bad_line_is_named_and_nothing_is_written(campaigns: Campaigns, tmp_path: Path) -> None:
+    campaigns.do_not_call("13700001111", "asked not to be called")
+    path = tmp_path / "customers.csv"
+    path.write_text(IPO_HEADER + ipo_row("张三", "13800001111") + ipo_row("李四", "12345") + ipo_row("王五", "13800001111")
+                    + ipo_row("赵六", "13700001111") + "钱七,13900001111,华源科技,688001,500,,12月3日\n", encoding="utf-8")
+    with pytest.raises(CustomerFileError) as err:
+        campaigns.create("ipo_allotment_notice", path)
+    text = str(err.value)
+    assert "line 3: bad phone number '12345'" in text and "line 4: duplicate of line 2" in text
+    assert "line 5: the number is on the do-not-call list" in text and "line 6: missing amount" in text
+    assert "line 2" not in text.split("problem(s)")[1].split("duplicate")[0], "a good line is not reported"
+    with campaigns.store.session() as s:
+        assert s.scalar(select(func.count(Campaign.id))) == 0
+
+
+def test_gbk_and_bom_files_and_unreadable_ones(campaigns: Campaigns, tmp_path: Path) -> None:
+    rows = "姓名,手机,stock_name,stock_code,allotted_shares,amount,pay_deadline\n" + ipo_row("张三", "+86 138-0000-2222")
+    gbk, bom = tmp_path / "gbk.csv", tmp_path / "bom.csv"
+    gbk.write_bytes(rows.encode("gbk"))
+    bom.write_bytes(rows.replace("13800002222", "13800003333").encode("utf-8-sig"))
+    assert campaigns.create("ipo_allotment_notice", gbk)["contacts"] == 1
+    assert campaigns.create("ipo_allotment_notice", bom)["contacts"] == 1
+    binary, empty, short = tmp_path / "x.csv", tmp_path / "e.csv", tmp_path / "s.csv"
+    binary.write_bytes(b"PK\x03\x04\x00\x00" + bytes(100))
+    empty.write_text("")
+    short.write_text("name,phone\n张三,13800004444\n")
+    for path, says in ((binary, "binary file"), (empty, "empty"), (short, r"missing column\(s\) stock_name")):
+        with pytest.raises(CallbotError, match=says):
+            campaigns.create("ipo_allotment_notice", path)
+    with pytest.raises(CallbotError, match="Unknown scenario"):
+        campaigns.create("no_such", gbk)
+    with pytest.raises(CallbotError, match="HH:MM-HH:MM"):
+        campaigns.create("ipo_allotment_notice", gbk, window="20:00-09:00")
+
+
+def test_dialer_respects_concurrency_retries_with_back_off_and_finishes(campaigns: Campaigns, tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text(IPO_HEADER + ipo_row("张三", "13800001111") + ipo_row("李四", "13800002222") + ipo_row("王五", "13800003333"))
+    made = campaigns.create("ipo_allotment_notice", path, concurrency=2, retries=1, retry_after="10m")
+    calls = ScriptedCalls({"13800001111": ["confirmed"], "13800002222": ["busy", "no_answer"], "13800003333": ["no_answer", "refused"]})
+    dialer = Dialer(campaigns, calls, "w1")
+    noon = datetime(2026, 12, 2, 4, 0)  # 12:00 in Shanghai, a Wednesday
+    dialer.tick(noon)
+    assert len(calls.placed) == 0, "a draft campaign is not dialled"
+    campaigns.change(made["id"], "start")
+    dialer.tick(noon)
+    assert len(calls.placed) == 2 and calls.most_at_once == 2, "two at once, not three"
+    dialer.tick(noon + timedelta(seconds=1))  # both end; the third is placed
+    assert len(calls.placed) == 3
+    dialer.tick(noon + timedelta(minutes=5))  # the third ends; the retries wait for their back-off
+    assert len(calls.placed) == 3
+    dialer.tick(noon + timedelta(minutes=11))  # 10 min after the busy signal
+    assert [c.phone for c in calls.placed[3:]] == ["13800002222"]
+    dialer.tick(noon + timedelta(minutes=12))
+    assert len(calls.placed) == 4, "the no-answer of minute 5 waits until minute 15"
+    dialer.tick(noon + timedelta(minutes=16))
+    assert [c.phone for c in calls.placed[3:]] == ["13800002222", "13800003333"]
+    dialer.tick(noon + timedelta(minutes=17))
+    status = campaigns.status(made["id"])[0]
+    assert status["status"] == "done" and status["contacts"] == {"done": 2, "failed": 1}
+    report = campaigns.report(made["id"])
+    assert report["attempts"] == 5 and report["by_outcome"] == {"confirmed": 1, "no_answer": 1, "refused": 1}
+    assert report["answered"] == 2 and report["success_rate"] == 0.5
+
+
+def test_outside_the_window_nothing_is_dialled(campaigns: Campaigns, tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text(IPO_HEADER + ipo_row("张三", "13800001111"))
+    made = campaigns.create("ipo_allotment_notice", path, window="09:00-20:00", weekdays="1-5")
+    campaigns.change(made["id"], "start")
+    calls = ScriptedCalls({"13800001111": ["confirmed"]})
+    dialer = Dialer(campaigns, calls, "w1")
+    dialer.tick(datetime(2026, 12, 2, 13, 0))  # 21:00 in Shanghai
+    dialer.tick(datetime(2026, 12, 5, 4, 0))  # a Saturday noon
+    assert not calls.placed
+    dialer.tick(datetime(2026, 12, 7, 1, 30))  # Monday 09:30
+    assert len(calls.placed) == 1
+
+
+def test_a_restart_settles_the_calls_a_crash_left_and_never_calls_a_finished_customer_again(
+        campaigns: Campaigns, tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text(IPO_HEADER + ipo_row("张三", "13800001111") + ipo_row("李四", "13800002222"))
+    made = campaigns.create("ipo_allotment_notice", path, retries=1, retry_after="1m")
+    campaigns.change(made["id"], "start")
+    first = ScriptedCalls({"13800001111": [], "13800002222": []})
+    noon = datetime(2026, 12, 2, 4, 0)
+    Dialer(campaigns, first, "w1").tick(noon)  # both placed; then the process dies
+    assert len(first.placed) == 2
+    finished = next(c for c in first.placed if c.phone == "13800001111")
+    with campaigns.store.session() as s:  # that call went on and recorded its outcome before the crash
+        s.add(Conversation(external_id=finished.call_id, channel="voice", outcome=Outcome.confirmed))
+    again = ScriptedCalls({"13800002222": ["confirmed"]})
+    restarted = Dialer(campaigns, again, "w1")
+    assert restarted.recover() == 2
+    restarted.tick(noon + timedelta(minutes=2))
+    restarted.tick(noon + timedelta(minutes=3))
+    assert [c.phone for c in again.placed] == ["13800002222"], "only the call with no outcome is placed again"
+    with campaigns.store.session() as s:
+        outcomes = sorted((a.call_id, a.outcome) for a in s.scalars(select(CallAttempt)))
+    assert [o for _c, o in outcomes] == ["confirmed", "dropped", "confirmed"]
+    assert campaigns.status(made["id"])[0]["contacts"] == {"done": 2}
+
+
+def test_export_masks_phones_and_neutralises_formulas(campaigns: Campaigns, tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text(IPO_HEADER + ipo_row('"=HYPERLINK(""http://x"")"', "13800001111"))
+    made = campaigns.create("ipo_allotment_notice", path)
+    exported = campaigns.export_csv(made["id"])
+    assert "138****1111" in exported and "13800001111" not in exported
+    assert "'=HYPERLINK" in exported
