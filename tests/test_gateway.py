@@ -314,3 +314,38 @@ def test_bad_calls_are_refused_or_recorded_and_the_gateway_keeps_serving(voice_p
     _conv, turns = conversation(voice_product, last_call(voice_product, "inbound")["call_id"])
     assert ("event", "/silence") in [(t["speaker"], t["text"]) for t in turns]
     assert http("GET", voice_product["control"] + "/health")[0] == 200
+
+
+def test_a_campaign_dials_through_the_gateway_and_retries_busy_numbers(voice_product: dict[str, Any], tmp_path: Path) -> None:
+    callbot = str(Path(sys.executable).parent / "callbot")
+    customers = tmp_path / "customers.csv"
+    customers.write_text("name,phone,stock_name,stock_code,allotted_shares,amount,pay_deadline\n"
+                         "张先生,13800005555,华源科技,688001,500,16350.00,12月3日\n"
+                         "李女士,13900006666,华源科技,688001,300,9810.00,12月3日\n", encoding="utf-8")
+    env = voice_product["env"]
+    made = subprocess.run([callbot, "campaign", "create", "--scenario", "ipo_allotment_notice", "--customers", str(customers),
+                           "--concurrency", "1", "--retries", "1", "--retry-after", "2s", "--window", "00:00-24:00"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    campaign_id = made.stdout.split("campaign ")[1].split(" ")[0]
+    assert subprocess.run([callbot, "campaign", "start", campaign_id], env=env, capture_output=True, timeout=60).returncode == 0
+    port = free_udp_port()
+    trunk = Sipp(busy_callee(), tmp_path, port, RtpPeer().port, calls=4)  # every line busy: 2 customers × 2 attempts
+    try:
+        dialled = subprocess.run([callbot, "campaign", "dial", "--driver", "gateway", "--until-idle", "--trunk",
+                                  f"127.0.0.1:{port}", "--worker", "test-dialer"], env=env, capture_output=True, text=True, timeout=120)
+        assert dialled.returncode == 0, dialled.stderr
+        assert trunk.wait(timeout=20) == 0, trunk.errors()
+    finally:
+        trunk.stop()
+    with sqlite3.connect(voice_product["db"]) as db:
+        attempts = db.execute("SELECT contact_id, outcome, started_at, ended_at FROM call_attempt WHERE campaign_id = ? "
+                              "ORDER BY started_at", (campaign_id,)).fetchall()
+        contacts = db.execute("SELECT status, attempts, last_outcome FROM campaign_contact WHERE campaign_id = ?",
+                              (campaign_id,)).fetchall()
+    assert [a[1] for a in attempts] == ["busy"] * 4
+    assert sorted(contacts) == [("failed", 2, "busy"), ("failed", 2, "busy")]
+    for earlier, later in zip(attempts, attempts[1:]):
+        assert earlier[3] <= later[2], "concurrency 1: one call at a time"
+    report = subprocess.run([callbot, "campaign", "report", campaign_id], env=env, capture_output=True, text=True, timeout=60)
+    assert '"busy": 2' in report.stdout and '"success_rate": null' in report.stdout

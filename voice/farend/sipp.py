@@ -180,15 +180,15 @@ def unanswered_callee() -> str:
 
 
 class Sipp:
-    """One sipp process running one call of ``scenario``: a caller (``target`` = the gateway) or a callee
-    listening on ``port``."""
+    """One sipp process running ``calls`` calls of ``scenario`` (then it exits): a caller (``target`` = the gateway) or
+    a callee listening on ``port``."""
 
     def __init__(self, scenario: str, workdir: Path, port: int, rtp_port: int, target: str | None = None,
-                 timeout_s: int = 180):
+                 timeout_s: int = 180, calls: int = 1):
         self.file = workdir / f"sipp-{port}.xml"
         self.file.write_text(scenario)
         self.log = workdir / f"sipp-{port}.log"
-        args = ["sipp", "-sf", str(self.file), "-m", "1", "-i", "127.0.0.1", "-p", str(port), "-key", "rtp_port",
+        args = ["sipp", "-sf", str(self.file), "-m", str(calls), "-i", "127.0.0.1", "-p", str(port), "-key", "rtp_port",
                 str(rtp_port), "-nostdin", "-timeout", f"{timeout_s}s", "-timeout_error", "-trace_err",
                 "-error_file", str(workdir / f"sipp-{port}.errors"), "-trace_msg",
                 "-message_file", str(workdir / f"sipp-{port}.messages")]

@@ -1,0 +1,82 @@
+"""The dialer with the text driver, against the running product (real Rasa, actions, database), killed mid-call.
+
+The customer is played through the REST channel under each call's id, as a chat or SMS bridge would. The dialer
+is killed with SIGKILL while a call is in flight; the customer finishes that call anyway; the restarted dialer
+(same worker name) keeps the outcome the call recorded, never calls that customer again, and goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import http
+
+CALLBOT = str(Path(sys.executable).parent / "callbot")
+
+
+def started_calls(product: dict[str, Any], campaign_id: str) -> list[str]:
+    with sqlite3.connect(product["db"]) as db:
+        return [r[0] for r in db.execute("SELECT call_id FROM call_attempt WHERE campaign_id = ? ORDER BY id", (campaign_id,))]
+
+
+def wait_for_calls(product: dict[str, Any], campaign_id: str, count: int, timeout: float = 60) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        calls = started_calls(product, campaign_id)
+        if len(calls) >= count:
+            return calls
+        time.sleep(0.3)
+    raise AssertionError(f"the dialer placed {started_calls(product, campaign_id)}, expected {count} calls")
+
+
+def say(product: dict[str, Any], sender: str, text: str) -> list[str]:
+    status, reply = http("POST", product["rasa"] + "/webhooks/rest/webhook", {"sender": sender, "message": text})
+    assert status == 200, reply
+    return [m.get("text", "") for m in reply]
+
+
+def test_text_dialer_survives_kill_9_without_losing_or_repeating_a_call(dialogue_product: dict[str, Any], tmp_path: Path) -> None:
+    product, env = dialogue_product, dialogue_product["env"]
+    customers = tmp_path / "customers.csv"
+    customers.write_text("name,phone,risk_level,expiry_date\n张先生,13800007777,稳健型,12月15日\n"
+                         "李女士,13900008888,积极型,12月20日\n", encoding="utf-8")
+    made = subprocess.run([CALLBOT, "campaign", "create", "--scenario", "risk_assessment_expiry", "--customers", str(customers),
+                           "--concurrency", "1", "--window", "00:00-24:00"], env=env, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    campaign_id = made.stdout.split("campaign ")[1].split(" ")[0]
+    assert subprocess.run([CALLBOT, "campaign", "start", campaign_id], env=env, capture_output=True, timeout=60).returncode == 0
+    args = [CALLBOT, "campaign", "dial", "--driver", "text", "--worker", "text-dialer"]
+    dialer = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        first = wait_for_calls(product, campaign_id, 1)[0]
+        os.killpg(dialer.pid, signal.SIGKILL)  # mid-call: the attempt has no outcome yet
+        dialer.wait(timeout=10)
+        # The customer goes on with the call the dead dialer started, to the end.
+        for text in ("对，是我", "好的，我会去做的", "清楚的，都是我自己买的", "好的知道了"):
+            say(product, first, text)
+        restarted = subprocess.Popen(args + ["--until-idle"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, start_new_session=True)
+        second = wait_for_calls(product, campaign_id, 2)[1]
+        assert second != first
+        assert any("打错" in t or "本人" in t or "不好意思" in t for t in say(product, second, "你打错了，我不是她"))
+        _out, err = restarted.communicate(timeout=90)
+        assert restarted.returncode == 0, err
+    finally:
+        for proc in (dialer,):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    with sqlite3.connect(product["db"]) as db:
+        attempts = db.execute("SELECT call_id, outcome FROM call_attempt WHERE campaign_id = ? ORDER BY id", (campaign_id,)).fetchall()
+        contacts = db.execute("SELECT phone, status, attempts, last_outcome FROM campaign_contact WHERE campaign_id = ? "
+                              "ORDER BY id", (campaign_id,)).fetchall()
+        conv = db.execute("SELECT outcome FROM conversation WHERE external_id = ?", (first,)).fetchone()
+    assert conv[0] in ("confirmed", "completed"), "the call finished after the crash recorded its outcome"
+    assert attempts == [(first, conv[0]), (second, "wrong_person")], "no customer was called twice"
+    assert contacts == [("13800007777", "done", 1, conv[0]), ("13900008888", "done", 1, "wrong_person")]
