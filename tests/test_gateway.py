@@ -345,7 +345,7 @@ def test_a_campaign_dials_through_the_gateway_and_retries_busy_numbers(voice_pro
                               (campaign_id,)).fetchall()
     assert [a[1] for a in attempts] == ["busy"] * 4
     assert sorted(contacts) == [("failed", 2, "busy"), ("failed", 2, "busy")]
-    for earlier, later in zip(attempts, attempts[1:]):
+    for earlier, later in zip(attempts[:-1], attempts[1:], strict=True):
         assert earlier[3] <= later[2], "concurrency 1: one call at a time"
     report = subprocess.run([callbot, "campaign", "report", campaign_id], env=env, capture_output=True, text=True, timeout=60)
     assert '"busy": 2' in report.stdout and '"success_rate": null' in report.stdout
