@@ -151,6 +151,9 @@ class Campaigns:
                 if c is not None:
                     c.status, c.status_note = "stopped", "its scenario was deleted from the knowledge base"
                 return []
+            postgres = s.bind is not None and s.bind.dialect.name == "postgresql"
+            if postgres:  # one claimer per campaign at a time: the concurrency count below stays true
+                s.get(Campaign, campaign.id, with_for_update=True)
             calling = s.scalar(select(func.count(CampaignContact.id)).where(
                 CampaignContact.campaign_id == campaign.id, CampaignContact.status == "calling")) or 0
             room = min(limit, campaign.max_concurrent_calls - calling)
@@ -161,7 +164,7 @@ class Campaigns:
                             (CampaignContact.next_attempt_at.is_(None)) | (CampaignContact.next_attempt_at <= now))
                      .order_by(CampaignContact.next_attempt_at.is_not(None), CampaignContact.next_attempt_at, CampaignContact.id)
                      .limit(room))
-            if s.bind is not None and s.bind.dialect.name == "postgresql":
+            if postgres:
                 query = query.with_for_update(skip_locked=True)
             blocked = set(s.scalars(select(DoNotCall.phone)).all())
             for contact in s.scalars(query).all():

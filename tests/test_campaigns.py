@@ -162,3 +162,37 @@ def test_export_masks_phones_and_neutralises_formulas(campaigns: Campaigns, tmp_
     exported = campaigns.export_csv(made["id"])
     assert "138****1111" in exported and "13800001111" not in exported
     assert "'=HYPERLINK" in exported
+
+
+@pytest.mark.postgres
+def test_dialers_sharing_a_campaign_on_postgresql_never_take_one_contact_twice(postgres_url: str, demo_file: Path,
+                                                                               tmp_path: Path) -> None:
+    import threading
+
+    from knowledge_base.db import Store
+    from knowledge_base.service import KnowledgeBase
+
+    store = Store(postgres_url)
+    store.migrate()
+    try:
+        KnowledgeBase(store).import_files([demo_file])
+        path = tmp_path / "c.csv"
+        path.write_text(IPO_HEADER + "".join(ipo_row(f"客户{n}", f"1380000{n:04d}") for n in range(12)))
+        service = Campaigns(store)
+        made = service.create("ipo_allotment_notice", path, concurrency=5, window="00:00-24:00")
+        service.change(made["id"], "start")
+        campaign = next(c for c in service.running() if c.id == made["id"])
+        claimed: list[list[Claim]] = [[] for _ in range(4)]
+
+        def claim(n: int) -> None:
+            claimed[n] = Campaigns(store).claim(campaign, f"w{n}", "scripted", datetime(2026, 12, 2, 4, 0), limit=3)
+
+        threads = [threading.Thread(target=claim, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        contacts = [c.contact_id for batch in claimed for c in batch]
+        assert len(contacts) == len(set(contacts)) == 5, "distinct contacts, and never above the campaign's five at once"
+    finally:
+        store.dispose()

@@ -19,7 +19,8 @@ CALLBOT = [str(Path(sys.executable).parent / "callbot")]  # the installed consol
 SUBCOMMANDS = [[], ["up"], ["down"], ["status"], ["kb"], ["kb", "import"], ["kb", "export"], ["kb", "demo"], ["kb", "stats"],
                ["kb", "scenarios"], ["db"], ["db", "upgrade"], ["model"], ["model", "base"], ["model", "list"], ["model", "distill"], ["model", "train"], ["model", "finetune"], ["model", "verify"], ["model", "rate-generator"], ["model", "release"],
                ["bot"], ["bot", "train"], ["nlu"], ["nlu", "match"], ["nlu", "embed"], ["nlu", "eval"], ["nlu", "calibrate"],
-               ["nlu", "expand"], ["voice"], ["voice", "transcribe"], ["voice", "say"], ["voice", "gateway"], ["voice", "call"]]
+               ["nlu", "expand"], ["voice"], ["voice", "transcribe"], ["voice", "say"], ["voice", "gateway"], ["voice", "call"],
+               ["campaign"], ["campaign", "create"], ["campaign", "start"], ["campaign", "report"], ["campaign", "dial"]]
 
 
 def run(args: list[str], home: Path, **env: str) -> subprocess.CompletedProcess[str]:
