@@ -41,7 +41,10 @@ class Service:
     udp: bool = False  # its port is UDP (checked free as such)
 
     def port(self, settings: Settings) -> int:
-        return int(getattr(settings.ports, self.port_key)) + self.offset if self.port_key else int(settings.voice.sip_port)
+        """Its port; 0 for a service that listens on none (the dialer)."""
+        if self.port_key:
+            return int(getattr(settings.ports, self.port_key)) + self.offset
+        return int(settings.voice.sip_port) if self.udp else 0
 
     def healthy(self, settings: Settings) -> bool:
         if self.probe is not None:
@@ -62,7 +65,10 @@ def service_specs(settings: Settings) -> list[Service]:
                  "--credentials", str(settings.bot_dir / "credentials.yml")],
                 "/", max(240.0, settings.service_start_timeout_s), env={"RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3",
                                "CALLBOT_NLU_URL": settings.url("web"), "CALLBOT_NLU_TIMEOUT": str(settings.nlu.timeout_s)}),
-    ] + (gateway_specs(settings) if settings.voice.enabled else [])
+    ] + (gateway_specs(settings) if settings.voice.enabled else []) + (
+        # The dialer places the running campaigns' calls: through the gateway, or as text conversations without it.
+        [Service("dialer", "", [py, "-m", "campaigns.dialer", "--driver", "gateway" if settings.voice.enabled else "text"],
+                 "", 30.0, probe=lambda: True)] if settings.campaigns.dialer else [])  # ready once it runs
 
 
 def gateway_specs(settings: Settings) -> list[Service]:
@@ -102,8 +108,8 @@ def udp_port_is_free(host: str, port: int) -> bool:
 
 
 def check_ports(settings: Settings, services: list[Service]) -> None:
-    busy = [(s, s.port(settings)) for s in services
-            if not (udp_port_is_free(settings.voice.sip_host, s.port(settings)) if s.udp else port_is_free(settings.host, s.port(settings)))]
+    busy = [(s, s.port(settings)) for s in services if s.port(settings)
+            and not (udp_port_is_free(settings.voice.sip_host, s.port(settings)) if s.udp else port_is_free(settings.host, s.port(settings)))]
     if busy:
         lines = [
             f"port {port} ({s.name}) is already in use by another process; stop it (`callbot down` if it is ours, "
@@ -211,7 +217,7 @@ class Supervisor:
                 except ValueError:
                     pid_alive = False
             rows.append((svc.name, svc.port(self.settings), pid_alive,
-                         svc.healthy(self.settings)))
+                         svc.healthy(self.settings) if svc.port(self.settings) else pid_alive))
         return rows
 
 

@@ -52,7 +52,7 @@ def up(detach: Annotated[bool, typer.Option("--detach", "-d", help="Start in the
         raise CallbotError("The Rasa model is missing or older than config.yml/bot/; run `callbot bot train` first.")
 
     def ready(svc: Service) -> None:
-        err.print(f"  {svc.name} is up on port {svc.port(settings)}")
+        err.print(f"  {svc.name} is up" + (f" on port {svc.port(settings)}" if svc.port(settings) else ""))
 
     err.print("Starting services (Rasa takes about a minute to load)…")
     supervisor.start(specs, on_ready=ready)
@@ -101,5 +101,5 @@ def status() -> None:
     settings = get_settings()
     table = Table("service", "port", "process", "answering")
     for name, port, alive, ok in Supervisor(settings).status(service_specs(settings)):
-        table.add_row(name, str(port), "running" if alive else "-", "yes" if ok else "no")
+        table.add_row(name, str(port) if port else "-", "running" if alive else "-", "yes" if ok else "no")
     out.print(table)

@@ -100,6 +100,7 @@ class VoiceSettings(BaseModel):
 
 
 class CampaignSettings(BaseModel):
+    dialer: bool = True  # `callbot up` runs the dialer (campaigns/dialer.py)
     # Where the gateway dials a campaign's numbers: sip:{phone}@{sip_trunk} (a carrier trunk or a PBX).
     sip_trunk: str = "127.0.0.1:5090"
     poll_s: float = 1.0

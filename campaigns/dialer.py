@@ -88,3 +88,27 @@ def run_dialer(driver_name: str, worker: str, until_idle: bool = False, **option
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     dialer.run(until_idle)
+
+
+def main() -> None:
+    """`python -m campaigns.dialer [--driver gateway|text]`: the dialer as `callbot up` runs it."""
+    import argparse
+    import socket
+
+    from callbot.logs import setup_logging
+    from callbot.settings import get_settings
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--driver", default="gateway", choices=("gateway", "text"))
+    parser.add_argument("--worker", default=f"{socket.gethostname()}-dialer")
+    args = parser.parse_args()
+    setup_logging(get_settings().log_level)
+    try:
+        run_dialer(args.driver, args.worker)
+    except CallbotError as exc:
+        log.error(str(exc))
+        raise SystemExit(2) from exc
+
+
+if __name__ == "__main__":
+    main()

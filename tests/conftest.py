@@ -160,7 +160,9 @@ def running_product(tmp_path_factory: pytest.TempPathFactory, extra_env: dict[st
            "CALLBOT_NLU__MODEL": os.environ.get("CALLBOT_TEST_NLU_MODEL", "e5-small"),
            "CALLBOT_NLU__USE_SCENARIO_MODELS": "false",
            # The SIP gateway (Whisper + a TTS worker) only where a test calls it: tests/test_gateway.py.
-           "CALLBOT_VOICE__ENABLED": "false", **(extra_env or {})}
+           "CALLBOT_VOICE__ENABLED": "false",
+           # Campaign tests run their own dialers (tests/test_campaign_dialing.py, test_gateway.py).
+           "CALLBOT_CAMPAIGNS__DIALER": "false", **(extra_env or {})}
     for step in (["kb", "demo"], ["bot", "train"]):
         result = subprocess.run([callbot, *step], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr

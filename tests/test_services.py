@@ -128,6 +128,7 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path, e5_model_dir: 
         if "Press Ctrl-C to stop" in line or proc.poll() is not None:
             break
     assert any("/chat" in x for x in lines) and any("SIP gateway" in x for x in lines), "".join(lines)
+    assert any("dialer is up" in x for x in lines), "".join(lines)
     status, _ = http("GET", f"http://127.0.0.1:{ports['rasa']}/status")
     assert status == 200
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends to the process group
