@@ -36,6 +36,17 @@ def wait_for_calls(product: dict[str, Any], campaign_id: str, count: int, timeou
     raise AssertionError(f"the dialer placed {started_calls(product, campaign_id)}, expected {count} calls")
 
 
+def wait_until_started(product: dict[str, Any], call_id: str, timeout: float = 60) -> None:
+    """Until the call's conversation exists (the bot's opening was produced): the dialer has placed it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sqlite3.connect(product["db"]) as db:
+            if db.execute("SELECT 1 FROM conversation WHERE external_id = ?", (call_id,)).fetchone():
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"{call_id} was claimed but never started")
+
+
 def say(product: dict[str, Any], sender: str, text: str) -> list[str]:
     status, reply = http("POST", product["rasa"] + "/webhooks/rest/webhook", {"sender": sender, "message": text})
     assert status == 200, reply
@@ -56,6 +67,7 @@ def test_text_dialer_survives_kill_9_without_losing_or_repeating_a_call(dialogue
     dialer = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         first = wait_for_calls(product, campaign_id, 1)[0]
+        wait_until_started(product, first)
         os.killpg(dialer.pid, signal.SIGKILL)  # mid-call: the attempt has no outcome yet
         dialer.wait(timeout=10)
         # The customer goes on with the call the dead dialer started, to the end.
@@ -65,6 +77,7 @@ def test_text_dialer_survives_kill_9_without_losing_or_repeating_a_call(dialogue
                                      text=True, start_new_session=True)
         second = wait_for_calls(product, campaign_id, 2)[1]
         assert second != first
+        wait_until_started(product, second)
         assert any("打错" in t or "本人" in t or "不好意思" in t for t in say(product, second, "你打错了，我不是她"))
         _out, err = restarted.communicate(timeout=90)
         assert restarted.returncode == 0, err
