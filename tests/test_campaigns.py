@@ -169,10 +169,19 @@ def test_dialers_sharing_a_campaign_on_postgresql_never_take_one_contact_twice(p
                                                                                tmp_path: Path) -> None:
     import threading
 
+    from sqlalchemy import create_engine, text
+
     from knowledge_base.db import Store
     from knowledge_base.service import KnowledgeBase
 
-    store = Store(postgres_url)
+    # A database of its own: the server is shared with tests that count what is in theirs.
+    server = postgres_url.rsplit("/", 1)[0]
+    admin = create_engine(server + "/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("DROP DATABASE IF EXISTS campaign_claims"))
+        conn.execute(text("CREATE DATABASE campaign_claims"))
+    admin.dispose()
+    store = Store(server + "/campaign_claims")
     store.migrate()
     try:
         KnowledgeBase(store).import_files([demo_file])

@@ -212,7 +212,11 @@ def check_sip_port(host: str, port: int) -> None:
 
 
 def main() -> None:
+    import faulthandler
+
     from callbot.logs import setup_logging
+
+    faulthandler.enable()  # a crash inside the SIP library leaves its stack in the gateway's log
 
     settings = get_settings()
     setup_logging(settings.log_level)

@@ -114,6 +114,9 @@ class SipGateway:
         self._work: queue.Queue[Any] = queue.Queue()
         self._legs: dict[str, _Leg] = {}
         self._graveyard: list[Any] = []  # Call objects are deleted outside their own callbacks
+        # Audio ports of ended calls, kept a moment: the conference clock may still be inside one of their callbacks,
+        # and destroying one from a SIP callback raced with it (the gateway died in CI on a caller hanging up).
+        self._retired_ports: list[tuple[float, Any]] = []
         self.ready = threading.Event()
         self.stopping = threading.Event()
 
@@ -173,6 +176,8 @@ class SipGateway:
                 self._drain()
                 self._timeouts()
                 self._graveyard.clear()
+                if self._retired_ports and time.monotonic() - self._retired_ports[0][0] > 2.0:
+                    self._retired_ports.pop(0)
         finally:
             self._shutdown()
 
@@ -185,6 +190,7 @@ class SipGateway:
                 leg.session.hung_up("gateway stopped")
         self._legs.clear()
         self._graveyard.clear()
+        self._retired_ports.clear()
         self.account = None
         self.ep.libDestroy()
 
@@ -287,6 +293,9 @@ class SipGateway:
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self._legs.pop(key, None)
             self._graveyard.append(leg.call)
+            if leg.port is not None:
+                self._retired_ports.append((time.monotonic(), leg.port))
+                leg.port = None
             if leg.session is not None:
                 session = leg.session
                 if not leg.connected and session.direction == "outbound" and session.outcome is None:
