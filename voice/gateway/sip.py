@@ -182,8 +182,9 @@ class SipGateway:
             self._shutdown()
 
     def _shutdown(self) -> None:
+        busy = bool(self._legs or self._retired_ports)
         self.ep.hangupAllCalls()
-        for _ in range(50):
+        for _ in range(250 if busy else 20):  # ended calls' ports go quiet before they are destroyed (see __init__)
             self.ep.libHandleEvents(10)
         for leg in list(self._legs.values()):
             if leg.session is not None:
