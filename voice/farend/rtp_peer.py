@@ -65,11 +65,13 @@ class RtpPeer:
 
     def first_loud_after(self, since: float, timeout: float = 30.0, level: float = 0.01) -> float | None:
         """Arrival time of the first packet louder than silence after ``since`` (None if none came in time)."""
-        deadline = time.monotonic() + timeout
+        deadline, checked = time.monotonic() + timeout, 0
         while time.monotonic() < deadline:
-            for t, p in list(self.received):
+            packets = list(self.received)
+            for t, p in packets[checked:]:  # each packet is looked at once, not on every poll
                 if t >= since and np.sqrt(np.mean(ulaw_decode(p).astype(np.float64) ** 2)) > level:
                     return t
+            checked = len(packets)
             time.sleep(0.01)
         return None
 

@@ -201,14 +201,11 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
 
 
 def check_sip_port(host: str, port: int) -> None:
-    import socket
+    from callbot.services import udp_port_is_free
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise CallbotError(f"UDP port {port} (SIP) on {host} is in use ({exc.strerror}); stop what holds it "
-                               f"(`ss -lunp 'sport = :{port}'`) or choose another with CALLBOT_VOICE__SIP_PORT=…") from exc
+    if not udp_port_is_free(host, port):
+        raise CallbotError(f"UDP port {port} (SIP) on {host} is in use; stop what holds it "
+                           f"(`ss -lunp 'sport = :{port}'`) or choose another with CALLBOT_VOICE__SIP_PORT=…")
 
 
 def main() -> None:
