@@ -37,7 +37,16 @@ def campaign_create(
     timezone: Annotated[str, typer.Option(help="Time zone of the calling window.")] = "Asia/Shanghai",
 ) -> None:
     """Validate the whole file (every bad line named; nothing written on error), then create a draft campaign."""
-    made = _campaigns().create(scenario, customers, name, window, weekdays, concurrency, retries, retry_after, timezone)
+    from tqdm import tqdm
+
+    size = customers.stat().st_size if customers.is_file() else 0
+    # A progress bar only where a person waits: big files (100k customers is about 5 MB).
+    with tqdm(total=size, unit="B", unit_scale=True, desc="reading customers", disable=size < 1_000_000) as bar:
+        def progress(done: int) -> None:
+            bar.update(done - bar.n)
+
+        made = _campaigns().create(scenario, customers, name, window, weekdays, concurrency, retries, retry_after, timezone,
+                                   progress)
     out.print(f"Created campaign {made['id']} ({made['name']}) with {made['contacts']} contacts; "
               f"`callbot campaign start {made['id']}` starts it.")
 
@@ -70,6 +79,7 @@ def campaign_status(campaign_id: Annotated[Optional[int], typer.Argument(help="O
 def campaign_report(
     campaign_id: Annotated[int, typer.Argument(help="The campaign's id.")],
     csv_file: Annotated[Optional[Path], typer.Option("--csv", help="Also write one line per contact (phones masked).")] = None,
+    chart: Annotated[Optional[Path], typer.Option(help="Also draw outcomes and attempts per hour into this PNG file.")] = None,
 ) -> None:
     """Outcomes, the success rate (completed over answered calls), handling time, callbacks due."""
     campaigns = _campaigns()
@@ -77,6 +87,11 @@ def campaign_report(
     if csv_file is not None:
         csv_file.write_text(campaigns.export_csv(campaign_id), encoding="utf-8-sig")
         out.print(f"Wrote {csv_file}.")
+    if chart is not None:
+        from campaigns.chart import render_chart
+
+        chart.write_bytes(render_chart(campaigns, campaign_id))
+        out.print(f"Wrote {chart}.")
 
 
 @campaign_app.command("dial")

@@ -25,6 +25,9 @@ def create_app() -> Sanic:
     from callbot import conversations_api, pages
 
     app.blueprint(conversations_api.bp)
+    from campaigns import api as campaigns_api
+
+    app.blueprint(campaigns_api.bp)
     app.blueprint(pages.bp)
 
     @app.get("/health")

@@ -12,15 +12,16 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
-from campaigns.customers import neutralise_formula, read_customers
+from campaigns.customers import CustomerFileError, iter_customers, neutralise_formula
 from knowledge_base.db import Store
 from knowledge_base.errors import CallbotError
 from knowledge_base.models import CallAttempt, Campaign, CampaignContact, Conversation, DoNotCall, Scenario, utcnow
@@ -32,6 +33,7 @@ UNREACHABLE = frozenset({"rejected"})
 # Not reached: left out of the success rate's denominator (the seed's definition).
 NOT_ANSWERED = frozenset({"no_answer", "busy", "rejected", "answering_machine", "wrong_person"})
 SUCCESS = frozenset({"confirmed", "completed"})
+INSERT_BATCH = 5000
 LIFECYCLE = {"start": ({"draft"}, "running"), "pause": ({"running"}, "paused"), "resume": ({"paused"}, "running"),
              "cancel": ({"draft", "running", "paused"}, "cancelled")}
 
@@ -85,7 +87,9 @@ class Campaigns:
     # -- staff actions --
     def create(self, scenario: str, customers_file: Path, name: str = "", window: str = "09:00-20:00",
                weekdays: str = "1-7", concurrency: int = 4, retries: int = 2, retry_after: str = "2h",
-               timezone: str = "Asia/Shanghai") -> dict[str, Any]:
+               timezone: str = "Asia/Shanghai", progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """A draft campaign with every customer of the file, or an error naming every bad line and nothing written.
+        ``progress`` gets the bytes of the file read so far."""
         start, end = parse_window(window)
         days, retry_s = parse_weekdays(weekdays), parse_duration(retry_after)
         if not 1 <= concurrency <= 1000:
@@ -102,15 +106,32 @@ class Campaigns:
                 known = ", ".join(s.scalars(select(Scenario.code)).all())
                 raise CallbotError(f"Unknown scenario {scenario!r}; the knowledge base has: {known or 'none'}.")
             blocked = set(s.scalars(select(DoNotCall.phone)).all())
-            customers = read_customers(customers_file, list(sc.variables or []), blocked)
             campaign = Campaign(name=name or f"{sc.name} {utcnow():%Y-%m-%d %H:%M}", scenario_id=sc.id,
                                 max_concurrent_calls=concurrency, window_start=start, window_end=end, weekdays=days,
                                 timezone=timezone, max_attempts=retries + 1, retry_after_s=retry_s)
             s.add(campaign)
             s.flush()
-            s.add_all([CampaignContact(campaign_id=campaign.id, customer_name=c.name, phone=c.phone, variables=c.variables,
-                                       source_line=c.line, next_attempt_at=None) for c in customers])
-            return {"id": campaign.id, "name": campaign.name, "contacts": len(customers)}
+            # Streamed in batches inside this one transaction: a file with a bad line anywhere raises below and the
+            # transaction rolls back, so nothing is written; every bad line is still reported.
+            problems: list[str] = []
+            batch: list[dict[str, Any]] = []
+            count = 0
+            for c in iter_customers(customers_file, list(sc.variables or []), blocked, problems, progress):
+                if problems:
+                    continue  # keep reading for the report; nothing more is written
+                batch.append({"campaign_id": campaign.id, "customer_name": c.name, "phone": c.phone,
+                              "variables": c.variables, "source_line": c.line, "next_attempt_at": None})
+                count += 1
+                if len(batch) >= INSERT_BATCH:
+                    s.execute(insert(CampaignContact), batch)
+                    batch = []
+            if problems:
+                raise CustomerFileError(customers_file, problems)
+            if batch:
+                s.execute(insert(CampaignContact), batch)
+            if count == 0:
+                raise CallbotError(f"{customers_file}: no customers after the header line.")
+            return {"id": campaign.id, "name": campaign.name, "contacts": count}
 
     def change(self, campaign_id: int, action: str) -> str:
         allowed, target = LIFECYCLE[action]
@@ -280,6 +301,13 @@ class Campaigns:
                     "success_rate": round(len(success) / len(answered), 4) if answered else None,
                     "average_handling_s": round(sum(handled) / len(handled), 1) if handled else None,
                     "callbacks_due": callbacks}
+
+    def attempts(self, campaign_id: int) -> list[tuple[datetime, str | None]]:
+        """(start, outcome or None while in flight) of every attempt, oldest first: the chart's timeline."""
+        self.status(campaign_id)
+        with self.store.session("campaigns") as s:
+            return [(a.started_at, a.outcome) for a in s.scalars(
+                select(CallAttempt).where(CallAttempt.campaign_id == campaign_id).order_by(CallAttempt.started_at))]
 
     def export_csv(self, campaign_id: int) -> str:
         """One line per contact: masked phone, status, attempts, last outcome (formula-looking cells neutralised)."""

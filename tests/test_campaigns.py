@@ -16,7 +16,7 @@ from campaigns.customers import CustomerFileError
 from campaigns.dialer import Dialer
 from campaigns.service import Campaigns, Claim
 from knowledge_base.errors import CallbotError
-from knowledge_base.models import CallAttempt, Campaign, Conversation, Outcome
+from knowledge_base.models import CallAttempt, Campaign, CampaignContact, Conversation, Outcome
 
 IPO_HEADER = "name,phone,stock_name,stock_code,allotted_shares,amount,pay_deadline\n"
 
@@ -205,3 +205,27 @@ def test_dialers_sharing_a_campaign_on_postgresql_never_take_one_contact_twice(p
         assert len(contacts) == len(set(contacts)) == 5, "distinct contacts, and never above the campaign's five at once"
     finally:
         store.dispose()
+
+
+def test_a_hundred_thousand_customers_stream_in_and_one_bad_line_writes_nothing(campaigns: Campaigns, tmp_path: Path) -> None:
+    rows = [ipo_row(f"客户{i}", f"13{i:09d}") for i in range(100_000)]
+    good = tmp_path / "big.csv"
+    good.write_text(IPO_HEADER + "".join(rows), encoding="utf-8")
+    seen: list[int] = []
+    made = campaigns.create("ipo_allotment_notice", good, progress=seen.append)
+    assert made["contacts"] == 100_000
+    assert seen[-1] == good.stat().st_size and len(seen) > 10 and seen == sorted(seen), "progress grows to the file size"
+    with campaigns.store.session() as s:
+        last = s.scalar(select(CampaignContact).where(CampaignContact.campaign_id == made["id"]).order_by(CampaignContact.id.desc()))
+        assert last.source_line == 100_001 and last.phone == "13000099999" and last.status == "pending"
+        assert last.variables["amount"] == "16350.00"
+    # The same file with one bad line near its end (GBK this time): rejected whole, the line named.
+    rows[99_990] = ipo_row("坏行", "1380000")
+    bad = tmp_path / "big-gbk.csv"
+    bad.write_bytes((IPO_HEADER + "".join(rows)).encode("gbk"))
+    with pytest.raises(CustomerFileError) as err:
+        campaigns.create("ipo_allotment_notice", bad)
+    assert err.value.problems == ["line 99992: bad phone number '1380000'"]
+    with campaigns.store.session() as s:
+        assert s.scalar(select(func.count(Campaign.id))) == 1
+        assert s.scalar(select(func.count(CampaignContact.id))) == 100_000

@@ -1,0 +1,71 @@
+"""Compare models on the held-out *dev* split without touching the test split.
+
+Thresholds are calibrated on the dev split, so measuring a model on the same dev utterances flatters it. Here
+each model is calibrated on one half of dev and judged on the other, both ways (two-fold cross-fitting), and the
+judgements pooled: a fair figure for choosing between training variants, leaving the test split for the one
+final comparison (`callbot model verify`).
+
+    python -m nlu.devcheck e5-small-v1 albert-sim-candidate …   (model directory names in the model cache)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from typing import Any
+
+import numpy as np
+
+from nlu import heldout
+
+
+def fold_of(text: str) -> int:
+    return hashlib.md5(text.encode("utf-8")).digest()[0] % 2
+
+
+def crossfit(matcher: Any, utterances: list[heldout.HeldoutUtterance]) -> list[heldout.Judged]:
+    from nlu.calibration import calibrate
+    from nlu.data.kb_split import is_clean_query
+
+    skip = heldout.kb_texts(matcher)
+    judged: list[heldout.Judged] = []
+    for fold in (0, 1):
+        fit = [u for u in utterances if fold_of(u.text) != fold]
+        held = [u for u in utterances if fold_of(u.text) == fold]
+        matcher.thresholds, _ = calibrate(matcher, only=lambda e: is_clean_query(e.text), dev=fit)
+        judged += heldout.judge(matcher, held, skip)
+    return judged
+
+
+def pooled(judged: list[heldout.Judged]) -> dict[str, Any]:
+    ind = [j.correct for j in judged if j.utterance.intent is not None]
+    ood = [j.predicted is None for j in judged if j.utterance.intent is None]
+    summary = heldout.summarise(judged)
+    keys = [k for k in summary if k.endswith(("_accuracy", "_rejected", "_top1", "_fallback"))]
+    return {"pooled_accuracy": round(float(np.mean(ind)), 4), "pooled_n": len(ind),
+            "chatter_rejected": round(float(np.mean(ood)), 4) if ood else None, **{k: summary[k] for k in keys}}
+
+
+def main(names: list[str]) -> None:
+    from callbot.context import get_settings, get_store
+    from nlu.encoders.sentence_encoder import SentenceEncoder
+    from nlu.matcher import Matcher
+
+    settings = get_settings()
+    store = get_store()
+    utterances = heldout.load("dev")
+    rows = {}
+    for name in names:
+        path = settings.models_dir / name
+        matcher = Matcher(store, SentenceEncoder(path), settings.cache_dir / "vectors" / "devcheck")
+        matcher.refresh(force=True)
+        rows[name] = pooled(crossfit(matcher, utterances))
+        print(name, rows[name], flush=True)
+    keys = sorted({k for r in rows.values() for k in r})
+    print("\n| measure | " + " | ".join(rows) + " |\n| --- |" + " --- |" * len(rows))
+    for k in keys:
+        print(f"| {k} | " + " | ".join(str(r.get(k, "")) for r in rows.values()) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
