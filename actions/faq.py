@@ -143,6 +143,17 @@ class ActionHandoff(ChatAction):
         return _hand_over(turn, "customer request")
 
 
+class ActionDoNotCall(ChatAction):
+    """A chat customer (or hotline caller) asks not to be called again: acknowledged and recorded as ``do_not_call``
+    so staff see it; the number is added to the list where the caller's number is known (outbound campaigns)."""
+    action_name = "action_do_not_call"
+
+    def handle(self, turn: ChatTurn) -> list[dict[str, Any]]:
+        turn.reply.say(Say(response="utter_do_not_call_chat"))
+        turn.reply.finish("do_not_call", {"reason": "customer request"})
+        return [SlotSet("fallback_count", 0), SlotSet(HUMAN_OFFERED, False)]
+
+
 class ActionClassifyComplaint(ChatAction):
     action_name = "action_classify_complaint"
 

@@ -10,7 +10,7 @@ from callbot.context import get_store
 from callbot.pii import mask_sensitive
 from knowledge_base.models import FOLLOW_UP_OUTCOMES, Conversation, ConversationTurn, Outcome, Scenario, utcnow
 
-OUTCOME_WEIGHT = {"disputed": 4, "handed_over": 3, "complained": 2, "refused": 1, "wrong_person": 1, "callback": 1, "confirmed": 1}
+OUTCOME_WEIGHT = {"disputed": 4, "handed_over": 3, "complained": 2, "do_not_call": 2, "refused": 1, "wrong_person": 1, "callback": 1, "confirmed": 1}
 
 
 class ConversationRecorder:

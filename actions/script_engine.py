@@ -15,7 +15,8 @@ from typing import Any
 from actions.time_expressions import names_a_time
 
 END = "end"
-RETURN_PREFIX_KEY = "utter_return_to_script"  # a domain response: "那我们继续刚才的话题。"
+RETURN_PREFIX_KEY = "utter_return_to_script"
+DO_NOT_CALL_STEP = "do_not_call_close"  # a scenario's closing for callers who ask not to be called again  # a domain response: "那我们继续刚才的话题。"
 
 
 
@@ -105,6 +106,12 @@ class ScriptEngine:
 
     def turn(self, state: CallState, intent: str, user_text: str = "", faq_answer: str | None = None) -> TurnResult:
         step = self.steps[state.step]
+        if intent == "stop_calling" and intent not in step.transitions:
+            # At any step, even one that takes free text or after an offer of a human: honour it now.
+            state.offered_human = False
+            if DO_NOT_CALL_STEP in self.steps:
+                return self._go(state, DO_NOT_CALL_STEP, [], user_text)
+            return TurnResult([Say(response="utter_do_not_call")], state, ended=True, outcome="do_not_call")
         if state.offered_human:  # we asked "shall I transfer you?" after not understanding twice
             state.offered_human = False
             if intent in ("affirm", "request_human"):

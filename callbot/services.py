@@ -53,6 +53,10 @@ class Service:
 
 
 def service_specs(settings: Settings) -> list[Service]:
+    if settings.profile == "scale":
+        from callbot.scale import infrastructure_specs, worker_specs
+
+        return infrastructure_specs(settings) + worker_specs(settings)
     py = sys.executable
     rasa = settings.rasa_venv / "bin" / "rasa"
     return [

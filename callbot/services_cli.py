@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from callbot.cli import app, err, out
-from callbot.context import get_store
+from callbot.context import get_kb, get_store
 from callbot.rasa_project import model_is_current, train
 from callbot.services import Service, Supervisor, check_ports, service_specs
-from callbot.settings import get_settings
+from callbot.settings import Settings, get_settings
 from knowledge_base.errors import CallbotError
 from nlu.model_cache import resolve_model
 
@@ -40,13 +41,20 @@ def _urls() -> list[tuple[str, str]]:
 
 
 @app.command("up")
-def up(detach: Annotated[bool, typer.Option("--detach", "-d", help="Start in the background and return.")] = False) -> None:
+def up(detach: Annotated[bool, typer.Option("--detach", "-d", help="Start in the background and return.")] = False,
+       profile: Annotated[Optional[str], typer.Option(help="default (SQLite, one process each) or scale (PostgreSQL, Redis, "
+                                                           "nginx and N workers of each; see docs/operations.md).")] = None) -> None:
     """Start the web app, the action server, Rasa and the SIP gateway; Ctrl-C stops them all."""
+    if profile is not None:
+        if profile not in ("default", "scale"):
+            raise CallbotError(f"--profile {profile!r}: default or scale.")
+        os.environ["CALLBOT_PROFILE"] = profile  # the services started below read it too
+        get_settings.cache_clear()
+        get_store.cache_clear()
     settings = get_settings()
     supervisor = Supervisor(settings)
     specs = service_specs(settings)
     check_ports(settings, specs)  # before touching anything else: a clear message, nothing started
-    get_store().migrate()
     resolve_model(settings.models_dir, settings.nlu.model)  # a missing encoder is named before anything starts
     if not model_is_current(settings):
         raise CallbotError("The Rasa model is missing or older than config.yml/bot/; run `callbot bot train` first.")
@@ -54,6 +62,22 @@ def up(detach: Annotated[bool, typer.Option("--detach", "-d", help="Start in the
     def ready(svc: Service) -> None:
         err.print(f"  {svc.name} is up" + (f" on port {svc.port(settings)}" if svc.port(settings) else ""))
 
+    if settings.profile == "scale":
+        from callbot.scale import ensure_database, infrastructure_specs, own_postgres
+
+        infra = infrastructure_specs(settings)
+        err.print("Starting PostgreSQL and Redis…")
+        supervisor.start(infra, on_ready=ready)
+        specs = [s for s in specs if s.name not in {i.name for i in infra}]
+        try:
+            if own_postgres(settings):
+                ensure_database(settings)
+            _prepare_database(settings)
+        except BaseException:
+            supervisor.stop()
+            raise
+    else:
+        get_store().migrate()
     err.print("Starting services (Rasa takes about a minute to load)…")
     supervisor.start(specs, on_ready=ready)
     for label, url in _urls():
@@ -86,6 +110,18 @@ def up(detach: Annotated[bool, typer.Option("--detach", "-d", help="Start in the
     err.print("Stopping…")
     supervisor.stop()
     err.print("All services stopped.")
+
+
+def _prepare_database(settings: Settings) -> None:
+    """The scale profile's database: migrated, and holding the demo knowledge base when it has none yet (as
+    `make demo` loads it into SQLite)."""
+    store = get_store()
+    store.migrate()
+    if not store.intent_keys():
+        from knowledge_base.demo import write_demo_file
+
+        get_kb().import_files([write_demo_file(settings.home / "demo-kb.yaml")], actor="callbot up")
+        err.print("  loaded the demo knowledge base into PostgreSQL")
 
 
 @app.command("down")

@@ -24,6 +24,13 @@ class Ports(BaseModel):
     rasa: int = 5005
     actions: int = 5055
     gateway: int = 5071  # the voice gateway's HTTP control port (health, placing calls); SIP itself is voice.sip_port
+    # The scale profile only (callbot/scale.py): its own PostgreSQL and Redis, and the first port of each kind of
+    # worker behind nginx (the n-th worker listens on base + n; nginx listens on web, rasa and actions above).
+    postgres: int = 5433
+    redis: int = 6380
+    web_workers: int = 7080
+    rasa_workers: int = 7005
+    actions_workers: int = 7055
 
 
 class NluSettings(BaseModel):
@@ -107,6 +114,15 @@ class CampaignSettings(BaseModel):
     text_answer_timeout_s: float = 600.0  # text driver: a conversation with no reply this long is a no_answer
 
 
+class ScaleSettings(BaseModel):
+    """`callbot up --profile scale` (callbot/scale.py): how many of each worker."""
+    rasa_workers: int = Field(2, ge=1, le=32)
+    action_workers: int = Field(2, ge=1, le=32)
+    web_workers: int = Field(2, ge=1, le=32)
+    dialers: int = Field(1, ge=0, le=16)
+    postgres_dir: Path | None = None  # the profile's own PostgreSQL cluster; default home/pg
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CALLBOT_", env_nested_delimiter="__", extra="ignore")
 
@@ -121,6 +137,9 @@ class Settings(BaseSettings):
     nlu: NluSettings = NluSettings()
     voice: VoiceSettings = VoiceSettings()
     campaigns: CampaignSettings = CampaignSettings()
+    # default: SQLite and one process of each service; scale: PostgreSQL, Redis, nginx and N workers (callbot/scale.py)
+    profile: Literal["default", "scale"] = "default"
+    scale: ScaleSettings = ScaleSettings()
     rasa_venv: Path = PROJECT_ROOT / ".venv-rasa"
     bot_dir: Path = PROJECT_ROOT / "bot"
     log_level: str = "INFO"
@@ -129,7 +148,11 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.home / 'callbot.db'}"
+        if self.database_url:
+            return self.database_url
+        if self.profile == "scale":  # the profile's own PostgreSQL (callbot/scale.py)
+            return f"postgresql+psycopg://postgres@{self.host}:{self.ports.postgres}/callbot"
+        return f"sqlite:///{self.home / 'callbot.db'}"
 
     @property
     def models_dir(self) -> Path:

@@ -147,11 +147,16 @@ class Campaigns:
 
     def do_not_call(self, phone: str, reason: str = "") -> None:
         with self.store.session("campaigns") as s:
-            if s.scalar(select(DoNotCall).where(DoNotCall.phone == phone)) is None:
-                s.add(DoNotCall(phone=phone, reason=reason[:200]))
-            for contact in s.scalars(select(CampaignContact).where(CampaignContact.phone == phone,
-                                                                    CampaignContact.status == "pending")):
-                contact.status, contact.last_outcome = "skipped", "do_not_call"
+            self._block(s, phone, reason)
+
+    @staticmethod
+    def _block(s: Any, phone: str, reason: str) -> None:
+        """Put ``phone`` on the do-not-call list and skip it in every campaign still due to call it."""
+        if s.scalar(select(DoNotCall).where(DoNotCall.phone == phone)) is None:
+            s.add(DoNotCall(phone=phone, reason=reason[:200]))
+        for contact in s.scalars(select(CampaignContact).where(CampaignContact.phone == phone,
+                                                                CampaignContact.status == "pending")):
+            contact.status, contact.last_outcome = "skipped", "do_not_call"
 
     # -- the dialer's side --
     def running(self) -> list[Campaign]:
@@ -229,6 +234,8 @@ class Campaigns:
                 contact.status = "failed"
             else:
                 contact.status = "done"
+            if outcome == "do_not_call":  # the customer asked in the call: never dialled again, by any campaign
+                self._block(s, contact.phone, f"asked in call {attempt.call_id}")
             left = s.scalar(select(func.count(CampaignContact.id)).where(
                 CampaignContact.campaign_id == campaign.id, CampaignContact.status.in_(("pending", "calling")),
                 CampaignContact.id != contact.id)) or 0

@@ -102,6 +102,8 @@ class Outcome(enum.StrEnum):
     busy = "busy"
     rejected = "rejected"
     answering_machine = "answering_machine"
+    # The customer asked not to be called again (the stop_calling intent): the number goes on the do-not-call list.
+    do_not_call = "do_not_call"
 
 
 # Outcomes that open a staff follow-up (Conversation.follow_up) when a call ends with them.

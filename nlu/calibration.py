@@ -105,8 +105,8 @@ def _dev_queries(matcher: Matcher, dev: list[Any]) -> tuple[list[tuple[bool, lis
         else:
             ind_kinds.append(j.top_kind)
             scores = [j.top_score, j.top_score - j.gap]
-            rank = 0 if j.top == j.utterance.intent else (1 if j.second == j.utterance.intent else -1)
-            ind.append((j.top == j.utterance.intent, scores, rank, j.gold_in_two))
+            rank = 0 if j.utterance.accepts(j.top) else (1 if j.utterance.accepts(j.second) else -1)
+            ind.append((j.utterance.accepts(j.top), scores, rank, j.gold_in_two))
     return ind, ood, ind_kinds, ood_kinds
 
 

@@ -21,6 +21,10 @@ this once (the first test split joined dev together with 317 more chatter lines;
 353 caller replies, 88 call-fact questions, 304 FAQ questions and 216 chatter lines; lines equal to a dev or
 KB text after normalisation were dropped). A text that is also a question of the knowledge base is
 left out of the measure (it is no longer held out) and counted in ``in_kb``.
+
+When the knowledge base grows an intent, a record may carry ``"also": [intent, …]``: intents that count as right
+besides its own. The fifth session added ``stop_calling`` (do not call me again) and marked the six complaint
+lines of dev and test that ask exactly that (别再打了！); their gold stays ``complain``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,12 @@ class HeldoutUtterance:
     scenario: str | None
     set_name: str
     style: str = ""
+    # Other intents that also count as right: added when the KB's taxonomy grew an intent that a sentence's writer
+    # could not choose ("别再打了！" was written as a complaint before `stop_calling` existed).
+    also: tuple[str, ...] = ()
+
+    def accepts(self, intent: str | None) -> bool:
+        return intent is not None and (intent == self.intent or intent in self.also)
 
 
 def _key(text: str) -> str:
@@ -75,7 +85,8 @@ def load(split: str, sets: Iterable[str] = SETS, eval_dir: Path = EVAL_DIR) -> l
                 raise CallbotError(f"{path}:{n}: not a held-out record ({exc}); expected JSON with a 'text' field.") from exc
             if not text:
                 raise CallbotError(f"{path}:{n}: empty text.")
-            out.append(HeldoutUtterance(text, row.get("intent") or None, row.get("scenario") or None, name, row.get("style") or ""))
+            out.append(HeldoutUtterance(text, row.get("intent") or None, row.get("scenario") or None, name, row.get("style") or "",
+                                        tuple(row.get("also") or ())))
     return out
 
 
@@ -97,11 +108,11 @@ class Judged:
 
     @property
     def correct(self) -> bool:
-        return self.predicted == self.utterance.intent
+        return self.predicted == self.utterance.intent or (self.utterance.intent is not None and self.utterance.accepts(self.predicted))
 
     @property
     def gold_in_two(self) -> bool:
-        return self.utterance.intent is not None and self.utterance.intent in (self.top, self.second)
+        return self.utterance.intent is not None and (self.utterance.accepts(self.top) or self.utterance.accepts(self.second))
 
 
 def judge(matcher: Any, utterances: list[HeldoutUtterance], skip: set[str] | None = None) -> list[Judged]:
@@ -156,7 +167,7 @@ def summarise(judged: list[Judged], in_kb: int = 0) -> dict[str, Any]:
             else:
                 report[f"{key}_accuracy"] = _share([j.correct for j in rows])
                 flags[f"{key}_accuracy"] = outcome_flags([j.correct for j in rows])
-                report[f"{key}_top1"] = _share([j.top == j.utterance.intent for j in rows])
+                report[f"{key}_top1"] = _share([j.utterance.accepts(j.top) for j in rows])
                 report[f"{key}_fallback"] = _share([j.predicted is None for j in rows])
                 flagged = [j for j in rows if j.decision == "ambiguous"]
                 report[f"{key}_buttons"] = _share([j.decision == "ambiguous" for j in rows])

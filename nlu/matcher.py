@@ -29,7 +29,7 @@ FALLBACK_INTENT = "nlu_fallback"
 # `scenario_question` and the call answers it from the scenario's answer template and variables. Those
 # only make sense inside their call, so matching without a scenario leaves them out.
 RASA_DIALOGUE_INTENTS = frozenset({"affirm", "deny", "busy", "wrong_person", "ask_identity", "ask_purpose",
-                                   "request_human", "complain", "goodbye", "greet"})
+                                   "request_human", "complain", "goodbye", "greet", "stop_calling"})
 SCENARIO_QUESTION = "scenario_question"
 # Chatter no intent should claim (weather, stock tips, a word to someone else in the room), kept in the KB as
 # examples like any intent (Rasa's out_of_scope convention). A top match on it is a fallback: the examples let

@@ -94,3 +94,36 @@ def test_text_dialer_survives_kill_9_without_losing_or_repeating_a_call(dialogue
     assert conv[0] in ("confirmed", "completed"), "the call finished after the crash recorded its outcome"
     assert attempts == [(first, conv[0]), (second, "wrong_person")], "no customer was called twice"
     assert contacts == [("13800007777", "done", 1, conv[0]), ("13900008888", "done", 1, "wrong_person")]
+
+
+def test_a_customer_who_says_do_not_call_me_is_put_on_the_list(dialogue_product: dict[str, Any], tmp_path: Path) -> None:
+    """Said in the customer's own words (understood by the NLU, not sent as an intent): the call closes politely with
+    the one fact it must deliver, the attempt ends as do_not_call, and the number is refused by the next campaign."""
+    product, env = dialogue_product, dialogue_product["env"]
+    customers = tmp_path / "customers.csv"
+    customers.write_text("name,phone,stock_name,stock_code,allotted_shares,amount,pay_deadline\n"
+                         "周先生,13700005555,华源科技,688001,500,16350.00,12月3日\n", encoding="utf-8")
+    made = subprocess.run([CALLBOT, "campaign", "create", "--scenario", "ipo_allotment_notice", "--customers", str(customers),
+                           "--window", "00:00-24:00"], env=env, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    campaign_id = made.stdout.split("campaign ")[1].split(" ")[0]
+    assert subprocess.run([CALLBOT, "campaign", "start", campaign_id], env=env, capture_output=True, timeout=60).returncode == 0
+    dialer = subprocess.Popen([CALLBOT, "campaign", "dial", "--driver", "text", "--worker", "dnc-dialer", "--until-idle"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        call = wait_for_calls(product, campaign_id, 1)[0]
+        wait_until_started(product, call)
+        said = " ".join(say(product, call, "你们以后别再给我打电话了，把我的号码删掉"))
+        assert "不再" in said and "16350.00" in said, said
+        _out, err = dialer.communicate(timeout=90)
+        assert dialer.returncode == 0, err
+    finally:
+        if dialer.poll() is None:
+            os.killpg(dialer.pid, signal.SIGKILL)
+    with sqlite3.connect(product["db"]) as db:
+        assert db.execute("SELECT outcome FROM call_attempt WHERE call_id = ?", (call,)).fetchone() == ("do_not_call",)
+        assert db.execute("SELECT outcome FROM conversation WHERE external_id = ?", (call,)).fetchone() == ("do_not_call",)
+        assert db.execute("SELECT count(*) FROM do_not_call WHERE phone = '13700005555'").fetchone() == (1,)
+    again = subprocess.run([CALLBOT, "campaign", "create", "--scenario", "ipo_allotment_notice", "--customers", str(customers)],
+                           env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "line 2: the number is on the do-not-call list" in again.stderr, again.stderr

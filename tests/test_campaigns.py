@@ -229,3 +229,26 @@ def test_a_hundred_thousand_customers_stream_in_and_one_bad_line_writes_nothing(
     with campaigns.store.session() as s:
         assert s.scalar(select(func.count(Campaign.id))) == 1
         assert s.scalar(select(func.count(CampaignContact.id))) == 100_000
+
+
+def test_a_customer_who_asks_not_to_be_called_is_never_dialled_again_by_any_campaign(campaigns: Campaigns, tmp_path: Path) -> None:
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text(IPO_HEADER + ipo_row("张三", "13800001111"))
+    second.write_text(IPO_HEADER + ipo_row("张三", "13800001111") + ipo_row("李四", "13800002222"))
+    a = campaigns.create("ipo_allotment_notice", first)
+    b = campaigns.create("ipo_allotment_notice", second)  # created before the request: the number is still in it
+    campaigns.change(a["id"], "start")
+    calls = ScriptedCalls({"13800001111": ["do_not_call"], "13800002222": ["confirmed"]})
+    dialer = Dialer(campaigns, calls, "w1")
+    noon = datetime(2026, 12, 2, 4, 0)
+    dialer.tick(noon)
+    dialer.tick(noon + timedelta(seconds=1))
+    assert campaigns.status(a["id"])[0]["contacts"] == {"done": 1}
+    assert campaigns.report(a["id"])["by_outcome"] == {"do_not_call": 1}
+    campaigns.change(b["id"], "start")
+    dialer.tick(noon + timedelta(seconds=2))
+    dialer.tick(noon + timedelta(seconds=3))
+    assert [c.phone for c in calls.placed] == ["13800001111", "13800002222"], "the second campaign skipped the number"
+    assert campaigns.status(b["id"])[0]["contacts"] == {"skipped": 1, "done": 1}
+    with pytest.raises(CustomerFileError, match="line 2: the number is on the do-not-call list"):
+        campaigns.create("ipo_allotment_notice", first)

@@ -130,6 +130,12 @@ def test_chat_faq_clarification_fallback_and_handover(product: dict[str, Any]) -
     assert conversation(product, "chat-2")["outcome"] == "handed_over"
 
 
+def test_chat_customer_asking_not_to_be_called_is_recorded(product: dict[str, Any]) -> None:
+    said = texts(say(product, "chat-dnc", "以后别给我打推销电话了"))
+    assert "免打扰" in said[0], said
+    assert conversation(product, "chat-dnc")["outcome"] == "do_not_call"
+
+
 def test_ambiguous_question_offers_two_buttons_that_work(product: dict[str, Any]) -> None:
     for question in ("逆回购", "权限", "转账", "密码", "中签", "融资融券", "科创板"):
         reply = say(product, f"amb-{question}", question)
@@ -391,13 +397,15 @@ def _paths_to_terminal_steps(scenario: str) -> dict[str, tuple[list[str], list[s
                 found.setdefault(state.step, (path, visited))
             continue
         if len(path) < 5:
-            queue.extend(path + [i] for i in engine.steps[state.step].transitions if i in sayable)
+            # stop_calling is honoured at any step by the engine's own rule, not by a transition.
+            queue.extend(path + [i] for i in [*engine.steps[state.step].transitions, "stop_calling"] if i in sayable)
     return found
 
 
 # What each demo terminal step declares (knowledge_base/demo/scenarios/*.yml), written out here on purpose.
 DECLARED = {"closing": "completed", "callback_close": "callback", "wrong_person_close": "wrong_person", "refuse_close": "refused",
-            "handoff": "handed_over", "complaint_close": "complained", "not_own_close": "disputed"}
+            "handoff": "handed_over", "complaint_close": "complained", "not_own_close": "disputed",
+            "do_not_call_close": "do_not_call"}
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIO_CALLS))

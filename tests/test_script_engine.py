@@ -218,3 +218,28 @@ def test_a_terminal_step_records_what_it_declares() -> None:
     s = CallState("x", "", {})
     e.start(s)
     assert e.turn(s, "deny").outcome == "completed"
+
+
+@pytest.mark.parametrize("code", ["ipo_allotment_notice", "risk_assessment_expiry", "service_followup"])
+def test_asking_not_to_be_called_again_closes_at_any_step(code: str) -> None:
+    e = engine(code)
+    variables = {**VARS, "risk_level": "C3", "expiry_date": "12月20日", "business_name": "创业板权限", "handle_date": "11月28日"}
+    for path in ([], ["affirm"], ["busy"], ["x", "x"]):  # at the greeting, mid-script, at a free-text step, after an offer of a human
+        state = CallState(code, "", dict(variables))
+        e.start(state)
+        for intent in path:
+            e.turn(state, intent)
+        r = e.turn(state, "stop_calling", user_text="以后别给我打电话了")
+        assert r.ended and r.outcome == "do_not_call" and state.step == "do_not_call_close", (code, path)
+        said = texts(r)[0]
+        assert "不再" in said and "{" not in said and not state.offered_human
+    if code == "ipo_allotment_notice":
+        assert "12,345.00" in said, "the one fact the call must deliver is still said"
+
+
+def test_a_scenario_without_its_own_closing_still_honours_the_request() -> None:
+    e = ScriptEngine([Step("ask", "notice", "您好，{customer_name}", "", {"affirm": "end"}, False)], {})
+    state = CallState("mini", "", {"customer_name": "王女士"})
+    e.start(state)
+    r = e.turn(state, "stop_calling")
+    assert r.ended and r.outcome == "do_not_call" and texts(r) == ["<utter_do_not_call>"]
