@@ -95,13 +95,22 @@ def postgres_ready(settings: Settings) -> bool:
         return False
 
 
-def ensure_database(settings: Settings, name: str = "callbot") -> None:
+def ensure_databases(settings: Settings) -> None:
+    """The product's database and Rasa's tracker database exist on the profile's server (Rasa does not create its
+    own: without it every instance falls back to an in-memory tracker store and conversations split between them)."""
     import psycopg
+    from sqlalchemy.engine import make_url
 
-    with psycopg.connect(host=settings.host, port=settings.ports.postgres, user="postgres", dbname="postgres",
-                         autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-            conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(settings.db_url)
+    try:
+        with psycopg.connect(host=url.host, port=url.port or 5432, user=url.username or "postgres", password=url.password or "",
+                             dbname="postgres", autocommit=True, connect_timeout=5) as conn:
+            for name in dict.fromkeys((url.database or "callbot", TRACKER_DB)):
+                if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+                    conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        raise CallbotError(f"Cannot prepare the databases on {url.host}:{url.port}: {str(exc).strip()[:300]}. The scale profile "
+                           f"needs a user that may create databases ({url.database}, {TRACKER_DB}).") from None
 
 
 def redis_ready(settings: Settings) -> bool:

@@ -63,15 +63,14 @@ def up(detach: Annotated[bool, typer.Option("--detach", "-d", help="Start in the
         err.print(f"  {svc.name} is up" + (f" on port {svc.port(settings)}" if svc.port(settings) else ""))
 
     if settings.profile == "scale":
-        from callbot.scale import ensure_database, infrastructure_specs, own_postgres
+        from callbot.scale import ensure_databases, infrastructure_specs
 
         infra = infrastructure_specs(settings)
         err.print("Starting PostgreSQL and Redis…")
         supervisor.start(infra, on_ready=ready)
         specs = [s for s in specs if s.name not in {i.name for i in infra}]
         try:
-            if own_postgres(settings):
-                ensure_database(settings)
+            ensure_databases(settings)
             _prepare_database(settings)
         except BaseException:
             supervisor.stop()

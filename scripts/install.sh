@@ -21,10 +21,13 @@ if ((${#missing[@]})); then
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # Debian enables Kamailio's own service on 5060 when it is installed; callbot runs its own (voice.workers > 1).
-  if [[ " ${missing[*]} " == *" kamailio "* ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
-    $SUDO systemctl disable --now kamailio >/dev/null 2>&1 || say "note: the system's kamailio service is still enabled"
-  fi
+  # Debian enables the system's own Kamailio (5060), Redis (6379) and nginx (80) services when it installs them;
+  # callbot runs its own instances on its own ports (voice.workers > 1, the scale profile): the system's are stopped.
+  for svc in kamailio redis-server nginx; do
+    if [[ " ${missing[*]} " == *" $svc "* ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+      $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || say "note: the system's $svc service is still enabled"
+    fi
+  done
 fi
 
 stamp_of() { cat "$@" | sha256sum | cut -c1-16; }

@@ -1,0 +1,134 @@
+"""`callbot up --profile scale`: PostgreSQL, Redis, two Rasa instances, two action servers and two web apps behind
+nginx, started for real. Conversations are spread over the instances; one Rasa instance and one action server are
+killed with SIGKILL between turns and every conversation still ends with its transcript and outcome recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from benchmarks.load import REPLIES, drive, recorded
+from tests.conftest import ROOT
+
+CALLBOT = str(Path(sys.executable).parent / "callbot")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def scaled(e5_model_dir: Path) -> Iterator[dict[str, Any]]:
+    tmp = Path(tempfile.mkdtemp(prefix="callbot-scale-"))
+    tmp.chmod(0o755)  # the postgres user reaches its cluster below
+    (tmp / "cache" / "models").mkdir(parents=True)
+    (tmp / "cache" / "models" / "e5-small-v1").symlink_to(e5_model_dir)
+    base = free_block(40)
+    env = {**os.environ, "CALLBOT_HOME": str(tmp / "home"), "CALLBOT_CACHE_DIR": str(tmp / "cache"),
+           "CALLBOT_SCALE__POSTGRES_DIR": str(tmp / "pg"), "CALLBOT_VOICE__ENABLED": "false", "CALLBOT_CAMPAIGNS__DIALER": "false",
+           "CALLBOT_NLU__MODEL": "e5-small", "CALLBOT_NLU__USE_SCENARIO_MODELS": "false",
+           **{f"CALLBOT_PORTS__{k}": str(base + n) for n, k in enumerate(("WEB", "RASA", "ACTIONS", "POSTGRES", "REDIS"))},
+           "CALLBOT_PORTS__RASA_WORKERS": str(base + 10), "CALLBOT_PORTS__ACTIONS_WORKERS": str(base + 20),
+           "CALLBOT_PORTS__WEB_WORKERS": str(base + 30)}
+    trained = subprocess.run([CALLBOT, "bot", "train"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert trained.returncode == 0, trained.stderr
+    up = subprocess.run([CALLBOT, "up", "--detach", "--profile", "scale"], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=900)
+    try:
+        assert up.returncode == 0, up.stderr + up.stdout
+        for name in ("postgres", "redis", "rasa-1", "rasa-2", "actions-1", "actions-2", "web-1", "web-2", "nginx"):
+            assert f"{name} is up" in up.stderr, up.stderr
+        assert "loaded the demo knowledge base into PostgreSQL" in up.stderr
+        yield {"env": env, "home": tmp / "home", "rasa": f"http://127.0.0.1:{env['CALLBOT_PORTS__RASA']}",
+               "web": f"http://127.0.0.1:{env['CALLBOT_PORTS__WEB']}",
+               "pg": f"postgresql+psycopg://postgres@127.0.0.1:{env['CALLBOT_PORTS__POSTGRES']}"}
+    finally:
+        down = subprocess.run([CALLBOT, "down"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+        assert down.returncode == 0, down.stderr
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
+def free_block(size: int) -> int:
+    """The first of ``size`` consecutive free TCP ports (the profile puts its workers on base + n)."""
+    import random
+
+    from callbot.services import port_is_free
+
+    for _ in range(200):
+        base = random.randrange(20000, 30000)
+        if all(port_is_free("127.0.0.1", base + i) for i in range(size)):
+            return base
+    raise AssertionError(f"no {size} consecutive free ports between 20000 and 30000")
+
+
+async def _kill(home: Path, name: str, port: int) -> None:
+    """SIGKILL, then wait until the port refuses connections: a dying process's socket still accepts for a moment,
+    and nginx does not resend a POST it has already passed on (in flight at the crash, the caller gets a 502)."""
+    os.killpg(int((home / "run" / f"{name}.pid").read_text()), signal.SIGKILL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{name} still accepts connections on {port}")
+
+
+def test_conversations_survive_a_dead_rasa_instance_and_action_server(scaled: dict[str, Any]) -> None:
+    async def kill_one_of_each() -> None:
+        await _kill(scaled["home"], "rasa-1", int(scaled["env"]["CALLBOT_PORTS__RASA_WORKERS"]))
+        await _kill(scaled["home"], "actions-1", int(scaled["env"]["CALLBOT_PORTS__ACTIONS_WORKERS"]))
+
+    result = asyncio.run(drive(scaled["rasa"], 24, "scale", hook=kill_one_of_each))
+    assert result.errors == [], result.errors[:5]
+    assert len(result.turn_ms) == 24 * (1 + len(REPLIES))
+    assert recorded(scaled["pg"] + "/callbot", "scale") == (24, 24, 24), "every transcript and outcome is in PostgreSQL"
+    engine = create_engine(scaled["pg"] + "/callbot")
+    with engine.connect() as conn:
+        outcomes = conn.execute(text("SELECT outcome, count(*) FROM conversation WHERE external_id LIKE 'scale-%' GROUP BY outcome")).all()
+    engine.dispose()
+    assert outcomes == [("confirmed", 24)]
+    tracker = create_engine(scaled["pg"] + "/rasa_tracker")
+    with tracker.connect() as conn:
+        senders = conn.execute(text("SELECT count(DISTINCT sender_id) FROM events WHERE sender_id LIKE 'scale-%'")).scalar()
+    tracker.dispose()
+    assert senders == 24, "Rasa keeps the conversations in PostgreSQL, not in one instance's memory"
+    status = subprocess.run([CALLBOT, "status"], cwd=ROOT, env={**scaled["env"], "CALLBOT_PROFILE": "scale", "COLUMNS": "120"},
+                            capture_output=True, text=True, timeout=60)
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("│┃ ").split("│")] for line in status.stdout.splitlines())
+            if cells and cells[0] in ("rasa-1", "rasa-2", "actions-1", "nginx", "postgres")}
+    assert [rows[n][-1] for n in ("rasa-1", "rasa-2", "actions-1", "nginx", "postgres")] == ["no", "yes", "no", "yes", "yes"], status.stdout
+
+
+def test_two_messages_of_one_conversation_at_once_are_handled_one_after_the_other(scaled: dict[str, Any]) -> None:
+    """Redis's lock: two instances never process one conversation at the same time, so neither turn is lost."""
+    rasa = scaled["rasa"]
+
+    async def both() -> list[int]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            await client.post(f"{rasa}/webhooks/rest/webhook", json={"sender": "lock-1", "message": "你好"})
+            replies = await asyncio.gather(*(client.post(f"{rasa}/webhooks/rest/webhook", json={"sender": "lock-1", "message": m})
+                                             for m in ("怎么开户", "交易时间是什么时候")))
+            return [r.status_code for r in replies]
+
+    assert asyncio.run(both()) == [200, 200]
+    engine = create_engine(scaled["pg"] + "/callbot")
+    with engine.connect() as conn:
+        users = conn.execute(text("SELECT t.text FROM conversation_turn t JOIN conversation c ON c.id = t.conversation_id "
+                                  "WHERE c.external_id = 'lock-1' AND t.speaker = 'user' ORDER BY t.seq")).scalars().all()
+    engine.dispose()
+    assert users[0] == "你好" and sorted(users[1:]) == sorted(["怎么开户", "交易时间是什么时候"])
+    tracker = create_engine(scaled["pg"] + "/rasa_tracker")
+    with tracker.connect() as conn:
+        said = conn.execute(text("SELECT count(*) FROM events WHERE sender_id = 'lock-1' AND type_name = 'user'")).scalar()
+    tracker.dispose()
+    assert said == 3, "both concurrent messages are in the one tracker"
