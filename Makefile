@@ -8,6 +8,7 @@ prepare: install
 	.venv/bin/callbot model base
 	.venv/bin/callbot kb demo
 	.venv/bin/callbot bot train
+	.venv/bin/callbot compliance train
 
 demo: prepare
 	.venv/bin/callbot up

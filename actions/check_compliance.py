@@ -1,8 +1,9 @@
 """``action_check_compliance``: the one place bot text leaves the action server.
 
-Runs after every content action. Each pending message passes the compliance guard (the knowledge
-base's rule lexicon); a ``block`` match is never sent — the caller gets ``utter_compliance_safe`` and
-the conversation records the rule ids. What is sent is written to the transcript.
+Runs after every content action. Each pending message passes the compliance guard (nlu/compliance: the knowledge
+base's rule lexicon and the classifier that judges paraphrase, negation and quotation); a ``block`` hit is never
+sent — the caller gets ``utter_compliance_safe`` and the conversation records the rule ids. What is sent is
+written to the transcript.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.compliance import ComplianceGuard
 from actions.records import ConversationRecorder
 from actions.replies import PENDING_REPLIES, render
 from actions.script_engine import Say
 from callbot.context import get_store
+from nlu.compliance.guard import ComplianceGuard
 
 log = logging.getLogger(__name__)
 SAFE_FALLBACK = "抱歉，这个问题请以本公司官方公告为准。"  # only if the domain lost utter_compliance_safe
@@ -28,7 +29,14 @@ _guard: ComplianceGuard | None = None
 def guard() -> ComplianceGuard:
     global _guard
     if _guard is None:
-        _guard = ComplianceGuard(get_store())
+        from nlu.compliance.service import get_guard
+
+        try:
+            _guard = get_guard(get_store())
+        except Exception as exc:  # noqa: BLE001 - no encoder in the cache: the lexicon still guards every reply
+            log.error("compliance classifier unavailable; the rule lexicon alone guards replies",
+                      extra={"fields": {"error": str(exc)[:200]}})
+            _guard = get_guard(get_store(), lexicon_only=True)
     return _guard
 
 
@@ -55,7 +63,8 @@ class ActionCheckCompliance(Action):
             if blocked:
                 rules = [v.rule_id for v in blocked]
                 log.warning("compliance guard blocked a bot message",
-                            extra={"fields": {"rules": rules, "matched": [v.matched for v in blocked]}})
+                            extra={"fields": {"rules": rules, "matched": [v.matched for v in blocked],
+                                              "source": [v.source for v in blocked]}})
                 recorder.note_compliance(text, rules)
                 text = render(Say(response="utter_compliance_safe"), domain, {}) or SAFE_FALLBACK
             if message.get("buttons"):

@@ -69,6 +69,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_block(size: int) -> int:
+    """The first of ``size`` consecutive free TCP ports (the scale profile puts its workers on base + n)."""
+    import random
+
+    from callbot.services import port_is_free
+
+    for _ in range(200):
+        base = random.randrange(20000, 30000)
+        if all(port_is_free("127.0.0.1", base + i) for i in range(size)):
+            return base
+    raise RuntimeError(f"no {size} consecutive free ports between 20000 and 30000")
+
+
 def served_models() -> list[str]:
     """e5-small (the baseline) and the released ALBERT-sim when it is installed (`callbot model base`), or the
     models named in ``CALLBOT_BENCH_MODELS``."""

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import ROOT, free_port, percentiles, save
+from benchmarks.common import ROOT, free_block, percentiles, save
 
 IPO_VARS = {"stock_name": "华安科技", "stock_code": "688001", "allotted_shares": 500, "amount": "12345.00", "pay_deadline": "11月25日"}
 # Identity → notice → payment check → risk disclosure → closing: the confirmed path, in KB wordings.
@@ -126,15 +126,15 @@ def running(profile: str, workers: int) -> Iterator[dict[str, Any]]:
     callbot = str(Path(sys.executable).parent / "callbot")
     tmp = Path(tempfile.mkdtemp(prefix=f"callbot-load-{profile}-"))
     tmp.chmod(0o755)
+    base = free_block(10 + 3 * workers)
     env = {**os.environ, "CALLBOT_HOME": str(tmp / "home"), "CALLBOT_VOICE__ENABLED": "false", "CALLBOT_CAMPAIGNS__DIALER": "false",
            "CALLBOT_NLU__MODEL": os.environ.get("CALLBOT_BENCH_NLU_MODEL", "e5-small"), "CALLBOT_NLU__USE_SCENARIO_MODELS": "false",
-           **{f"CALLBOT_PORTS__{k}": str(free_port()) for k in ("WEB", "RASA", "ACTIONS", "POSTGRES", "REDIS")}}
+           **{f"CALLBOT_PORTS__{k}": str(base + n) for n, k in enumerate(("WEB", "RASA", "ACTIONS", "POSTGRES", "REDIS"))}}
     if profile == "scale":
-        base = free_port() + 100
         env.update({"CALLBOT_SCALE__POSTGRES_DIR": str(tmp / "pg"), "CALLBOT_SCALE__RASA_WORKERS": str(workers),
                     "CALLBOT_SCALE__ACTION_WORKERS": str(workers), "CALLBOT_SCALE__WEB_WORKERS": str(workers),
-                    "CALLBOT_PORTS__RASA_WORKERS": str(base), "CALLBOT_PORTS__ACTIONS_WORKERS": str(base + 40),
-                    "CALLBOT_PORTS__WEB_WORKERS": str(base + 80)})
+                    "CALLBOT_PORTS__RASA_WORKERS": str(base + 10), "CALLBOT_PORTS__ACTIONS_WORKERS": str(base + 10 + workers),
+                    "CALLBOT_PORTS__WEB_WORKERS": str(base + 10 + 2 * workers)})
     else:
         done = subprocess.run([callbot, "kb", "demo"], cwd=ROOT, env=env, capture_output=True, text=True)
         if done.returncode != 0:

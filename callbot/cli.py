@@ -193,7 +193,15 @@ def model_list() -> None:
 
 # --------------------------------------------------------------------- services
 def _register_services() -> None:
-    from callbot import campaign_cli, model_cli, nlu_cli, release_cli, services_cli, voice_cli  # noqa: F401  (register their commands)
+    from callbot import (  # noqa: F401  (register their commands)
+        campaign_cli,
+        compliance_cli,
+        model_cli,
+        nlu_cli,
+        release_cli,
+        services_cli,
+        voice_cli,
+    )
 
 
 def main() -> None:

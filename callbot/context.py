@@ -16,4 +16,7 @@ def get_store() -> Store:
 
 
 def get_kb() -> KnowledgeBase:
-    return KnowledgeBase(get_store())
+    from nlu.compliance.service import publish_check
+
+    # What staff publish (answers, script prompts) passes the compliance guard first.
+    return KnowledgeBase(get_store(), publish_check)

@@ -26,8 +26,10 @@ def create_app() -> Sanic:
 
     app.blueprint(conversations_api.bp)
     from campaigns import api as campaigns_api
+    from nlu.compliance import api as compliance_api
 
     app.blueprint(campaigns_api.bp)
+    app.blueprint(compliance_api.bp)
     app.blueprint(pages.bp)
 
     @app.get("/health")

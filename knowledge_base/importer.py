@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from knowledge_base.errors import ImportRejected
 from knowledge_base.models import (
+    COMPLIANCE_CLASSES,
     ComplaintLabel,
     ComplianceRule,
     ExtensionQuestion,
@@ -315,6 +316,9 @@ def validate_files(paths: Sequence[Path], existing: dict[str, set[str]]) -> Impo
         for i, sc in enumerate(doc.scenarios):
             problems.extend(_check_scenario(file, lines, i, sc, existing.get(sc.code, set())))
         for i, rule in enumerate(doc.compliance_rules):
+            if rule.match_type.value == "semantic" and rule.pattern.strip() not in COMPLIANCE_CLASSES:
+                problems.append(f"{_where(file, lines, ('compliance_rules', i, 'pattern'))}: a semantic rule names a class of the "
+                                f"compliance classifier: one of {', '.join(COMPLIANCE_CLASSES)}")
             if rule.match_type.value == "regex":
                 try:
                     re.compile(rule.pattern)
@@ -429,6 +433,18 @@ def apply_batch(session: Session, batch: ImportBatch, actor: str) -> ImportRepor
             session.add(label)
         _set(label, report, "complaint_labels", created, name=ld.name, parent_code=ld.parent, description=ld.description)
     return report
+
+
+def published_texts(batch: ImportBatch) -> list[tuple[str, str]]:
+    """(where, text) of everything the batch would let the bot say: script prompts and reprompts, intents' answers."""
+    out: list[tuple[str, str]] = []
+    for sc in batch.doc.scenarios:
+        for st in sc.steps:
+            out += [(f"scenario {sc.code}, step {st.code}, {field}", text) for field, text in
+                    (("prompt", st.prompt), ("reprompt", st.reprompt)) if text]
+        out += [(f"scenario {sc.code}, intent {it.name}, answer", it.answer) for it in sc.intents if it.answer]
+    out += [(f"scenario {code}, intent {it.name}, answer ({origin})", it.answer) for code, it, origin in batch.loose_intents if it.answer]
+    return out
 
 
 def existing_intents(session: Session) -> dict[str, set[str]]:

@@ -83,6 +83,14 @@ class Severity(enum.StrEnum):
 class MatchType(enum.StrEnum):
     literal = "literal"
     regex = "regex"
+    # Not a pattern: the pattern names a class of the compliance classifier (nlu/compliance/classifier.py), and the
+    # rule gives that class its severity and legal basis.
+    semantic = "semantic"
+
+
+# The compliance classifier's violation classes (the pattern of a semantic rule names one).
+COMPLIANCE_CLASSES = ("guarantee", "no_risk", "promised_return", "inside_info", "false_urgency", "disparage", "cover_loss",
+                      "deposit_analogy", "misconduct", "exaggeration")
 
 
 class Outcome(enum.StrEnum):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from knowledge_base.db import Store
-from knowledge_base.errors import CallbotError, NotFound
+from knowledge_base.errors import CallbotError, ImportRejected, NotFound
 from knowledge_base.exporter import export_document, render
-from knowledge_base.importer import ImportReport, apply_batch, existing_intents, validate_files
+from knowledge_base.importer import ImportReport, apply_batch, existing_intents, published_texts, validate_files
 from knowledge_base.models import (
     ComplaintLabel,
     ComplianceRule,
@@ -42,15 +42,26 @@ class KnowledgeBaseCounts:
     version: int
 
 
+# Checks what an import would publish (answers, script prompts) in the import's own transaction: (where, text) pairs
+# in, one problem line per blocked text out. callbot/context.py plugs in the compliance guard (nlu/compliance).
+PublishCheck = Callable[[Session, list[tuple[str, str]]], list[str]]
+
+
 class KnowledgeBase:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, publish_check: PublishCheck | None = None):
         self.store = store
+        self.publish_check = publish_check
 
     # -- import / export -------------------------------------------------
     def import_files(self, paths: Sequence[Path], actor: str = "import") -> ImportReport:
         with self.store.session(actor) as session:
             batch = validate_files(paths, existing_intents(session))
             report = apply_batch(session, batch, actor)
+            if self.publish_check is not None:
+                session.flush()  # the rules this import brings apply to its own texts
+                problems = self.publish_check(session, published_texts(batch))
+                if problems:
+                    raise ImportRejected(problems)  # the transaction rolls back: nothing is published
         report.version = self.store.kb_version()
         return report
 

@@ -13,12 +13,12 @@ from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy import select
 
 from actions import check_compliance, records
-from actions.compliance import ComplianceGuard
 from actions.replies import PENDING_REPLIES, Outbox
 from actions.script_engine import Say, fill
 from knowledge_base.db import Store
 from knowledge_base.models import ComplianceRule, Conversation, ConversationTurn
 from knowledge_base.service import KnowledgeBase
+from nlu.compliance.guard import ComplianceGuard
 
 RULES = """schema_version: 1
 compliance_rules:
@@ -73,7 +73,9 @@ def action_store(rules_kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch) -> St
     """The action reads the rules and writes the transcript through callbot.context.get_store: point it here."""
     monkeypatch.setattr(check_compliance, "get_store", lambda: rules_kb.store)
     monkeypatch.setattr(records, "get_store", lambda: rules_kb.store)
-    monkeypatch.setattr(check_compliance, "_guard", None)
+    # The lexicon alone here: these tests are about what the action does with a verdict (the classifier's own
+    # behaviour is tested in tests/test_compliance_classifier.py).
+    monkeypatch.setattr(check_compliance, "_guard", ComplianceGuard(rules_kb.store))
     return rules_kb.store
 
 

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from benchmarks.common import free_block
 from benchmarks.load import REPLIES, drive, recorded
 from tests.conftest import ROOT
 
@@ -55,19 +56,6 @@ def scaled(e5_model_dir: Path) -> Iterator[dict[str, Any]]:
         down = subprocess.run([CALLBOT, "down"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
         assert down.returncode == 0, down.stderr
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
-
-
-def free_block(size: int) -> int:
-    """The first of ``size`` consecutive free TCP ports (the profile puts its workers on base + n)."""
-    import random
-
-    from callbot.services import port_is_free
-
-    for _ in range(200):
-        base = random.randrange(20000, 30000)
-        if all(port_is_free("127.0.0.1", base + i) for i in range(size)):
-            return base
-    raise AssertionError(f"no {size} consecutive free ports between 20000 and 30000")
 
 
 async def _kill(home: Path, name: str, port: int) -> None:

@@ -1,0 +1,189 @@
+"""The compliance guard with its classifier: sentences and spans, the lexicon overruled in context, paraphrases caught,
+customer questions tagged, long and odd input; the CLI's check and eval. A head is trained once per test session on
+the project's training data (nlu/compliance/data/train_*.jsonl), a few epochs only."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from knowledge_base.service import KnowledgeBase
+from nlu.compliance.classifier import DATA_DIR, TRAIN_FILES, HeadConfig, load_examples, save_head, train_head
+from nlu.compliance.clauses import split_clauses
+from nlu.compliance.guard import ComplianceGuard
+from tests.conftest import ROOT
+
+CALLBOT = str(Path(sys.executable).parent / "callbot")
+
+
+@pytest.fixture(scope="module")
+def encoder(e5_model_dir: Path):  # type: ignore[no-untyped-def]
+    from nlu.encoders.sentence_encoder import SentenceEncoder
+
+    return SentenceEncoder(e5_model_dir, threads=1)
+
+
+@pytest.fixture(scope="module")
+def head_dir(encoder, tmp_path_factory: pytest.TempPathFactory, demo_file: Path) -> Path:  # type: ignore[no-untyped-def]
+    from knowledge_base.db import Store
+    from nlu.compliance.lexicon import RuleLexicon
+
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('rules') / 'kb.db'}")
+    store.migrate()
+    KnowledgeBase(store).import_files([demo_file])
+    lexicon = RuleLexicon(store)
+    examples = load_examples([DATA_DIR / f for f in TRAIN_FILES])
+    pool = ["请您按时缴款。", "今天天气不错。", "本产品风险等级为R3。", "您的风险测评将于下月到期。"] * 10
+    trained = train_head(encoder, examples, pool, HeadConfig(epochs=25, pool_size=40),
+                         lexicon_matches=lambda t: bool(lexicon.scan(t)))
+    assert "override_below" in trained.meta
+    assert trained.meta["cv_f1"] > 0.8, trained.meta
+    return save_head(trained, tmp_path_factory.mktemp("compliance"))
+
+
+@pytest.fixture
+def guard(kb: KnowledgeBase, demo_file: Path, encoder, head_dir: Path) -> ComplianceGuard:  # type: ignore[no-untyped-def]
+    kb.import_files([demo_file])
+    g = ComplianceGuard(kb.store, encoder, head_dir)
+    assert g.uses_classifier
+    return g
+
+
+def test_sentences_keep_their_offsets_and_long_ones_are_windowed() -> None:
+    text = "您好，这里是客服。" + "这" * 200 + "。最后一句话！"
+    clauses = split_clauses(text)
+    for c in clauses:
+        assert text[c.start:c.end] == c.text
+    assert clauses[0].text == "您好，这里是客服。" and clauses[-1].text == "最后一句话！"
+    assert max(len(c.text) for c in clauses) <= 80 and len(clauses) >= 5
+    assert split_clauses("") == [] and split_clauses("   ") == []
+
+
+def test_the_lexicon_alone_reports_rule_and_exact_span(kb: KnowledgeBase, demo_file: Path) -> None:
+    kb.import_files([demo_file])
+    lexicon_only = ComplianceGuard(kb.store)
+    text = "您好。这款产品零风险，放心买。"
+    hits = lexicon_only.check(text)
+    assert hits and all(text[h.start:h.end] == h.matched for h in hits)
+    assert "CR-003" in {h.rule_id for h in hits}
+
+
+def test_paraphrases_are_caught_and_negations_pass(guard: ComplianceGuard) -> None:
+    caught = guard.verdict("您就放心吧，本钱一分都少不了，年底至少给您做到百分之七。")
+    assert caught.violation and {h.source for h in caught.hits} == {"classifier"}
+    assert all(h.rule_id.startswith("CS-") for h in caught.hits)
+    warning = guard.verdict("这只基金不承诺保本，市场波动时净值可能下跌。")
+    assert not warning.violation, warning.as_dict()
+    assert guard.verdict("好的，请您在周五前完成缴款。").hits == []
+
+
+def test_a_customer_question_is_tagged_not_blocked(guard: ComplianceGuard) -> None:
+    v = guard.verdict("这个会不会亏啊？你们能保证收益吗？")
+    assert not v.violation and v.tags == ["customer_question"]
+
+
+def test_a_violation_deep_in_a_long_text_is_found_with_its_span(guard: ComplianceGuard) -> None:
+    filler = "请您仔细阅读产品说明书和风险揭示书。" * 300
+    text = filler + "这个产品保本保收益，零风险。" + filler
+    v = guard.verdict(text)
+    assert v.violation and not v.truncated
+    spans = [text[h.start:h.end] for h in v.hits]
+    assert any("保本保收益" in s for s in spans) and all(h.start >= len(filler) for h in v.hits)
+
+
+def test_empty_odd_and_huge_input(guard: ComplianceGuard) -> None:
+    verdicts = guard.verdicts(["", "   ", "OK 👍 😀", "保本" * 20_000, "Ｒ３级产品，T+1到账。"])
+    assert [v.violation for v in verdicts[:3]] == [False, False, False]
+    assert verdicts[3].truncated and verdicts[3].violation
+    assert not verdicts[4].violation
+
+
+def test_a_disabled_semantic_rule_switches_its_class_off(guard: ComplianceGuard, kb: KnowledgeBase) -> None:
+    from sqlalchemy import select
+
+    from knowledge_base.models import ComplianceRule
+
+    text = "您放心，本钱一分都少不了。"
+    before = guard.verdict(text)
+    assert before.violation
+    with kb.store.session("compliance-officer") as s:
+        for rule in s.scalars(select(ComplianceRule).where(ComplianceRule.rule_id.in_([h.rule_id for h in before.hits]))):
+            rule.enabled = False  # as the staff console edits it (the knowledge-base version moves)
+    assert [h.rule_id for h in guard.verdict(text).hits if h.rule_id in {x.rule_id for x in before.hits}] == []
+
+
+def test_cli_check_and_eval(guard: ComplianceGuard, head_dir: Path, tmp_path: Path, e5_model_dir: Path) -> None:
+    home, cache = tmp_path / "home", tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    (cache / "models" / "e5-small-v1").symlink_to(e5_model_dir)
+    (cache / "compliance").symlink_to(head_dir)
+    env = {**os.environ, "CALLBOT_HOME": str(home), "CALLBOT_CACHE_DIR": str(cache), "COLUMNS": "300"}
+    assert subprocess.run([CALLBOT, "kb", "demo"], cwd=ROOT, env=env, capture_output=True).returncode == 0
+    lines = tmp_path / "lines.txt"
+    lines.write_text("这款产品零风险。\n\n这只基金不承诺保本。\n本钱一分都少不了。\n", encoding="utf-8")
+    done = subprocess.run([CALLBOT, "compliance", "check", "--input", str(lines)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(x) for x in done.stdout.splitlines()]
+    assert [r["text"] for r in rows] == ["这款产品零风险。", "", "这只基金不承诺保本。", "本钱一分都少不了。"]
+    assert [r["violation"] for r in rows] == [True, False, False, True]
+    first = rows[0]["hits"][0]
+    assert {"rule", "severity", "start", "end", "score"} <= set(first) and rows[0]["text"][first["start"]:first["end"]] == "零风险"
+    test = tmp_path / "test.jsonl"
+    test.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in (
+        {"text": "保证年化8%，亏了算我的。", "violation": True}, {"text": "本产品不保本。", "violation": False},
+        {"text": "跟存银行定期一样稳当。", "violation": True})), encoding="utf-8")
+    done = subprocess.run([CALLBOT, "compliance", "eval", "--test", str(test)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[0])
+    assert report["n"] == 3 and set(report["guard"]) >= {"precision", "recall", "f1"} and "lexicon_only" in report
+    binary = tmp_path / "x.txt"
+    binary.write_bytes(b"\x00\x01\x02")
+    bad = subprocess.run([CALLBOT, "compliance", "check", "--input", str(binary)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert bad.returncode == 1 and "binary file" in bad.stderr and "Traceback" not in bad.stderr
+    # The knowledge base's gate: an answer the guard blocks is not published, and the import says where and why.
+    bad_kb = tmp_path / "bad.yaml"
+    bad_kb.write_text("""schema_version: 1
+scenarios:
+  - code: faq
+    name: 常见问题
+    kind: inbound
+    intents:
+      - name: faq_new_product
+        kind: faq
+        standard_question: 新出的理财怎么样
+        answer: 这款新理财零风险，放心买。
+""", encoding="utf-8")
+    rejected = subprocess.run([CALLBOT, "kb", "import", str(bad_kb)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert rejected.returncode == 3, rejected.stderr
+    assert "intent faq_new_product, answer: CR-003" in rejected.stderr and "零风险" in rejected.stderr
+    fixed = bad_kb.read_text(encoding="utf-8").replace("这款新理财零风险，放心买。", "这款理财为R2风险等级，不保本，净值会波动。")
+    bad_kb.write_text(fixed, encoding="utf-8")
+    accepted = subprocess.run([CALLBOT, "kb", "import", str(bad_kb)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert accepted.returncode == 0, accepted.stderr
+    # Stored transcripts flagged for review: the bot's (or staff's) violation is listed, the customer's question tagged.
+    from knowledge_base.db import Store
+    from knowledge_base.models import Conversation, ConversationTurn
+
+    store = Store(f"sqlite:///{home / 'callbot.db'}")
+    with store.session() as s:
+        conv = Conversation(external_id="review-1", channel="chat")
+        s.add(conv)
+        s.flush()
+        s.add_all([ConversationTurn(conversation_id=conv.id, seq=1, speaker="user", text="这个会不会亏啊？"),
+                   ConversationTurn(conversation_id=conv.id, seq=2, speaker="bot", text="您放心，这款零风险。"),
+                   ConversationTurn(conversation_id=conv.id, seq=3, speaker="bot", text="请您按时完成风险测评。")])
+    done = subprocess.run([CALLBOT, "compliance", "review"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and "1 with wording to review" in done.stdout, done.stdout + done.stderr
+    with store.session() as s:
+        review = s.query(Conversation).filter_by(external_id="review-1").one().outcome_detail["compliance_review"]
+    assert [(r["seq"], r["customer"]) for r in review] == [(1, True), (2, False)]
+    assert review[0]["tags"] == ["customer_question"] and "CR-003" in review[1]["rules"]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "x"}\n', encoding="utf-8")
+    bad = subprocess.run([CALLBOT, "compliance", "eval", "--test", str(broken)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert bad.returncode == 1 and "broken.jsonl:1" in bad.stderr
