@@ -9,6 +9,9 @@ written to the transcript.
 from __future__ import annotations
 
 import logging
+import sys
+import threading
+from pathlib import Path
 from typing import Any
 
 from rasa_sdk import Action, Tracker
@@ -38,6 +41,12 @@ def guard() -> ComplianceGuard:
                       extra={"fields": {"error": str(exc)[:200]}})
             _guard = get_guard(get_store(), lexicon_only=True)
     return _guard
+
+
+# In the action server (`python -m rasa_sdk`), load the guard (encoder and classifier) while it starts, not on a
+# caller's first reply; importing the module elsewhere (tests, tools) loads nothing.
+if Path(sys.argv[0]).parent.name == "rasa_sdk":
+    threading.Thread(target=lambda: guard(), name="compliance-warm-up", daemon=True).start()
 
 
 def channel_of(tracker: Tracker) -> str:

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
 from knowledge_base.db import Store
 from nlu.compliance.guard import ComplianceGuard
 
+log = logging.getLogger(__name__)
 _guards: dict[str, ComplianceGuard] = {}
 _lock = threading.Lock()
 ENCODER = "e5-small"
@@ -39,8 +41,17 @@ def get_guard(store: Store, lexicon_only: bool = False) -> ComplianceGuard:
             if lexicon_only:
                 _guards[key] = ComplianceGuard(store)
             else:
+                from nlu.compliance.classifier import META_FILE
+
                 settings = get_settings()
-                _guards[key] = ComplianceGuard(store, compliance_encoder(settings.models_dir), head_dir(settings.cache_dir))
+                directory = head_dir(settings.cache_dir)
+                if not (directory / META_FILE).is_file():
+                    # No classifier trained here: the encoder would only cost memory and start-up time.
+                    log.warning("no trained compliance classifier; the rule lexicon alone guards "
+                                "(`callbot compliance train` builds one)", extra={"fields": {"dir": str(directory)}})
+                    _guards[key] = ComplianceGuard(store)
+                else:
+                    _guards[key] = ComplianceGuard(store, compliance_encoder(settings.models_dir), directory)
         return _guards[key]
 
 
