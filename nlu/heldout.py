@@ -29,7 +29,6 @@ lines of dev and test that ask exactly that (别再打了！); their gold stays 
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from knowledge_base.errors import CallbotError
+from knowledge_base.jsonl import records
 from nlu.matcher import kind_of
 from nlu.text import normalise
 
@@ -75,14 +75,8 @@ def load(split: str, sets: Iterable[str] = SETS, eval_dir: Path = EVAL_DIR) -> l
         path = eval_dir / f"{name}.{split}.jsonl"
         if not path.is_file():
             continue  # a set without this split contributes nothing to it
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                text = str(row["text"]).strip()
-            except (ValueError, KeyError, TypeError) as exc:
-                raise CallbotError(f"{path}:{n}: not a held-out record ({exc}); expected JSON with a 'text' field.") from exc
+        for n, row in records(path, ("text",), "held-out record"):
+            text = str(row["text"]).strip()
             if not text:
                 raise CallbotError(f"{path}:{n}: empty text.")
             out.append(HeldoutUtterance(text, row.get("intent") or None, row.get("scenario") or None, name, row.get("style") or "",

@@ -66,18 +66,12 @@ class Example:
 
 def load_examples(paths: list[Path]) -> list[Example]:
     """Labelled sentences from JSON lines ``{"text", "violation", "category"}``; a bad line names its file and number."""
-    from knowledge_base.errors import CallbotError
+    from knowledge_base.jsonl import records
 
     out = []
     for path in paths:
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                text = str(row["text"]).strip()
-            except (ValueError, KeyError, TypeError) as exc:
-                raise CallbotError(f"{path}:{n}: not a labelled sentence ({exc}); expected JSON with 'text' and 'violation'.") from None
+        for _n, row in records(path, ("text", "violation"), "labelled sentence"):
+            text = str(row["text"]).strip()
             category = str(row.get("category") or "")
             if row.get("violation"):
                 label = category if category in VIOLATION else "guarantee"
