@@ -37,12 +37,14 @@ def wait_for_calls(product: dict[str, Any], campaign_id: str, count: int, timeou
 
 
 def wait_until_started(product: dict[str, Any], call_id: str, timeout: float = 60) -> None:
-    """Until the call's conversation exists (the bot's opening was produced): the dialer has placed it."""
+    """Until Rasa has stored the started call (its tracker says outbound): the dialer's start request is complete.
+    The conversation row appears earlier, while Rasa still handles that request; a dialer killed then takes the
+    request with it (Rasa drops a request whose client is gone) and the call never starts (settled as dropped)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with sqlite3.connect(product["db"]) as db:
-            if db.execute("SELECT 1 FROM conversation WHERE external_id = ?", (call_id,)).fetchone():
-                return
+        status, tracker = http("GET", product["rasa"] + f"/conversations/{call_id}/tracker")
+        if status == 200 and (tracker.get("slots") or {}).get("call_mode") == "outbound":
+            return
         time.sleep(0.2)
     raise AssertionError(f"{call_id} was claimed but never started")
 

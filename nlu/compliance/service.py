@@ -27,7 +27,8 @@ def compliance_encoder(models_dir: Path):  # type: ignore[no-untyped-def]
     from nlu.encoders.sentence_encoder import SentenceEncoder
     from nlu.model_cache import resolve_model
 
-    return SentenceEncoder(resolve_model(models_dir, ENCODER), threads=2, quantize=QUANTIZE)
+    # threads=None: the process's torch setting stays as the NLU service configured it.
+    return SentenceEncoder(resolve_model(models_dir, ENCODER), quantize=QUANTIZE)
 
 
 def get_guard(store: Store, lexicon_only: bool = False) -> ComplianceGuard:
