@@ -46,6 +46,11 @@ def guard() -> ComplianceGuard:
 # In the action server (`python -m rasa_sdk`), load the guard (encoder and classifier) while it starts, not on a
 # caller's first reply; importing the module elsewhere (tests, tools) loads nothing.
 if Path(sys.argv[0]).parent.name == "rasa_sdk":
+    # One torch thread: the action server's only torch work is this guard, and Rasa, the web app's encoder and the
+    # other workers share the same cores (two threads here halved a 2-core box's turns per second under load).
+    import torch
+
+    torch.set_num_threads(1)
     threading.Thread(target=lambda: guard(), name="compliance-warm-up", daemon=True).start()
 
 
