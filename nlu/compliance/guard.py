@@ -83,6 +83,7 @@ class ComplianceGuard:
         """One verdict per text, in order; all sentences of all texts are encoded in one batch. ``lexicon``: other
         rules than the store's (an import's own transaction)."""
         lexicon = lexicon or self.lexicon
+        lexicon.refresh()  # once for the batch; each sentence is scanned without asking the database again
         prepared = []
         for text in texts:
             text = text if isinstance(text, str) else str(text)
@@ -119,7 +120,7 @@ class ComplianceGuard:
 
     def _judge(self, verdict: Verdict, sentence: str, offset: int, scored: tuple[np.ndarray, float] | None,
                lexicon: RuleLexicon) -> None:
-        lexical = lexicon.scan(sentence)
+        lexical = lexicon.scan(sentence, refresh=False)
         if scored is None:  # lexicon only
             verdict.hits += [_shift(h, offset) for h in lexical]
             return

@@ -89,9 +89,11 @@ class RuleLexicon:
                 log.error("compliance rule does not compile; skipped", extra={"fields": {"rule_id": r.rule_id}})
         self._rules, self.semantic = rules, semantic
 
-    def scan(self, text: str) -> list[Hit]:
-        """Every rule's first match in ``text``, with its span."""
-        self.refresh()
+    def scan(self, text: str, refresh: bool = True) -> list[Hit]:
+        """Every rule's first match in ``text``, with its span. ``refresh=False`` when the caller refreshed already
+        (the guard does once per batch, not once per sentence: the version check is a database query)."""
+        if refresh:
+            self.refresh()
         found = []
         for rule in self._rules:
             m = rule.pattern.search(text)
