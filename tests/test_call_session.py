@@ -158,3 +158,61 @@ def test_a_filled_in_prompt_synthesises_only_the_customer_values(tmp_path: Path)
     voice.said.clear()
     lines.speak("与模板无关的一句话")
     assert voice.said == ["与模板无关的一句话"]
+
+
+class Says:
+    """The callee's utterances, in order, as the recogniser would hear them."""
+    name = "scripted"
+
+    def __init__(self, *texts: str):
+        self.texts = list(texts)
+
+    def transcribe(self, clip: AudioClip, hint: str | None = None) -> Transcript:
+        text = self.texts.pop(0) if self.texts else ""
+        return Transcript(text, text, 1.0, clip.seconds)
+
+
+def outbound(tmp_path: Path, recognizer: Any, dialogue: ScriptedDialogue) -> tuple[CallSession, list[Any]]:
+    commands: list[Any] = []
+    kit = SpeechKit(recognizer, SpokenLines(ToneVoice(), tmp_path))
+    session = CallSession("call-out", "outbound", kit, dialogue, SessionConfig(), commands.append,  # type: ignore[arg-type]
+                          scenario="ipo_allotment_notice")
+    return session, commands
+
+
+def test_a_media_backlog_does_not_make_the_bot_talk_over_a_voicemail_greeting(tmp_path: Path) -> None:
+    # The call is answered but the first frames reach the session late (a busy machine): the wait for the
+    # callee counts audio heard, so the voicemail greeting that follows is still heard before the bot speaks.
+    dialogue = ScriptedDialogue({"start": BotTurn(["您好，这里是证券公司"])})
+    session, commands = outbound(tmp_path, Says("您拨打的用户暂时无法接听，请在提示音后留言"), dialogue)
+    session.answered()
+    time.sleep(2.6)  # longer than listen_first_s, no frame processed yet
+    pump(session, 2.5, spoken(1.5))
+    assert dialogue.heard == [], "the bot did not start the script over the greeting"
+    assert session.outcome == "answering_machine" and commands == [HangUp("call-out")]
+    session.hung_up()
+    assert session.wait(5)
+
+
+def test_a_greeting_that_pauses_after_hello_is_still_a_machine(tmp_path: Path) -> None:
+    dialogue = ScriptedDialogue({"start": BotTurn(["您好"])})
+    session, commands = outbound(tmp_path, Says("您好", "您拨打的用户暂时无法接听，请在提示音后留言"), dialogue)
+    session.answered()
+    pump(session, 1.5, spoken(0.5))  # "您好" and a pause longer than end_silence_ms: taken for a person
+    assert dialogue.heard == ["start"]
+    pump(session, 3.0, spoken(1.5))  # the rest of the greeting
+    assert session.outcome == "answering_machine", session.outcome_detail
+    assert "您拨打的" in session.outcome_detail["heard"] and commands == [HangUp("call-out")]
+    session.hung_up()
+    assert session.wait(5)
+
+
+def test_a_person_who_answers_the_bot_is_not_a_machine(tmp_path: Path) -> None:
+    dialogue = ScriptedDialogue({"start": BotTurn(["您好"]), "我暂时无法确认": BotTurn(["好的"])})
+    session, commands = outbound(tmp_path, Says("喂", "我暂时无法确认"), dialogue)
+    session.answered()
+    pump(session, 1.5, spoken(0.5))
+    pump(session, 3.0, spoken(1.0))
+    assert dialogue.heard == ["start", "我暂时无法确认"] and session.outcome is None and commands == []
+    session.hung_up()
+    assert session.wait(5)

@@ -11,7 +11,10 @@ stalls the audio of this or another call. What the SIP side must do (hang up, tr
 - **No input**: ``no_input_s`` after the bot stopped talking with nothing heard, the session sends ``/silence``.
 - **DTMF**: a key becomes the text its mapping gives (``/affirm`` …), per scenario.
 - **Answering machines** (outbound): the session listens before speaking; a first utterance running longer than
-  ``machine_greeting_s`` without a pause, or one using a voicemail greeting's words, is a machine.
+  ``machine_greeting_s`` without a pause, or one using a voicemail greeting's words, is a machine. The wait for
+  the callee is counted in audio the session has processed, not wall time, so a busy worker with a backlog of
+  frames does not start talking over a greeting it has not heard yet; and a greeting with a pause after its
+  first words ("您好，……") is still caught when the callee's first reply to the bot uses voicemail wording.
 - **Hand-over**: when the bot hands the call over, the session asks the SIP side to bridge an agent; if no agent
   answers, the caller hears an apology and a callback is recorded.
 """
@@ -41,6 +44,8 @@ FRAME = 160  # samples per 20 ms at 8 kHz
 RATE = 8000
 # What voicemail greetings and carrier announcements say (China Mobile / Unicom / Telecom wording).
 MACHINE_WORDS = ("留言", "语音信箱", "无法接通", "已关机", "不在服务区", "提示音", "暂时无法", "空号", "正在通话中", "稍后再拨")
+# Once the bot has spoken, only wording no person answers a call with still marks a machine ("暂时无法…" does not).
+LATE_MACHINE_WORDS = ("您拨打的", "语音信箱", "提示音后", "无法接通", "已关机", "不在服务区", "稍后再拨", "请留言")
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,8 @@ class SessionConfig:
     max_call_s: float = 600.0
     machine_greeting_s: float = 3.5
     listen_first_s: float = 2.0  # outbound: how long to wait for the callee's "喂" before the bot speaks
+    # ... and in wall time when no audio arrives at all (a line whose media never starts)
+    listen_first_wall_s: float = 6.0
     agent_uri: str = ""
     dtmf: dict[str, str] = field(default_factory=lambda: {"1": "/affirm", "2": "/deny", "0": "/request_human"})
     trouble_line: str = "抱歉，系统暂时无法处理您的请求，请稍后再拨，再见。"
@@ -125,6 +132,7 @@ class CallSession:
         self._in_speech_since: float | None = None  # stream time the current utterance started
         self._quiet_since = time.monotonic()
         self._answered_at: float | None = None
+        self._first_reply_pending = False  # outbound: the callee's first reply to the bot may still be a machine
         self._pending_timing: TurnTiming | None = None
         self._speech_end_wall: float | None = None
         self._stop = threading.Event()
@@ -278,6 +286,11 @@ class CallSession:
             heard = early[1]  # decoded at the pause; nothing was said since
         else:
             heard = self.kit.recognizer.transcribe(event.clip, self.kit.hint(self.scenario))
+        if self._first_reply_pending and heard.text:
+            self._first_reply_pending = False
+            if any(word in heard.text for word in LATE_MACHINE_WORDS):
+                self._machine("voicemail wording after the bot started", heard.text)
+                return
         if not heard.text:
             log.info("nothing understood in a caller turn", extra={"fields": {"call": self.call_id, "dropped": heard.dropped}})
             self._quiet_since = time.monotonic()
@@ -303,7 +316,8 @@ class CallSession:
             self.outcome_detail["reason"] = "call too long"
             self._close_after_playback()
         if self.phase == "listening_first" and self._in_speech_since is None and self._answered_at is not None \
-                and now - self._answered_at > self.config.listen_first_s:
+                and (self._stream_s > self.config.listen_first_s
+                     or now - self._answered_at > max(self.config.listen_first_s, self.config.listen_first_wall_s)):
             self._start_outbound()
         if (self.phase == "talking" and not self.speaking and self._in_speech_since is None
                 and now - self._quiet_since > self.config.no_input_s):
@@ -317,6 +331,7 @@ class CallSession:
     # -- what the bot does --
     def _start_outbound(self) -> None:
         self.phase = "talking"
+        self._first_reply_pending = True
         self._respond(self._dialogue(lambda: self.link.start_outbound(
             self.call_id, self.scenario or "", self.customer_name, self.variables)))
 
