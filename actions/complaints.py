@@ -1,12 +1,14 @@
-"""Complaint labelling against the knowledge base's taxonomy (a lexical baseline).
+"""Complaint labelling against the knowledge base's taxonomy.
 
-Scores each leaf label by IDF-weighted character bigrams shared between the complaint and the label's
-name and description. It stands in until the trained multi-label classifier lands; its labels are
-stored on the conversation either way.
+The installed FMLC model (``callbot complaint train``, nlu/complaints) labels a complaint; labels it knows but the
+knowledge base no longer has are dropped (staff removed them). Without an installed model, a lexical baseline
+scores each leaf label by IDF-weighted character bigrams shared with the label's name and description, and says
+so in the log. Either way the labels are stored on the conversation.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 
@@ -21,7 +23,33 @@ def _grams(text: str) -> set[str]:
     return {a + b for a, b in zip(chars, chars[1:], strict=False)} | set(chars)
 
 
-def classify_complaint(text: str, top: int = 3, min_score: float = 2.0) -> list[str]:
+log = logging.getLogger(__name__)
+
+
+def classify_complaint(text: str) -> list[str]:
+    """Leaf label codes for a complaint, best first (empty: nothing recognisable)."""
+    from callbot.settings import get_settings
+    from nlu.complaints.service import get_complaint_model
+
+    settings = get_settings()
+    model = get_complaint_model(settings.cache_dir, settings.models_dir)
+    if model is None or not text.strip():
+        return lexical_labels(text)
+    known = set(label_names())
+    result = model.classify([text])[0]
+    labels = [s.label for s in result.labels if s.label in known]
+    log.info("complaint labelled", extra={"fields": {"labels": labels, "tentative": result.tentative,
+                                                     "scores": [round(s.score, 3) for s in result.labels]}})
+    return labels
+
+
+def label_names() -> dict[str, str]:
+    """Leaf label code → the name staff gave it (what the bot says back to the customer)."""
+    with get_store().session() as s:
+        return {lb.code: lb.name for lb in s.scalars(select(ComplaintLabel).where(ComplaintLabel.parent_code.is_not(None)))}
+
+
+def lexical_labels(text: str, top: int = 3, min_score: float = 2.0) -> list[str]:
     with get_store().session() as s:
         labels = [(lb.code, lb.name, lb.description) for lb in s.scalars(select(ComplaintLabel).where(ComplaintLabel.parent_code.is_not(None)))]
     if not labels:

@@ -195,6 +195,7 @@ def model_list() -> None:
 def _register_services() -> None:
     from callbot import (  # noqa: F401  (register their commands)
         campaign_cli,
+        complaint_cli,
         compliance_cli,
         model_cli,
         nlu_cli,

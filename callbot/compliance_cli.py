@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -15,30 +13,12 @@ from callbot.cli import app, err, out
 from callbot.context import get_store
 from callbot.settings import get_settings
 from knowledge_base.errors import CallbotError
+from knowledge_base.textfiles import read_lines
 
 compliance_app = typer.Typer(help="The compliance guard: rule lexicon + classifier (train it, check texts, measure it).",
                              no_args_is_help=True)
 app.add_typer(compliance_app, name="compliance")
 BATCH = 256
-
-
-def _read_lines(path: Path) -> Iterator[str]:
-    """Lines of a UTF-8 (or GBK) text file, or of stdin for ``-``; binary or undecodable input is an error."""
-    if str(path) == "-":
-        yield from (line.rstrip("\n") for line in sys.stdin)
-        return
-    if not path.is_file():
-        raise CallbotError(f"{path}: no such file.")
-    data = path.read_bytes()
-    if b"\x00" in data[:4096]:
-        raise CallbotError(f"{path}: a binary file, not text; give one sentence per line (UTF-8).")
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            yield from data.decode(encoding).splitlines()
-            return
-        except UnicodeDecodeError:
-            continue
-    raise CallbotError(f"{path}: neither UTF-8 nor GBK; save it as UTF-8 text.")
 
 
 def _pool_texts() -> list[str]:
@@ -137,7 +117,7 @@ def compliance_check(
             out.print(json.dumps(verdict.as_dict(), ensure_ascii=False), markup=False, highlight=False, soft_wrap=True)
         batch.clear()
 
-    for line in _read_lines(input):
+    for line in read_lines(input):
         batch.append(line)
         if len(batch) >= BATCH:
             flush()
@@ -180,7 +160,7 @@ def compliance_eval(
     from nlu.compliance.guard import ComplianceGuard
 
     rows = []
-    for n, line in enumerate(_read_lines(test), 1):
+    for n, line in enumerate(read_lines(test), 1):
         if not line.strip():
             continue
         try:

@@ -2,6 +2,8 @@
 
 GET /conversations?outcome=&handed_over=true|false&follow_up=open|closed&scenario=&channel=&limit=&offset=  newest first
 GET /conversations/stats?scenario=&since=YYYY-MM-DD    outcome counts per scenario, open follow-ups
+GET /conversations/complaints?label=&limit=           complaint counts per label (KB names), and the labelled
+                                                      conversations (of one label if given), newest first
 GET /conversations/{external_id}                      with the turns
 POST /conversations/{external_id}/follow-up {"note": "…"}   close a follow-up (X-Callbot-User is recorded)
 """
@@ -110,6 +112,42 @@ async def conversation_stats(request: Request) -> HTTPResponse:
     return json({"outcomes": [o.value for o in Outcome], "per_scenario": per,
                  "total": {o: sum(r.get(o, 0) for r in per.values()) for o in [*(o.value for o in Outcome), "in_progress"]},
                  "open_follow_ups": open_follow_ups})
+
+
+@bp.get("/complaints")
+async def complaints_by_label(request: Request) -> HTTPResponse:
+    """Complaints as the classifier labelled them. JSON lists cannot be searched the same way on SQLite and
+    PostgreSQL, so conversations with any label are read and grouped here (complaints are a small share)."""
+    from knowledge_base.models import ComplaintLabel, ConversationTurn
+
+    limit = _int_arg(request, "limit", 50, 1, MAX_LIMIT)
+    wanted = request.args.get("label")
+    with get_store().session() as s:
+        taxonomy = {lb.code: lb for lb in s.scalars(select(ComplaintLabel))}
+        if wanted and wanted not in taxonomy and wanted != "unclassified":
+            raise CallbotError(f"Unknown complaint label {wanted!r}; GET /conversations/complaints without ?label lists the labels in use.")
+        rows = s.execute(select(Conversation, Scenario.code).outerjoin(Scenario, Conversation.scenario_id == Scenario.id)
+                         .where(func.json_array_length(Conversation.complaint_labels) > 0)
+                         .order_by(Conversation.id.desc())).all()
+        counts: dict[str, int] = {}
+        for conv, _code in rows:
+            for label in conv.complaint_labels:
+                counts[label] = counts.get(label, 0) + 1
+        chosen = [(conv, code) for conv, code in rows if not wanted or wanted in conv.complaint_labels][:limit]
+        said: dict[int, str] = {}
+        if chosen:
+            for turn in s.scalars(select(ConversationTurn).where(
+                    ConversationTurn.conversation_id.in_([c.id for c, _ in chosen]), ConversationTurn.intent == "complain")
+                    .order_by(ConversationTurn.seq)):
+                said.setdefault(turn.conversation_id, turn.text)
+        labels = []
+        for label, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+            node = taxonomy.get(label)
+            parent = taxonomy.get(node.parent_code) if node is not None and node.parent_code else None
+            labels.append({"code": label, "name": node.name if node else label, "category": parent.name if parent else None, "count": n})
+        return json({"labels": labels, "label": wanted,
+                     "conversations": [{**_summary(conv, code), "complaint": mask_sensitive(said.get(conv.id, ""))[:500]}
+                                       for conv, code in chosen]})
 
 
 @bp.post("/<external_id:str>/follow-up")

@@ -95,6 +95,22 @@ class SentenceEncoder:
                 out[idx] = vec.numpy()
         return out
 
+    def token_states(self, texts: list[str], max_length: int = 256, batch_size: int = 16) -> list[np.ndarray]:
+        """Each text's last-layer token states, (tokens, dim) float32, padding removed (for token-level heads)."""
+        torch = self._torch
+        out: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * len(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                idx = order[start : start + batch_size]
+                batch = self.tokenizer([self.prefix + texts[i] for i in idx], padding=True, truncation=True,
+                                       max_length=max_length, return_tensors="pt")
+                hidden = self.model(**batch).last_hidden_state
+                for row, i in enumerate(idx):
+                    n = int(batch["attention_mask"][row].sum())
+                    out[i] = hidden[row, :n].float().numpy().copy()
+        return out
+
 
 def _int8(model):  # type: ignore[no-untyped-def]
     import warnings
