@@ -9,6 +9,7 @@ prepare: install
 	.venv/bin/callbot kb demo
 	.venv/bin/callbot bot train
 	.venv/bin/callbot compliance train
+	.venv/bin/callbot complaint train
 
 demo: prepare
 	.venv/bin/callbot up

@@ -52,6 +52,11 @@ def label_names() -> dict[str, str]:
 def lexical_labels(text: str, top: int = 3, min_score: float = 2.0) -> list[str]:
     with get_store().session() as s:
         labels = [(lb.code, lb.name, lb.description) for lb in s.scalars(select(ComplaintLabel).where(ComplaintLabel.parent_code.is_not(None)))]
+    return score_by_label_words(text, labels, top, min_score)
+
+
+def score_by_label_words(text: str, labels: list[tuple[str, str, str]], top: int = 3, min_score: float = 2.0) -> list[str]:
+    """The lexical baseline over (code, name, description) triples (also measured in benchmarks/complaints.py)."""
     if not labels:
         return []
     docs = {code: _grams(name) | _grams(desc) for code, name, desc in labels}

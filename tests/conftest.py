@@ -104,6 +104,21 @@ def e5_model_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def complaint_model() -> Path:
+    """The product's complaint model installed into the user's cache, as `make prepare` does
+    (`callbot complaint train`: skipped when current; a few minutes on a fresh machine)."""
+    import sys
+
+    from callbot.settings import get_settings
+    from nlu.complaints.service import installed_dir
+
+    result = subprocess.run([str(Path(sys.executable).parent / "callbot"), "complaint", "train"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return installed_dir(get_settings().cache_dir)
+
+
 def http(method: str, url: str, body: Any = None, timeout: float = 30, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     import json
     import urllib.error

@@ -302,6 +302,24 @@ def test_chat_complaint_offers_a_human_and_yes_means_transfer(product: dict[str,
     assert conversation(product, "chat-complaint-2")["outcome"] is None
 
 
+def test_chat_complaint_is_labelled_by_the_model_and_acknowledged_by_its_category(
+        product: dict[str, Any], complaint_model: Any) -> None:
+    # Installed after the action server started: it is picked up without a restart.
+    ack = texts(say(product, "chat-fees", "你们佣金收万分之三，比别家高太多了，交割单上的费用也算不明白，我要投诉"))
+    record = conversation(product, "chat-fees")
+    assert "fee_too_high" in record["complaint_labels"], record["complaint_labels"]
+    with sqlite3.connect(product["db"]) as db:
+        names = dict(db.execute("SELECT code, name FROM complaint_label"))
+    assert ack and any(f"“{names[code]}”" in ack[0] for code in record["complaint_labels"]), ack
+    status, listing = http("GET", product["web"] + "/conversations/complaints?label=fee_too_high")
+    assert status == 200 and "chat-fees" in [c["id"] for c in listing["conversations"]]
+    assert any(c["complaint"].startswith("你们佣金") for c in listing["conversations"])
+    counted = {row["code"]: row for row in listing["labels"]}
+    assert counted["fee_too_high"]["count"] >= 1 and counted["fee_too_high"]["name"] == names["fee_too_high"]
+    assert counted["fee_too_high"]["category"] == names["fees"]
+    assert http("GET", product["web"] + "/conversations/complaints?label=no_such_label")[0] == 400
+
+
 def test_chat_widget_in_a_browser_answers_and_hands_over(product: dict[str, Any]) -> None:
     """A customer in Chromium: the bot's greeting, an FAQ answer, then 转人工 shows the queue notice and reaches staff."""
     from selenium.webdriver.common.by import By
