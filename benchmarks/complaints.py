@@ -118,13 +118,16 @@ def run(console: Console) -> None:
         variants = dict(VARIANTS)
         if use_e5 and name == "product":
             variants["FMLC-ASL-e5"] = {"loss": "asl", "graph": True, "encoder": "e5"}
+        encoder, memo = None, {}  # e5 and its token states: loaded and computed once for every seed
         for variant, settings in variants.items():
             reports, seconds = [], []
             for seed in seeds:
                 cfg = TrainConfig(seed=seed, **settings)
-                encoder = e5_loader(get_settings().models_dir)() if cfg.encoder == "e5" else None
+                if cfg.encoder == "e5" and encoder is None:
+                    encoder = e5_loader(get_settings().models_dir)()
                 started = time.monotonic()
-                model = ComplaintModel.train(train, cfg, shared_cache, encoder=encoder, progress=False)
+                model = ComplaintModel.train(train, cfg, shared_cache, encoder=encoder if cfg.encoder == "e5" else None,
+                                             progress=False, state_memo=memo)
                 seconds.append(time.monotonic() - started)
                 reports.append(model.evaluate(test))
                 kept.setdefault(variant, model)

@@ -65,14 +65,14 @@ class ComplaintModel:
     # -- building --
     @classmethod
     def train(cls, complaints: list[Complaint], cfg: TrainConfig, cache_dir: Path, encoder: Any = None,
-              progress: bool = True, source: str = "") -> ComplaintModel:
+              progress: bool = True, source: str = "", state_memo: dict[str, np.ndarray] | None = None) -> ComplaintModel:
         featurizer: Featurizer
         if cfg.encoder == "gru":
             featurizer = WordFeaturizer(cache_dir / "complaints", cfg.word_dim, cfg.max_tokens, corpus_limit=cfg.word_corpus)
         elif cfg.encoder == "e5":
             if encoder is None:
                 raise CallbotError("The e5 encoder variant needs e5-small in the model cache: run `callbot model base`.")
-            featurizer = StateFeaturizer(encoder, cfg.max_tokens)
+            featurizer = StateFeaturizer(encoder, cfg.max_tokens, state_memo)
         else:
             raise CallbotError(f"Unknown encoder {cfg.encoder!r}; use gru or e5.")
         result = fit(complaints, cfg, featurizer, progress=progress)
@@ -117,7 +117,7 @@ class ComplaintModel:
                 raise ModelMissing(f"The complaint model in {directory} reads {meta['featurizer']} token states; that encoder is not available.")
             featurizer = StateFeaturizer(encoder_loader(), cfg.max_tokens)
         net = FMLCNet(len(labels), state["adj"].numpy(), encoder=featurizer.network_encoder, embeddings=featurizer.embeddings(),
-                      input_dim=featurizer.dim, hidden=cfg.hidden)
+                      input_dim=featurizer.dim, hidden=cfg.hidden, graph_dim=cfg.graph_dim)
         net.load_state_dict(state, strict=False)
         net.eval()
         return cls(net, labels, float(meta["threshold"]), featurizer, meta)

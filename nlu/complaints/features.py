@@ -61,9 +61,10 @@ class WordFeaturizer:
 class StateFeaturizer:
     network_encoder = "states"
 
-    def __init__(self, encoder: Any, max_tokens: int = 256):
+    def __init__(self, encoder: Any, max_tokens: int = 256, memo: dict[str, np.ndarray] | None = None):
         self.encoder, self.max_tokens = encoder, max_tokens
         self.kind = getattr(encoder, "name", "encoder")
+        self.memo = memo  # text → states, shared by trainings over the same texts (benchmarks: one per seed)
 
     @property
     def dim(self) -> int:
@@ -81,7 +82,11 @@ class StateFeaturizer:
 
     def features(self, texts: list[str]) -> list[np.ndarray]:
         # The tokenizer truncates to the first max_tokens: e5 is not run on more (cost grows with length squared).
-        return self.encoder.token_states(texts, self.max_tokens)
+        if self.memo is None:
+            return self.encoder.token_states(texts, self.max_tokens)
+        todo = [t for t in dict.fromkeys(texts) if t not in self.memo]
+        self.memo.update(zip(todo, self.encoder.token_states(todo, self.max_tokens), strict=True))
+        return [self.memo[t] for t in texts]
 
     def embeddings(self) -> np.ndarray | None:
         return None

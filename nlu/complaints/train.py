@@ -36,6 +36,7 @@ class TrainConfig:
     lr: float = 1e-3
     batch_size: int = 32
     hidden: int = 150  # per direction: the BiGRU's output is 300 wide, as in the seed
+    graph_dim: int = 128  # label node width in the gated graph network
     word_dim: int = 300
     word_corpus: int = 0  # sentences of the package corpus for word2vec (0: all of it; tests use a few thousand)
     max_tokens: int = 256
@@ -102,7 +103,7 @@ def _train(featurizer: Featurizer, features: list[np.ndarray], y: np.ndarray, cf
     rng = random.Random(cfg.seed)
     adjacency = label_graph.cooccurrence(y, cfg.graph_threshold) if cfg.graph else label_graph.identity(y.shape[1])
     net = FMLCNet(y.shape[1], adjacency, encoder=featurizer.network_encoder, embeddings=featurizer.embeddings(),
-                  input_dim=featurizer.dim, hidden=cfg.hidden)
+                  input_dim=featurizer.dim, hidden=cfg.hidden, graph_dim=cfg.graph_dim)
     optimiser = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
     loss_fn = _loss(cfg)
     order = list(range(len(features)))
