@@ -156,10 +156,10 @@ def run(console: Console) -> None:
             results["latency"] = _latency(console, kept, test, lexical)
             from nlu.complaints.chart import per_label_chart
 
-            chart = save("complaints", results).with_name("complaints-per-label.png")
+            chart = save("complaints-product", results).with_name("complaints-per-label.png")
             per_label_chart(rows["FMLC-ASL"]["runs"][0], chart)
             console.print(f"per-label F1 chart: {chart}")
-    path = save("complaints", results)
+    path = save("complaints-" + "+".join(k for k in results if k not in ("seeds", "latency")), results)
     console.print(f"saved {path}")
 
 
