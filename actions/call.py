@@ -10,7 +10,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.complaints import classify_complaint
+from actions.complaints import classify_complaint, topics_in_words
 from actions.faq import faq_answer
 from actions.records import ConversationRecorder
 from actions.replies import Outbox
@@ -74,12 +74,14 @@ class ActionScriptTurn(Action):
             intent = ((parse.get("callbot_nlu") or {}).get("matched") or {}).get("intent") or "nlu_fallback"
         answer = faq_answer(parse) if intent == "faq" else None
         events: list[dict[str, Any]] = []
+        topics = ""  # the scenario's complaint_ack prompt names the category: "您反映的{complaint_topics}问题"
         if intent == "complain":
             labels = classify_complaint(parse.get("text") or "")
             recorder.set_complaint_labels(labels or ["unclassified"])
             events.append(SlotSet("complaint_labels", labels))
+            topics = topics_in_words(labels)
         result = engine.turn(state, intent, parse.get("text") or "", answer)
-        box = Outbox(domain, state.variables)
+        box = Outbox(domain, {**result.state.variables, "complaint_topics": topics})
         box.say_all(result.say)
         events.append(SlotSet("call_state", dataclasses.asdict(result.state)))
         if result.ended:

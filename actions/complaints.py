@@ -43,6 +43,15 @@ def classify_complaint(text: str) -> list[str]:
     return labels
 
 
+def topics_in_words(labels: list[str], most: int = 2) -> str:
+    """What the bot says the complaint is about: "“收费过高”、“佣金不透明”" (KB names), or "" when unlabelled, so a
+    prompt written as "您反映的{complaint_topics}问题" reads right either way."""
+    if not labels:
+        return ""
+    names = label_names()
+    return "、".join(f"“{names.get(code, code)}”" for code in labels[:most])
+
+
 def label_names() -> dict[str, str]:
     """Leaf label code → the name staff gave it (what the bot says back to the customer)."""
     with get_store().session() as s:

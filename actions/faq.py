@@ -11,7 +11,7 @@ from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from sqlalchemy import select
 
-from actions.complaints import classify_complaint, label_names
+from actions.complaints import classify_complaint, topics_in_words
 from actions.records import ConversationRecorder
 from actions.replies import Outbox
 from actions.script_engine import Say
@@ -160,9 +160,8 @@ class ActionClassifyComplaint(ChatAction):
     def handle(self, turn: ChatTurn) -> list[dict[str, Any]]:
         labels = classify_complaint(turn.text)
         turn.recorder.set_complaint_labels(labels or ["unclassified"])
-        names = label_names()
         if labels:  # acknowledges what it is about, in the knowledge base's words, and offers a human
-            turn.reply.variables["complaint_topics"] = "、".join(f"“{names.get(code, code)}”" for code in labels[:2])
+            turn.reply.variables["complaint_topics"] = topics_in_words(labels)
             turn.reply.say(Say(response="utter_complain_ack_topic"))
         else:
             turn.reply.say(Say(response="utter_complain_ack"))

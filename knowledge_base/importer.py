@@ -41,6 +41,9 @@ from knowledge_base.schema import (
 MAX_FILE_BYTES = 50 * 1024 * 1024
 CSV_COLUMNS = ["scenario", "intent", "kind", "standard_question", "answer", "text", "source", "status", "author"]
 _VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Filled in by the engine, not by the scenario's customer data: the categories of the caller's complaint, in the
+# knowledge base's words, or "" ("您反映的{complaint_topics}问题").
+SYSTEM_VARIABLES = frozenset({"complaint_topics"})
 
 Path_ = tuple[Any, ...]
 
@@ -244,7 +247,7 @@ def _check_scenario(file: str, lines: _LineMap, i: int, sc: ScenarioDoc, known_i
     base: Path_ = ("scenarios", i)
     intent_names = {it.name for it in sc.intents} | known_intents | BUILTIN_INTENTS
     step_codes = {s.code for s in sc.steps}
-    declared = set(sc.variables)
+    declared = set(sc.variables) | SYSTEM_VARIABLES
 
     def dup(items: Iterable[str], what: str, key: str, sub: str) -> None:
         seen: dict[str, int] = {}

@@ -84,15 +84,19 @@ def test_wrong_person(product: dict[str, Any]) -> None:
 
 
 
-def test_complaint_is_classified_then_handed_over(product: dict[str, Any]) -> None:
+def test_complaint_is_classified_then_handed_over(product: dict[str, Any], complaint_model: Any) -> None:
     start_call(product, "ipo-complain")
     reply = texts(say(product, "ipo-complain", "我要投诉你们，天天打电话骚扰"))
     assert SAFE_REPLY not in reply and "非常抱歉" in reply[0] and "转接人工" in reply[0], reply  # complaint_ack
+    reply_said = reply[0]
     reply = say(product, "ipo-complain", "转人工")
     assert any(m.get("custom", {}).get("handoff") for m in reply), reply
     record = conversation(product, "ipo-complain")
     assert record["outcome"] == "handed_over" and record["handed_over"] == 1
-    assert record["complaint_labels"] and record["complaint_labels"] != ["unclassified"]
+    assert "harassing_calls" in record["complaint_labels"], record["complaint_labels"]
+    with sqlite3.connect(product["db"]) as db:
+        name = db.execute("SELECT name FROM complaint_label WHERE code = 'harassing_calls'").fetchone()[0]
+    assert "您反映的“" in reply_said and f"“{name}”" in reply_said, reply_said  # the prompt names the category
 
 
 def test_not_understood_twice_offers_a_human(product: dict[str, Any]) -> None:
