@@ -105,6 +105,7 @@ def _summary(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(console: Console) -> None:
+    console.width = max(console.width, 150)  # the table has eight columns of "0.683±0.012"
     seeds = [13 + i for i in range(int(os.environ.get("CALLBOT_BENCH_SEEDS", "3")))]
     use_e5 = os.environ.get("CALLBOT_BENCH_E5", "1") != "0"
     results: dict[str, Any] = {"seeds": seeds}

@@ -140,3 +140,53 @@ def _label_names() -> dict[str, str]:
             return {lb.code: lb.name for lb in s.scalars(select(ComplaintLabel))}
     except Exception:  # noqa: BLE001 - a chart still draws without names
         return {}
+
+
+@complaint_app.command("relabel")
+def complaint_relabel(
+    since: Annotated[Optional[str], typer.Option(help="Only conversations started on or after this date (YYYY-MM-DD).")] = None,
+    model_dir: ModelDir = None,
+    dry_run: Annotated[bool, typer.Option(help="Count what would change; write nothing.")] = False,
+) -> None:
+    """Label stored complaints again with the model: every conversation with a customer turn understood as a
+    complaint gets the labels of what the customer said in those turns (replacing earlier labels, e.g. the lexical
+    baseline's or "unclassified"). Prints the count per label."""
+    from collections import Counter
+    from datetime import datetime
+
+    from sqlalchemy import select
+
+    from callbot.context import get_store
+    from knowledge_base.models import ComplaintLabel, Conversation, ConversationTurn
+
+    model = _load(model_dir)
+    try:
+        start = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        raise CallbotError(f"--since {since!r}: a date such as 2026-12-01.") from None
+    store = get_store()
+    store.migrate()
+    per_label: Counter[str] = Counter()
+    changed = seen = 0
+    with store.session("complaint-relabel") as s:
+        known = set(s.scalars(select(ComplaintLabel.code)))
+        query = select(Conversation).where(Conversation.id.in_(
+            select(ConversationTurn.conversation_id).where(ConversationTurn.intent == "complain")))
+        if start is not None:
+            query = query.where(Conversation.started_at >= start)
+        for conv in s.scalars(query):
+            said = [t.text for t in s.scalars(select(ConversationTurn).where(
+                ConversationTurn.conversation_id == conv.id, ConversationTurn.intent == "complain").order_by(ConversationTurn.seq))]
+            labels: list[str] = []
+            for result in model.classify(said):
+                labels += [x.label for x in result.labels if x.label in known and x.label not in labels]
+            labels = sorted(labels) or ["unclassified"]
+            seen += 1
+            per_label.update(labels)
+            if labels != sorted(conv.complaint_labels or []):
+                changed += 1
+                if not dry_run:
+                    conv.complaint_labels = labels
+    out.print(f"{seen} conversations with complaints; {changed} {'would change' if dry_run else 'relabelled'}.")
+    for label, n in per_label.most_common():
+        out.print(f"  {label}: {n}")

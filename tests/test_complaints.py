@@ -178,3 +178,33 @@ def test_cli_train_classify_eval_and_bad_input(tmp_path: Path, small_model: tupl
         failed = run_cli(*args)
         assert failed.returncode != 0 and "Traceback" not in failed.stderr, failed.stderr
         assert "binary" in failed.stderr or "callbot complaint train" in failed.stderr, failed.stderr
+
+
+def test_relabel_stored_complaints_with_the_model(tmp_path: Path, small_model: tuple[ComplaintModel, list[Complaint], Path]) -> None:
+    import os
+
+    from knowledge_base.db import Store
+    from knowledge_base.models import Conversation, ConversationTurn
+
+    model, _test, model_dir = small_model
+    env = {**os.environ, "CALLBOT_HOME": str(tmp_path)}
+    assert subprocess.run([CALLBOT, "kb", "demo"], cwd=ROOT, env=env, capture_output=True, timeout=300).returncode == 0
+    store = Store(f"sqlite:///{tmp_path / 'callbot.db'}")
+    said = "你们的佣金收得也太高了，万分之三，别家都万一免五"
+    expected = [s.label for s in model.classify([said])[0].labels]
+    with store.session() as s:
+        s.add(Conversation(external_id="old-chat", channel="chat", complaint_labels=["unclassified"], turns=[
+            ConversationTurn(seq=1, speaker="user", text=said, intent="complain"),
+            ConversationTurn(seq=2, speaker="bot", text="非常抱歉", intent=None)]))
+        s.add(Conversation(external_id="no-complaint", channel="chat", turns=[
+            ConversationTurn(seq=1, speaker="user", text="怎么开户", intent="faq")]))
+    dry = run_cli("relabel", "--model-dir", str(model_dir), "--dry-run", env=env)
+    assert dry.returncode == 0 and "1 conversations with complaints; 1 would change" in dry.stdout, dry.stdout + dry.stderr
+    done = run_cli("relabel", "--model-dir", str(model_dir), env=env)
+    assert done.returncode == 0 and "1 relabelled" in done.stdout, done.stdout + done.stderr
+    with store.session() as s:
+        from sqlalchemy import select
+
+        labels = {c.external_id: c.complaint_labels for c in s.scalars(select(Conversation))}
+    assert labels["old-chat"] == sorted(expected) and labels["no-complaint"] in ([], None)
+    assert run_cli("relabel", "--model-dir", str(model_dir), "--since", "yesterday", env=env).returncode != 0

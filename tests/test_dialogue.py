@@ -323,6 +323,26 @@ def test_chat_complaint_is_labelled_by_the_model_and_acknowledged_by_its_categor
     assert counted["fee_too_high"]["category"] == names["fees"]
     assert http("GET", product["web"] + "/conversations/complaints?label=no_such_label")[0] == 400
 
+    # Staff see it in the admin page, in Chromium: complaints by label, then the label's conversations.
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.browser import chromium
+
+    with chromium() as browser:
+        wait = WebDriverWait(browser, 60)
+        browser.get(product["web"] + "/admin")
+        wait.until(lambda b: b.find_element(By.ID, "complaints-open")).click()
+        row = wait.until(lambda b: next((tr for tr in b.find_elements(By.CSS_SELECTOR, "#c-labels tr")
+                                         if tr.find_elements(By.TAG_NAME, "td")[0].text == names["fee_too_high"]), None))
+        assert row.find_elements(By.TAG_NAME, "td")[1].text == names["fees"]
+        row.click()
+        wait.until(lambda b: b.find_element(By.ID, "c-title").text == f"“{names['fee_too_high']}”的投诉")
+        shown = {tr.find_elements(By.TAG_NAME, "td")[0].text: tr.find_elements(By.TAG_NAME, "td")[4].text
+                 for tr in browser.find_elements(By.CSS_SELECTOR, "#c-convs tr")}
+        assert shown.get("chat-fees", "").startswith("你们佣金"), shown
+        assert browser.find_element(By.ID, "kb").get_attribute("hidden") is not None  # the KB view is out of the way
+
 
 def test_chat_widget_in_a_browser_answers_and_hands_over(product: dict[str, Any]) -> None:
     """A customer in Chromium: the bot's greeting, an FAQ answer, then 转人工 shows the queue notice and reaches staff."""
