@@ -105,9 +105,9 @@ def e5_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def complaint_model() -> Path:
+def complaint_model(e5_model_dir: Path) -> Path:
     """The product's complaint model installed into the user's cache, as `make prepare` does
-    (`callbot complaint train`: skipped when current; a few minutes on a fresh machine)."""
+    (`callbot complaint train`: e5-small token states; skipped when current; a few minutes on a fresh machine)."""
     import sys
 
     from callbot.settings import get_settings

@@ -144,11 +144,11 @@ def test_cli_train_classify_eval_and_bad_input(tmp_path: Path, small_model: tupl
     data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
     model_dir = tmp_path / "model"
     trained = run_cli("train", "--data", str(data), "--model-dir", str(model_dir), "--epochs", "3",
-                      "--word-dim", "32", "--word-corpus", "2000", "--loss", "bce", "--no-graph")
+                      "--word-dim", "32", "--word-corpus", "2000", "--loss", "bce", "--no-graph", "--encoder", "gru")
     assert trained.returncode == 0, trained.stderr
     assert "LWAN-BCE" in trained.stdout and (model_dir / "complaint_model.json").is_file()
     again = run_cli("train", "--data", str(data), "--model-dir", str(model_dir), "--epochs", "3",
-                    "--word-dim", "32", "--word-corpus", "2000", "--loss", "bce", "--no-graph")
+                    "--word-dim", "32", "--word-corpus", "2000", "--loss", "bce", "--no-graph", "--encoder", "gru")
     assert again.returncode == 0 and "up to date" in again.stdout
 
     lines = tmp_path / "lines.txt"

@@ -24,11 +24,11 @@ def head_dir(cache_dir: Path) -> Path:
 
 
 def compliance_encoder(models_dir: Path):  # type: ignore[no-untyped-def]
-    from nlu.encoders.sentence_encoder import SentenceEncoder
+    from nlu.encoders.sentence_encoder import shared_encoder
     from nlu.model_cache import resolve_model
 
-    # threads=None: the process's torch setting stays as the NLU service configured it.
-    return SentenceEncoder(resolve_model(models_dir, ENCODER), quantize=QUANTIZE)
+    # No thread setting: the process's torch setting stays as the NLU service configured it.
+    return shared_encoder(resolve_model(models_dir, ENCODER), QUANTIZE)
 
 
 def get_guard(store: Store, lexicon_only: bool = False) -> ComplianceGuard:

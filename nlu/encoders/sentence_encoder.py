@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,20 @@ class SentenceEncoder:
                     n = int(batch["attention_mask"][row].sum())
                     out[i] = hidden[row, :n].float().numpy().copy()
         return out
+
+
+_shared: dict[tuple[str, str], SentenceEncoder] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_encoder(path: Path, quantize: str = "none") -> SentenceEncoder:
+    """One loaded encoder per (checkpoint, quantization) in a process: the compliance guard and the complaint
+    classifier both read e5-small int8 in the action server, which need not hold it twice."""
+    key = (str(path.resolve()), quantize)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = SentenceEncoder(path, quantize=quantize)
+        return _shared[key]
 
 
 def _int8(model):  # type: ignore[no-untyped-def]
