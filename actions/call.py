@@ -74,14 +74,16 @@ class ActionScriptTurn(Action):
             intent = ((parse.get("callbot_nlu") or {}).get("matched") or {}).get("intent") or "nlu_fallback"
         answer = faq_answer(parse) if intent == "faq" else None
         events: list[dict[str, Any]] = []
-        topics = ""  # the scenario's complaint_ack prompt names the category: "您反映的{complaint_topics}问题"
+        # The scenario's complaint_ack prompt names the category ("您反映的{complaint_topics}问题"); the engine fills
+        # prompts from the call's variables, where it stays for a repeated prompt ("" until a complaint is labelled).
+        state.variables.setdefault("complaint_topics", "")
         if intent == "complain":
             labels = classify_complaint(parse.get("text") or "")
             recorder.set_complaint_labels(labels or ["unclassified"])
             events.append(SlotSet("complaint_labels", labels))
-            topics = topics_in_words(labels)
+            state.variables["complaint_topics"] = topics_in_words(labels)
         result = engine.turn(state, intent, parse.get("text") or "", answer)
-        box = Outbox(domain, {**result.state.variables, "complaint_topics": topics})
+        box = Outbox(domain, result.state.variables)
         box.say_all(result.say)
         events.append(SlotSet("call_state", dataclasses.asdict(result.state)))
         if result.ended:

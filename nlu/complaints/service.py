@@ -6,7 +6,8 @@ import logging
 import threading
 from pathlib import Path
 
-from nlu.complaints.classifier import ComplaintModel, ModelMissing
+from knowledge_base.errors import CallbotError
+from nlu.complaints.classifier import ComplaintModel
 
 log = logging.getLogger(__name__)
 DATA_DIR = Path(__file__).parent / "data"
@@ -49,7 +50,7 @@ def get_complaint_model(cache_dir: Path, models_dir: Path) -> ComplaintModel | N
             return None
         try:
             model = ComplaintModel.load(directory, e5_loader(models_dir))
-        except ModelMissing as exc:
+        except CallbotError as exc:  # no such model, an old format, or its encoder missing from the model cache
             log.warning("complaint model unusable", extra={"fields": {"error": str(exc)}})
             model = None
         _models[directory] = (stamp, model)  # type: ignore[assignment]
