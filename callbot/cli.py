@@ -201,6 +201,7 @@ def _register_services() -> None:
         nlu_cli,
         release_cli,
         services_cli,
+        user_cli,
         voice_cli,
     )
 

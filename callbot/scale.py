@@ -24,6 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from callbot.auth.service_token import service_token
 from callbot.services import Service
 from callbot.settings import PROJECT_ROOT, Settings
 from knowledge_base.errors import CallbotError
@@ -185,6 +186,7 @@ def worker_specs(settings: Settings) -> list[Service]:
     endpoints = render_endpoints(settings)
     n = settings.scale
     rasa_env = {"RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3", "CALLBOT_NLU_URL": settings.url("web"),
+                "CALLBOT_SERVICE_TOKEN": service_token(settings),
                 "CALLBOT_NLU_TIMEOUT": str(settings.nlu.timeout_s)}
     specs = [Service(f"web-{i + 1}", "web_workers", [py, "-m", "callbot.webapp"], "/health", settings.service_start_timeout_s,
                      offset=i, env={"CALLBOT_PORTS__WEB": str(settings.ports.web_workers + i)}) for i in range(n.web_workers)]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from callbot.auth.service_token import service_token
 from callbot.settings import PROJECT_ROOT, Settings
 from knowledge_base.errors import CallbotError
 
@@ -68,7 +69,8 @@ def service_specs(settings: Settings) -> list[Service]:
                  "--model", str(settings.bot_dir / "models"), "--endpoints", str(settings.home / "run" / "endpoints.yml"),
                  "--credentials", str(settings.bot_dir / "credentials.yml")],
                 "/", max(240.0, settings.service_start_timeout_s), env={"RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3",
-                               "CALLBOT_NLU_URL": settings.url("web"), "CALLBOT_NLU_TIMEOUT": str(settings.nlu.timeout_s)}),
+                               "CALLBOT_NLU_URL": settings.url("web"), "CALLBOT_NLU_TIMEOUT": str(settings.nlu.timeout_s),
+                               "CALLBOT_SERVICE_TOKEN": service_token(settings)}),
     ] + (gateway_specs(settings) if settings.voice.enabled else []) + (
         # The dialer places the running campaigns' calls: through the gateway, or as text conversations without it.
         [Service("dialer", "", [py, "-m", "campaigns.dialer", "--driver", "gateway" if settings.voice.enabled else "text"],

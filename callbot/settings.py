@@ -114,6 +114,20 @@ class CampaignSettings(BaseModel):
     text_answer_timeout_s: float = 600.0  # text driver: a conversation with no reply this long is a no_answer
 
 
+class AuthSettings(BaseModel):
+    """Staff sign-in (callbot/auth): session lifetime, login rate limit, the token Rasa uses for /nlu/parse."""
+    session_idle_minutes: int = Field(120, ge=1)  # a browser session unused this long ends
+    session_max_hours: int = Field(12, ge=1)  # and every browser session ends this long after sign-in
+    api_token_days: int = Field(90, ge=1)  # `callbot user token`
+    login_max_failures: int = Field(5, ge=1)  # failed sign-ins per user name and client within the window …
+    login_window_minutes: int = Field(15, ge=1)  # … before further attempts are refused (429)
+    min_password_length: int = Field(10, ge=8)
+    # Rasa's NLU component calls POST /nlu/parse with this token. Empty: one is generated into the cache
+    # directory (0600) on first use and shared by the processes of this machine; set it for several machines.
+    service_token: str = ""
+    cookie_secure: bool = False  # set true behind HTTPS so the session cookie is never sent in clear
+
+
 class ScaleSettings(BaseModel):
     """`callbot up --profile scale` (callbot/scale.py): how many of each worker."""
     rasa_workers: int = Field(2, ge=1, le=32)
@@ -137,6 +151,7 @@ class Settings(BaseSettings):
     nlu: NluSettings = NluSettings()
     voice: VoiceSettings = VoiceSettings()
     campaigns: CampaignSettings = CampaignSettings()
+    auth: AuthSettings = AuthSettings()
     # default: SQLite and one process of each service; scale: PostgreSQL, Redis, nginx and N workers (callbot/scale.py)
     profile: Literal["default", "scale"] = "default"
     scale: ScaleSettings = ScaleSettings()

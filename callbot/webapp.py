@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from sanic import Request, Sanic
+from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json
 
 from callbot.context import get_store
@@ -31,6 +32,17 @@ def create_app() -> Sanic:
     app.blueprint(campaigns_api.bp)
     app.blueprint(compliance_api.bp)
     app.blueprint(pages.bp)
+    from callbot.auth import api as auth_api
+    from callbot.auth import guard
+    from callbot.chat import api as chat_api
+    from callbot.chat import socket_channel
+    from callbot.desk import api as desk_api
+
+    app.blueprint(auth_api.bp)
+    app.blueprint(chat_api.bp)
+    app.blueprint(desk_api.bp)
+    socket_channel.attach(app)
+    guard.install(app)
 
     @app.get("/health")
     async def health(_request: Request) -> HTTPResponse:
@@ -38,11 +50,25 @@ def create_app() -> Sanic:
 
     @app.get("/api")
     async def api_index(_request: Request) -> HTTPResponse:
-        return json({"endpoints": sorted({f"{'/'.join(r.methods)} /{r.path}" for r in app.router.routes})})
+        """Every route, one line each; the full description is /api/openapi.json."""
+        return json({"endpoints": sorted({f"{'/'.join(r.methods)} /{r.path}" for r in app.router.routes}),
+                     "openapi": "/api/openapi.json"})
+
+    @app.get("/api/openapi.json", name="openapi")
+    async def openapi_description(_request: Request) -> HTTPResponse:
+        """This API as an OpenAPI 3.1 document (paths, parameters, who may call each)."""
+        from callbot.openapi import describe
+
+        return json(describe(app))
 
     @app.exception(CallbotError)
     async def callbot_error(_request: Request, exc: CallbotError) -> HTTPResponse:
         return json({"error": str(exc)}, status=kb_api.error_status(exc))
+
+    @app.exception(SanicException)
+    async def http_error(request: Request, exc: SanicException) -> HTTPResponse:
+        # Sanic's own refusals (404, 405, body too large, malformed request) as the same JSON shape.
+        return json({"error": str(exc) or type(exc).__name__, "path": request.path}, status=getattr(exc, "status_code", 500))
 
     @app.before_server_start
     async def prepare(_app: Sanic) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json, raw, text
 
+from callbot.auth.guard import actor
 from callbot.context import get_store
 from campaigns.customers import CustomerFileError, normalise_phone
 from campaigns.service import LIFECYCLE, Campaigns
@@ -73,7 +74,7 @@ async def create_campaign(request: Request) -> HTTPResponse:
         path = Path(tmp) / name
         path.write_bytes(upload.body)
         try:
-            created = await asyncio.to_thread(_campaigns().create, scenario, path, **options)
+            created = await asyncio.to_thread(_campaigns().create, scenario, path, **options, actor=actor(request))
         except CustomerFileError as exc:
             return json({"error": "customer file rejected; nothing was written",
                          "problems": [p.replace(str(path), name) for p in exc.problems]}, status=422)
@@ -89,12 +90,12 @@ async def campaign_status(_request: Request, campaign_id: int) -> HTTPResponse:
 
 
 @bp.post("/<campaign_id:int>/<action:str>")
-async def change_campaign(_request: Request, campaign_id: int, action: str) -> HTTPResponse:
+async def change_campaign(request: Request, campaign_id: int, action: str) -> HTTPResponse:
     if action not in LIFECYCLE:
         raise NotFound(f"No action {action!r}; use one of {', '.join(LIFECYCLE)}.")
     _known(campaign_id)
     try:
-        status = _campaigns().change(campaign_id, action)
+        status = _campaigns().change(campaign_id, action, actor(request))
     except CallbotError as exc:
         return json({"error": str(exc)}, status=409)
     return json({"id": campaign_id, "status": status})
@@ -128,5 +129,5 @@ async def add_do_not_call(request: Request) -> HTTPResponse:
     phone = normalise_phone(str(body.get("phone") or ""))
     if phone is None:
         raise CallbotError("phone must be a mainland mobile number (11 digits) or a landline with its area code.")
-    _campaigns().do_not_call(phone, str(body.get("reason") or "staff"))
+    _campaigns().do_not_call(phone, str(body.get("reason") or "staff"), actor(request))
     return json({"phone": f"{phone[:3]}****{phone[-4:]}", "do_not_call": True}, status=201)

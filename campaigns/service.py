@@ -87,7 +87,8 @@ class Campaigns:
     # -- staff actions --
     def create(self, scenario: str, customers_file: Path, name: str = "", window: str = "09:00-20:00",
                weekdays: str = "1-7", concurrency: int = 4, retries: int = 2, retry_after: str = "2h",
-               timezone: str = "Asia/Shanghai", progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+               timezone: str = "Asia/Shanghai", progress: Callable[[int], None] | None = None,
+               actor: str = "campaigns") -> dict[str, Any]:
         """A draft campaign with every customer of the file, or an error naming every bad line and nothing written.
         ``progress`` gets the bytes of the file read so far."""
         start, end = parse_window(window)
@@ -100,7 +101,7 @@ class Campaigns:
             ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise CallbotError(f"--timezone {timezone!r}: not a time zone name (e.g. Asia/Shanghai).") from exc
-        with self.store.session("campaigns") as s:
+        with self.store.session(actor) as s:
             sc = s.scalar(select(Scenario).where(Scenario.code == scenario))
             if sc is None:
                 known = ", ".join(s.scalars(select(Scenario.code)).all())
@@ -133,9 +134,9 @@ class Campaigns:
                 raise CallbotError(f"{customers_file}: no customers after the header line.")
             return {"id": campaign.id, "name": campaign.name, "contacts": count}
 
-    def change(self, campaign_id: int, action: str) -> str:
+    def change(self, campaign_id: int, action: str, actor: str = "campaigns") -> str:
         allowed, target = LIFECYCLE[action]
-        with self.store.session("campaigns") as s:
+        with self.store.session(actor) as s:
             campaign = s.get(Campaign, campaign_id)
             if campaign is None:
                 raise CallbotError(f"No campaign {campaign_id}; `callbot campaign status` lists them.")
@@ -145,8 +146,8 @@ class Campaigns:
             campaign.status = target
             return target
 
-    def do_not_call(self, phone: str, reason: str = "") -> None:
-        with self.store.session("campaigns") as s:
+    def do_not_call(self, phone: str, reason: str = "", actor: str = "campaigns") -> None:
+        with self.store.session(actor) as s:
             self._block(s, phone, reason)
 
     @staticmethod

@@ -27,7 +27,9 @@ def _body(request: Request) -> dict[str, Any]:
 
 
 def _actor(request: Request) -> str:
-    return request.headers.get("X-Callbot-User", "api")[:64]
+    from callbot.auth.guard import actor
+
+    return actor(request)
 
 
 @bp.get("/version")
@@ -171,4 +173,4 @@ async def import_file(request: Request) -> HTTPResponse:
 
 
 def error_status(exc: CallbotError) -> int:
-    return 404 if isinstance(exc, NotFound) else 400
+    return getattr(exc, "http_status", None) or (404 if isinstance(exc, NotFound) else 400)

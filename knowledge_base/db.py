@@ -117,9 +117,13 @@ class Store:
         self.engine.dispose()
 
 
+# Never written to the audit log: the log says that a password changed, not what it became.
+SECRET_COLUMNS = frozenset({"password_hash"})
+
+
 def _snapshot(obj: Any) -> dict[str, Any]:
     mapper = inspect(obj).mapper
-    return {c.key: _jsonable(getattr(obj, c.key)) for c in mapper.column_attrs}
+    return {c.key: "***" if c.key in SECRET_COLUMNS else _jsonable(getattr(obj, c.key)) for c in mapper.column_attrs}
 
 
 def _jsonable(value: Any) -> Any:
@@ -141,7 +145,7 @@ def _diff(obj: Any) -> dict[str, Any]:
             old = hist.deleted[0] if hist.deleted else None
             new = hist.added[0] if hist.added else None
             if old != new:
-                changes[attr.key] = [_jsonable(old), _jsonable(new)]
+                changes[attr.key] = ["***", "***"] if attr.key in SECRET_COLUMNS else [_jsonable(old), _jsonable(new)]
     return changes
 
 

@@ -122,6 +122,7 @@ class Role(enum.StrEnum):
     admin = "admin"
     editor = "editor"
     reviewer = "reviewer"
+    agent = "agent"  # the live agent desk: takes over handed-over chats
     viewer = "viewer"
 
 
@@ -254,6 +255,56 @@ class StaffUser(Timestamped, Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
+class StaffSession(Base):
+    """A signed-in browser or an API token. Only the token's SHA-256 is stored: a copy of the database
+    does not let anyone sign in. Browser sessions carry a CSRF token; API tokens (Bearer) need none."""
+
+    __tablename__ = "staff_session"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("staff_user.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8), default="browser")  # browser | api
+    csrf_token: Mapped[str] = mapped_column(String(64), default="")
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    user: Mapped[StaffUser] = relationship()
+
+
+class LoginAttempt(Base):
+    """Failed sign-ins, for rate limiting across web workers (kept in the database, not in one process)."""
+
+    __tablename__ = "login_attempt"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    client: Mapped[str] = mapped_column(String(64), default="")
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class HandOverStatus(enum.StrEnum):
+    waiting = "waiting"
+    active = "active"
+    closed = "closed"
+
+
+class HandOver(Base):
+    """A chat the bot handed to a person: queued (waiting), picked by an agent (active), closed with an outcome."""
+
+    __tablename__ = "hand_over"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(128), index=True)  # the widget's session id = Rasa sender id
+    channel: Mapped[str] = mapped_column(String(16), default="chat")
+    status: Mapped[HandOverStatus] = mapped_column(_enum(HandOverStatus), default=HandOverStatus.waiting, index=True)
+    reason: Mapped[str] = mapped_column(String(64), default="")
+    requested_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    picked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    agent: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
 class AuditEntry(Base):
     """One knowledge-base change: who, what, before/after."""
 
@@ -374,4 +425,4 @@ class ConversationTurn(Base):
 
 # Entities whose edits change what the bot knows: they bump the KB version and are audited.
 KB_ENTITIES: tuple[type[Base], ...] = (Scenario, ScriptStep, Intent, ExtensionQuestion, ComplianceRule, ComplaintLabel)
-AUDITED_ENTITIES: tuple[type[Base], ...] = (*KB_ENTITIES, StaffUser, Campaign)
+AUDITED_ENTITIES: tuple[type[Base], ...] = (*KB_ENTITIES, StaffUser, Campaign, HandOver)

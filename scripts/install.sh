@@ -66,4 +66,13 @@ if [[ ! -x .venv-rasa/bin/rasa || "$(cat .venv-rasa/.callbot-stamp 2>/dev/null)"
   if .venv-rasa/bin/python -c "import torch" 2>/dev/null; then echo "torch must not be in Rasa's environment" >&2; exit 1; fi
   echo "$RASA_STAMP" > .venv-rasa/.callbot-stamp
 fi
-say "Environments ready: .venv (product), .venv-rasa (Rasa)"
+# ---------------------------------------------------------------- front-end packages (npm registry)
+# The chat widget's socket.io client (web/package-lock.json); served by the web app, never committed.
+WEB_STAMP=$(stamp_of web/package-lock.json)
+if [[ "$(cat web/node_modules/.callbot-stamp 2>/dev/null)" != "$WEB_STAMP" ]]; then
+  command -v npm >/dev/null || { echo "npm is required (Debian package nodejs, in requirements/apt.txt)." >&2; exit 1; }
+  say "Installing the widget's front-end packages (npm ci in web/)"
+  (cd web && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$WEB_STAMP" > web/node_modules/.callbot-stamp
+fi
+say "Environments ready: .venv (product), .venv-rasa (Rasa), web/node_modules (widget)"

@@ -34,3 +34,15 @@ def chromium() -> Iterator:  # type: ignore[type-arg]
             yield driver
         finally:
             driver.quit()
+
+
+def sign_in(driver, base_url: str, username: str, password: str, then: str = "/admin") -> None:  # type: ignore[no-untyped-def]
+    """Sign in through the login page as a person would, and wait for the page ``then`` to show who is signed in."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(base_url + "/login?next=" + then)
+    driver.find_element(By.ID, "username").send_keys(username)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "sign-in").click()
+    WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "who") and username in d.find_element(By.ID, "who").text)

@@ -119,13 +119,50 @@ def complaint_model(e5_model_dir: Path) -> Path:
     return installed_dir(get_settings().cache_dir)
 
 
-def http(method: str, url: str, body: Any = None, timeout: float = 30, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+# Every web app a test starts gets an admin account; http() calls it as that admin's API client (Bearer token)
+# unless the test passes anonymous=True or its own Authorization header. tests/test_auth.py checks the refusals.
+STAFF_USER, STAFF_PASSWORD = "test-admin", "test-admin passphrase"
+STAFF_TOKENS: dict[str, str] = {}  # web app base URL → API token
+
+
+def create_staff(env: dict[str, str], username: str = STAFF_USER, role: str = "admin", password: str = STAFF_PASSWORD) -> None:
+    """A staff account in the product's database, made the way an operator makes one (`callbot user create`)."""
+    import sys
+
+    callbot = str(Path(sys.executable).parent / "callbot")
+    result = subprocess.run([callbot, "user", "create", "-u", username, "--role", role, "--password-stdin"], cwd=ROOT, env=env,
+                            input=password + "\n", capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 or "exists already" in result.stderr, result.stderr
+
+
+def staff_token(env: dict[str, str], username: str = STAFF_USER, role: str = "admin") -> str:
+    """An API token for ``username`` (created with ``role`` if missing), from `callbot user token`."""
+    import json
+    import sys
+
+    create_staff(env, username, role)
+    callbot = str(Path(sys.executable).parent / "callbot")
+    result = subprocess.run([callbot, "user", "token", username, "--label", "tests"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["token"]
+
+
+def as_staff(url: str) -> dict[str, str]:
+    """The Authorization header of the admin token registered for the web app serving ``url``."""
+    base = next((b for b in STAFF_TOKENS if url.startswith(b)), None)
+    return {"Authorization": "Bearer " + STAFF_TOKENS[base]} if base else {}
+
+
+def http(method: str, url: str, body: Any = None, timeout: float = 30, headers: dict[str, str] | None = None,
+         anonymous: bool = False) -> tuple[int, Any]:
     import json
     import urllib.error
     import urllib.request
 
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
+    auth = {} if anonymous or "Authorization" in (headers or {}) else as_staff(url)
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **auth, **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read() or b"null")
@@ -154,8 +191,10 @@ def running_webapp(env: dict[str, str]) -> Iterator[str]:
             time.sleep(0.5)
         else:
             pytest.fail("web app did not start within 3 minutes")
+        STAFF_TOKENS[url] = staff_token(env)
         yield url
     finally:
+        STAFF_TOKENS.pop(url, None)
         os.killpg(web.pid, signal.SIGTERM)
         web.wait(timeout=30)
 
@@ -184,10 +223,12 @@ def running_product(tmp_path_factory: pytest.TempPathFactory, extra_env: dict[st
     up = subprocess.run([callbot, "up", "--detach"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert up.returncode == 0, up.stderr + up.stdout
     assert f"http://127.0.0.1:{ports['web']}/chat" in up.stdout
+    web = f"http://127.0.0.1:{ports['web']}"
+    STAFF_TOKENS[web] = staff_token(env)
     try:
-        yield {"env": env, "home": home, "web": f"http://127.0.0.1:{ports['web']}", "rasa": f"http://127.0.0.1:{ports['rasa']}",
-               "db": home / "callbot.db"}
+        yield {"env": env, "home": home, "web": web, "rasa": f"http://127.0.0.1:{ports['rasa']}", "db": home / "callbot.db"}
     finally:
+        STAFF_TOKENS.pop(web, None)
         down = subprocess.run([callbot, "down"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert down.returncode == 0
 

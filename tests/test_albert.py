@@ -535,8 +535,8 @@ def test_admin_page_generates_and_reviews_questions_in_a_browser(generator_webap
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    from tests.browser import chromium
-    from tests.conftest import http
+    from tests.browser import chromium, sign_in
+    from tests.conftest import STAFF_PASSWORD, STAFF_USER, http
 
     url = generator_webapp
     _, intents = http("GET", url + "/kb/scenarios/faq/intents")
@@ -548,7 +548,7 @@ def test_admin_page_generates_and_reviews_questions_in_a_browser(generator_webap
 
     with chromium() as browser:
         wait = WebDriverWait(browser, 120, ignored_exceptions=(StaleElementReferenceException,))  # the page redraws its lists
-        browser.get(url + "/admin")
+        sign_in(browser, url, STAFF_USER, STAFF_PASSWORD)
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#sc option[value=faq]"))
         Select(browser.find_element(By.ID, "sc")).select_by_value("faq")
         item = f".it[data-id='{target['id']}']"

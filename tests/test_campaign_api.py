@@ -12,8 +12,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port, running_webapp
+from tests.conftest import ROOT, as_staff, free_port, running_webapp
 
+
+class StaffClient:
+    """httpx with the admin token of the web app the URL belongs to (tests/test_auth.py checks anonymous refusals)."""
+
+    def get(self, url: str, **kwargs: object) -> httpx.Response:
+        return httpx.get(url, headers=as_staff(url), **kwargs)  # type: ignore[arg-type]
+
+    def post(self, url: str, **kwargs: object) -> httpx.Response:
+        return httpx.post(url, headers=as_staff(url), **kwargs)  # type: ignore[arg-type]
+
+
+staff = StaffClient()
 IPO_HEADER = "name,phone,stock_name,stock_code,allotted_shares,amount,pay_deadline\n"
 
 
@@ -35,7 +47,7 @@ def web(e5_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def upload(web: str, body: bytes, **form: str) -> httpx.Response:
-    return httpx.post(web + "/campaigns/", files={"file": ("客户名单.csv", body, "text/csv")}, data=form, timeout=60)
+    return staff.post(web + "/campaigns/", files={"file": ("客户名单.csv", body, "text/csv")}, data=form, timeout=60)
 
 
 def test_staff_create_run_and_report_a_campaign_over_http(web: str) -> None:
@@ -45,25 +57,25 @@ def test_staff_create_run_and_report_a_campaign_over_http(web: str) -> None:
     assert made.status_code == 201, made.text
     cid = made.json()["id"]
     assert made.json()["contacts"] == 2
-    listed = httpx.get(web + "/campaigns/").json()["campaigns"]
+    listed = staff.get(web + "/campaigns/").json()["campaigns"]
     mine = next(c for c in listed if c["id"] == cid)
     assert mine["status"] == "draft" and mine["concurrency"] == 2 and mine["window"].startswith("09:00-18:00")
     assert mine["contacts"] == {"pending": 2}
-    assert httpx.post(web + f"/campaigns/{cid}/start").json() == {"id": cid, "status": "running"}
-    refused = httpx.post(web + f"/campaigns/{cid}/resume")
+    assert staff.post(web + f"/campaigns/{cid}/start").json() == {"id": cid, "status": "running"}
+    refused = staff.post(web + f"/campaigns/{cid}/resume")
     assert refused.status_code == 409 and "cannot resume" in refused.json()["error"]
-    assert httpx.post(web + f"/campaigns/{cid}/pause").json()["status"] == "paused"
-    report = httpx.get(web + f"/campaigns/{cid}/report").json()
+    assert staff.post(web + f"/campaigns/{cid}/pause").json()["status"] == "paused"
+    report = staff.get(web + f"/campaigns/{cid}/report").json()
     assert report["contacts"] == 2 and report["attempts"] == 0 and report["success_rate"] is None
-    export = httpx.get(web + f"/campaigns/{cid}/export.csv")
+    export = staff.get(web + f"/campaigns/{cid}/export.csv")
     assert export.headers["content-type"].startswith("text/csv") and "attachment" in export.headers["content-disposition"]
     assert "138****1111" in export.text and "13800001111" not in export.text and "'=HYPERLINK" in export.text
-    chart = httpx.get(web + f"/campaigns/{cid}/chart.png")
+    chart = staff.get(web + f"/campaigns/{cid}/chart.png")
     assert chart.status_code == 200 and chart.content[:8] == b"\x89PNG\r\n\x1a\n" and len(chart.content) > 5000
 
 
 def test_a_bad_upload_is_refused_with_every_line_and_nothing_is_created(web: str) -> None:
-    before = len(httpx.get(web + "/campaigns/").json()["campaigns"])
+    before = len(staff.get(web + "/campaigns/").json()["campaigns"])
     bad = upload(web, (IPO_HEADER + ipo_row("张三", "12345") + ipo_row("李四", "13800003333") + ipo_row("王五", "13800003333")).encode(),
                  scenario="ipo_allotment_notice")
     assert bad.status_code == 422
@@ -75,16 +87,16 @@ def test_a_bad_upload_is_refused_with_every_line_and_nothing_is_created(web: str
                              (IPO_HEADER.encode(), {"scenario": "ipo_allotment_notice", "window": "20:00-09:00"}, "start before the end")):
         r = upload(web, body, **form)
         assert r.status_code == 400 and says in r.json()["error"], r.text
-    missing = httpx.post(web + "/campaigns/", data={"scenario": "ipo_allotment_notice"})
+    missing = staff.post(web + "/campaigns/", data={"scenario": "ipo_allotment_notice"})
     assert missing.status_code == 400 and "multipart form" in missing.json()["error"]
-    assert len(httpx.get(web + "/campaigns/").json()["campaigns"]) == before
-    assert httpx.get(web + "/campaigns/99999/report").status_code == 404
-    assert httpx.post(web + "/campaigns/1/explode").status_code == 404
+    assert len(staff.get(web + "/campaigns/").json()["campaigns"]) == before
+    assert staff.get(web + "/campaigns/99999/report").status_code == 404
+    assert staff.post(web + "/campaigns/1/explode").status_code == 404
 
 
 def test_a_number_added_to_do_not_call_is_refused_in_the_next_upload(web: str) -> None:
-    added = httpx.post(web + "/campaigns/do-not-call", json={"phone": "+86 139-0000-7777", "reason": "投诉后要求"})
+    added = staff.post(web + "/campaigns/do-not-call", json={"phone": "+86 139-0000-7777", "reason": "投诉后要求"})
     assert added.status_code == 201 and added.json()["phone"] == "139****7777"
-    assert httpx.post(web + "/campaigns/do-not-call", json={"phone": "777"}).status_code == 400
+    assert staff.post(web + "/campaigns/do-not-call", json={"phone": "777"}).status_code == 400
     r = upload(web, (IPO_HEADER + ipo_row("赵六", "13900007777")).encode(), scenario="ipo_allotment_notice")
     assert r.status_code == 422 and r.json()["problems"] == ["line 2: the number is on the do-not-call list"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SAFE_REPLY, http
+from tests.conftest import SAFE_REPLY, STAFF_USER, as_staff, http
 
 IPO_VARS = {"stock_name": "华安科技", "stock_code": "688001", "allotted_shares": 500, "amount": "12345.00", "pay_deadline": "11月25日"}
 
@@ -327,11 +327,12 @@ def test_chat_complaint_is_labelled_by_the_model_and_acknowledged_by_its_categor
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from tests.browser import chromium
+    from tests.browser import chromium, sign_in
+    from tests.conftest import STAFF_PASSWORD, STAFF_USER
 
     with chromium() as browser:
         wait = WebDriverWait(browser, 60)
-        browser.get(product["web"] + "/admin")
+        sign_in(browser, product["web"], STAFF_USER, STAFF_PASSWORD)
         wait.until(lambda b: b.find_element(By.ID, "complaints-open")).click()
         row = wait.until(lambda b: next((tr for tr in b.find_elements(By.CSS_SELECTOR, "#c-labels tr")
                                          if tr.find_elements(By.TAG_NAME, "td")[0].text == names["fee_too_high"]), None))
@@ -498,9 +499,10 @@ def test_a_dispute_heard_at_the_notice_step_reaches_staff_as_a_follow_up(product
     assert stats["open_follow_ups"] >= 1 and stats["total"]["disputed"] == sum(
         r.get("disputed", 0) for r in stats["per_scenario"].values())
     assert http("POST", web + f"/conversations/{sender}/follow-up", {"note": "  "})[0] == 400
+    # Who closed it is the signed-in staff member (the admin token the tests use), not something the client claims.
     status, closed = http("POST", web + f"/conversations/{sender}/follow-up", {"note": "已与客户核实，系家属代办，客户已修改密码"},
-                          headers={"X-Callbot-User": "wang.li"})
-    assert status == 200 and closed["follow_up"]["status"] == "closed" and closed["follow_up"]["closed_by"] == "wang.li"
+                          headers={"X-Callbot-User": "wang.li", **as_staff(web)})
+    assert status == 200 and closed["follow_up"]["status"] == "closed" and closed["follow_up"]["closed_by"] == STAFF_USER
     assert closed["outcome"] == "disputed", "closing the follow-up keeps what the call found"
     status, again = http("POST", web + f"/conversations/{sender}/follow-up", {"note": "again"})
     assert status == 400 and "already closed" in again["error"]

@@ -167,7 +167,8 @@ def test_admin_page_mines_chat_wordings_into_the_review_queue(dialogue_product: 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    from tests.browser import chromium
+    from tests.browser import chromium, sign_in
+    from tests.conftest import STAFF_PASSWORD, STAFF_USER
 
     product = dialogue_product
     wording = "我想把佣金降低一点可以吗"  # e5: faq_commission_reduce 0.974, runner-up 0.926
@@ -175,7 +176,7 @@ def test_admin_page_mines_chat_wordings_into_the_review_queue(dialogue_product: 
 
     with chromium() as browser:
         wait = WebDriverWait(browser, 300, ignored_exceptions=(StaleElementReferenceException,))
-        browser.get(product["web"] + "/admin")
+        sign_in(browser, product["web"], STAFF_USER, STAFF_PASSWORD)
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, f"#sc option[value={target['scenario']}]"))
         Select(browser.find_element(By.ID, "sc")).select_by_value(target["scenario"])
         item = f".it[data-id='{target['intent_id']}']"

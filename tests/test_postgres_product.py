@@ -36,7 +36,7 @@ def test_chat_call_and_kb_edit_on_postgresql(pg_product: dict[str, Any]) -> None
     web, rasa = pg_product["web"], pg_product["rasa"]
     assert not (pg_product["home"] / "callbot.db").exists(), "nothing went to the SQLite default"
 
-    status, body = http("POST", web + "/chat/send", {"sender": "pg-chat", "message": "我想开个户怎么弄"})
+    status, body = http("POST", web + "/chat/send", {"sender": "pg-chat-session", "message": "我想开个户怎么弄"})
     assert status == 200 and body["messages"][0]["text"].startswith("【") and "开户" in body["messages"][0]["text"]
 
     trigger = {"name": "EXTERNAL_start_call", "entities": {"scenario": "ipo_allotment_notice", "customer_name": "张先生",

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SAFE_REPLY, free_port, http, running_product
+from tests.conftest import SAFE_REPLY, as_staff, free_port, http, running_product
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLBOT = str(Path(sys.executable).parent / "callbot")
@@ -31,7 +31,7 @@ def test_chat_reaches_an_faq_answer_from_the_knowledge_base(product: dict[str, A
     answer = next(i["answer"] for i in intents if i["name"] == "faq_open_account")
     status, reply = http("POST", product["rasa"] + "/webhooks/rest/webhook", {"sender": "u1", "message": "我想开个户怎么弄"})
     assert status == 200 and reply[0]["text"].endswith(answer) and reply[0]["text"].startswith("【")
-    status, reply = http("POST", product["web"] + "/chat/send", {"sender": "u2", "message": "我想开个户怎么弄"})
+    status, reply = http("POST", product["web"] + "/chat/send", {"sender": "web-u2-session", "message": "我想开个户怎么弄"})
     assert status == 200 and reply["messages"][0]["text"].endswith(answer)
 
 
@@ -159,7 +159,7 @@ def test_dead_action_server_still_gets_a_safe_reply(own_product: dict[str, Any])
     assert any(e["text"] == "怎么开户" and e["parse_data"]["intent"]["name"] == "faq" for e in events), events
     # Rasa itself down: the chat page's endpoint says so in a line a customer can read, with a status a client can act on.
     stop_service(product, "rasa", "rasa")
-    status, body = http("POST", product["web"] + "/chat/send", {"sender": "u6", "message": "怎么开户"})
+    status, body = http("POST", product["web"] + "/chat/send", {"sender": "web-u6-session", "message": "怎么开户"})
     assert status == 503 and body["error"] == "dialogue manager unavailable"
     assert body["messages"][0]["text"].startswith("系统暂时繁忙")
 
@@ -172,7 +172,7 @@ def post_file(url: str, name: str, content: bytes) -> tuple[int, Any]:
     boundary = "----callbot-test-boundary"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
             f"Content-Type: application/octet-stream\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": f"multipart/form-data; boundary={boundary}", **as_staff(url)})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, json.loads(resp.read())

@@ -39,8 +39,24 @@ class RemoteSimilarityClassifier(GraphComponent, IntentClassifier):
     def __init__(self, config: dict[str, Any]) -> None:
         self.url = os.environ.get("CALLBOT_NLU_URL", config["url"]).rstrip("/") + "/nlu/parse"
         self.timeout = float(os.environ.get("CALLBOT_NLU_TIMEOUT", config["timeout"]))
+        # The web app's NLU route admits Rasa by the shared service token (callbot/auth/service_token.py).
+        self.headers = {"Authorization": "Bearer " + self._service_token()}
         self.top_k = int(config["top_k"])
         self.session = requests.Session()
+
+    @staticmethod
+    def _service_token() -> str:
+        """Set by `callbot up` in Rasa's environment; else the token file the web app generated on this machine."""
+        token = os.environ.get("CALLBOT_SERVICE_TOKEN", "")
+        if not token:
+            cache = os.environ.get("CALLBOT_CACHE_DIR") or os.path.join(
+                os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "callbot")
+            try:
+                with open(os.path.join(cache, "service_token"), encoding="ascii") as fh:
+                    token = fh.read().strip()
+            except OSError:
+                logger.warning("No service token (CALLBOT_SERVICE_TOKEN): the NLU service will refuse parses")
+        return token
 
     @classmethod
     def create(cls, config: dict[str, Any], model_storage: ModelStorage, resource: Resource,
@@ -64,7 +80,8 @@ class RemoteSimilarityClassifier(GraphComponent, IntentClassifier):
             return  # empty, or an intent given directly (/intent{...}): handled by Rasa's regex handler
         started = time.monotonic()
         try:
-            resp = self.session.post(self.url, json={"text": text, "scenario": scenario, "sender_id": sender, "k": self.top_k}, timeout=self.timeout)
+            resp = self.session.post(self.url, json={"text": text, "scenario": scenario, "sender_id": sender, "k": self.top_k},
+                                     headers=self.headers, timeout=self.timeout)
             resp.raise_for_status()
             result = resp.json()
         except (requests.RequestException, ValueError) as exc:
