@@ -10,7 +10,7 @@ POST /conversations/{external_id}/follow-up {"note": "…"}   close a follow-up 
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sanic import Blueprint, Request
@@ -47,7 +47,15 @@ def _summary(conv: Conversation, scenario: str | None) -> dict[str, Any]:
             "ended_at": conv.ended_at.isoformat() if conv.ended_at else None,
             "outcome": conv.outcome.value if conv.outcome else None, "outcome_detail": conv.outcome_detail or {},
             "handed_over": conv.handed_over, "complaint_labels": conv.complaint_labels or [],
-            "follow_up": _follow_up(conv)}
+            "follow_up": _follow_up(conv),
+            "recording": f"/conversations/{conv.external_id}/recording" if conv.recording else None}
+
+
+def _day(value: str | None, name: str) -> datetime:
+    try:
+        return datetime.combine(date.fromisoformat(str(value)), datetime.min.time())
+    except ValueError:
+        raise CallbotError(f"{name} must be a date like 2026-12-01 (got {value!r}).") from None
 
 
 def _follow_up(conv: Conversation) -> dict[str, Any] | None:
@@ -81,6 +89,10 @@ async def list_conversations(request: Request) -> HTTPResponse:
         query = query.where(Scenario.code == request.args.get("scenario"))
     if request.args.get("channel"):
         query = query.where(Conversation.channel == request.args.get("channel"))
+    if request.args.get("since"):
+        query = query.where(Conversation.started_at >= _day(request.args.get("since"), "since"))
+    if request.args.get("until"):  # inclusive: the whole day
+        query = query.where(Conversation.started_at < _day(request.args.get("until"), "until") + timedelta(days=1))
     with get_store().session() as s:
         total = s.scalar(select(func.count()).select_from(query.subquery()))
         rows = s.execute(query.order_by(Conversation.id.desc()).limit(limit).offset(offset)).all()
@@ -148,6 +160,81 @@ async def complaints_by_label(request: Request) -> HTTPResponse:
         return json({"labels": labels, "label": wanted,
                      "conversations": [{**_summary(conv, code), "complaint": mask_sensitive(said.get(conv.id, ""))[:500]}
                                        for conv, code in chosen]})
+
+
+@bp.get("/unmatched")
+async def unmatched(request: Request) -> HTTPResponse:
+    """What customers said that fell back or matched weakly, grouped by meaning (k-means, k by Calinski–Harabasz).
+    ``?since=YYYY-MM-DD&channel=&scenario=&margin=0.02`` (weak = best score below the fallback threshold + margin)."""
+    import asyncio
+
+    from nlu.api import ENCODING
+    from nlu.service import get_matcher
+    from nlu.unmatched import group_unmatched, unmatched_turns
+
+    since = _day(request.args.get("since"), "since") if request.args.get("since") else None
+    try:
+        margin = float(request.args.get("margin", 0.02))
+    except ValueError:
+        raise CallbotError("margin must be a number (e.g. 0.02).") from None
+    matcher = get_matcher()
+    turns = unmatched_turns(get_store(), matcher.thresholds.fallback + margin, since, request.args.get("channel") or None,
+                            request.args.get("scenario") or None)
+    grouped = await asyncio.get_running_loop().run_in_executor(ENCODING, group_unmatched, matcher, turns)
+    return json({**grouped, "weak_below": round(matcher.thresholds.fallback + margin, 4)})
+
+
+@bp.post("/unmatched/attach")
+async def attach_unmatched(request: Request) -> HTTPResponse:
+    """``{"intent_id": N, "texts": ["…"]}``: a group's wordings become approved extension questions of the intent
+    at once (live on the next parse); wordings the intent has already are reported, not duplicated."""
+    from callbot.context import get_kb
+    from knowledge_base.models import QuestionSource, ReviewStatus
+
+    body = _body(request)
+    texts, intent_id = body.get("texts"), body.get("intent_id")
+    if not isinstance(intent_id, int) or not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise CallbotError('Send {"intent_id": 12, "texts": ["wording", …]}.')
+    added, skipped = [], []
+    for text in texts[:200]:
+        try:
+            added.append(get_kb().add_question(intent_id, text, _actor(request), QuestionSource.mined, ReviewStatus.approved))
+        except NotFound:
+            raise
+        except CallbotError as exc:
+            skipped.append({"text": text, "reason": str(exc)})
+    return json({"intent_id": intent_id, "added": added, "skipped": skipped}, status=201 if added else 200)
+
+
+@bp.get("/dashboard")
+async def dashboard(request: Request) -> HTTPResponse:
+    """The console's dashboard: volume by day and channel, outcome rates per scenario, fallback rate by day,
+    top unmatched phrases, hand-over wait times. ``?days=14``."""
+    import asyncio
+
+    from callbot.dashboard import summary
+
+    days = _int_arg(request, "days", 14, 1, 366)
+    return json(await asyncio.to_thread(summary, get_store(), days))
+
+
+@bp.get("/<external_id:str>/recording")
+async def recording(_request: Request, external_id: str) -> HTTPResponse:
+    """The call's stereo WAV (caller left, bot right), for staff with access to transcripts."""
+    from sanic.response import file
+
+    from callbot.settings import get_settings
+
+    with get_store().session() as s:
+        rel = s.scalar(select(Conversation.recording).where(Conversation.external_id == external_id[:128]))
+    if not rel:
+        raise NotFound(f"No recording for conversation {external_id!r}.")
+    root = get_settings().recordings_dir.resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root) or not path.is_file():  # a stored path never leaves the recordings folder
+        raise NotFound(f"The recording of {external_id!r} is no longer on disk (retention ends after "
+                       f"{get_settings().voice.recording_retention_days} days).")
+    return await file(path, mime_type="audio/wav")
 
 
 @bp.post("/<external_id:str>/follow-up")

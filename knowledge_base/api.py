@@ -52,6 +52,26 @@ async def scenario_intents(_request: Request, code: str) -> HTTPResponse:
     return json(get_kb().intents(code))
 
 
+@bp.get("/scenarios/<code:str>/steps")
+async def scenario_steps(_request: Request, code: str) -> HTTPResponse:
+    """The scenario's call script: each step's prompt, reprompt, expected intents and transitions."""
+    return json(get_kb().steps(code))
+
+
+@bp.patch("/steps/<step_id:int>")
+async def edit_step(request: Request, step_id: int) -> HTTPResponse:
+    """``{"prompt": "…", "reprompt": "…"}``; refused (422, with the rule) when the compliance guard blocks the wording."""
+    body = _body(request)
+    return json(get_kb().update_step(step_id, _actor(request), body.get("prompt"), body.get("reprompt")))
+
+
+@bp.patch("/intents/<intent_id:int>")
+async def edit_intent(request: Request, intent_id: int) -> HTTPResponse:
+    """``{"answer": "…", "standard_question": "…"}``; an answer the compliance guard blocks is not published (422)."""
+    body = _body(request)
+    return json(get_kb().update_intent(intent_id, _actor(request), body.get("answer"), body.get("standard_question")))
+
+
 @bp.get("/intents/<intent_id:int>")
 async def intent(_request: Request, intent_id: int) -> HTTPResponse:
     return json(get_kb().intent(intent_id))
@@ -143,6 +163,36 @@ async def edit_question(request: Request, question_id: int) -> HTTPResponse:
 async def delete_question(request: Request, question_id: int) -> HTTPResponse:
     get_kb().delete_question(question_id, _actor(request))
     return json({"deleted": question_id})
+
+
+@bp.get("/questions")
+async def search_questions(request: Request) -> HTTPResponse:
+    """Extension questions across intents: ``?q=words&scenario=&status=pending|approved|rejected&source=&limit=&offset=``."""
+    args = request.args
+    try:
+        status = ReviewStatus(args.get("status")) if args.get("status") else None
+        source = QuestionSource(args.get("source")) if args.get("source") else None
+        limit, offset = max(1, min(1000, int(args.get("limit", 200)))), max(0, int(args.get("offset", 0)))
+    except ValueError as exc:
+        raise CallbotError(f"Bad filter: {exc}") from None
+    return json(get_kb().search_questions(args.get("q", ""), args.get("scenario") or None, status, source, limit, offset))
+
+
+@bp.post("/questions/bulk")
+async def bulk_questions(request: Request) -> HTTPResponse:
+    """``{"ids": [1, 2], "action": "approve|reject|delete"}`` in one change (reviewers approve/reject; delete needs kb_edit)."""
+    from callbot.auth.policy import Permission, allows
+
+    body = _body(request)
+    ids = body.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        raise CallbotError("ids must be a list of question ids.")
+    action = str(body.get("action", ""))
+    if action == "delete" and not allows(request.ctx.principal.role, Permission.kb_edit):
+        from callbot.auth.errors import Forbidden
+
+        raise Forbidden("Deleting questions needs the editor or admin role.")
+    return json(get_kb().bulk_questions(ids, action, _actor(request)))
 
 
 @bp.get("/export")

@@ -23,6 +23,7 @@ from knowledge_base.models import (
     QuestionSource,
     ReviewStatus,
     Scenario,
+    ScriptStep,
     utcnow,
 )
 from knowledge_base.schema import QuestionText
@@ -45,6 +46,16 @@ class KnowledgeBaseCounts:
 # Checks what an import would publish (answers, script prompts) in the import's own transaction: (where, text) pairs
 # in, one problem line per blocked text out. callbot/context.py plugs in the compliance guard (nlu/compliance).
 PublishCheck = Callable[[Session, list[tuple[str, str]]], list[str]]
+
+
+class PublishBlocked(CallbotError):
+    """The compliance guard refused a text staff tried to publish; nothing was changed."""
+
+    http_status = 422
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("Not published; the compliance guard blocked it: " + " ".join(problems))
 
 
 class KnowledgeBase:
@@ -134,6 +145,105 @@ class KnowledgeBase:
             if q is None:
                 raise NotFound(f"Extension question {question_id} does not exist.")
             s.delete(q)
+
+    # -- scripts and answers (staff edits pass the compliance guard, like an import) --
+    def steps(self, scenario: str) -> list[dict[str, Any]]:
+        with self.store.session() as s:
+            sc = self._scenario(s, scenario)
+            return [self._step_dict(st) for st in sorted(sc.steps, key=lambda st: st.position)]
+
+    def update_step(self, step_id: int, actor: str, prompt: str | None = None, reprompt: str | None = None) -> dict[str, Any]:
+        """Change what a script step says; placeholders must be the scenario's variables; the guard must pass it."""
+        import re
+
+        from knowledge_base.importer import SYSTEM_VARIABLES
+
+        with self.store.session(actor) as s:
+            st = s.get(ScriptStep, step_id)
+            if st is None:
+                raise NotFound(f"Script step {step_id} does not exist.")
+            declared = set(st.scenario.variables or []) | SYSTEM_VARIABLES
+            changed: list[tuple[str, str]] = []
+            for field, value in (("prompt", prompt), ("reprompt", reprompt)):
+                if value is None:
+                    continue
+                value = value.strip()
+                if field == "prompt" and not value:
+                    raise CallbotError("A step's prompt cannot be empty.")
+                if len(value) > 2000:
+                    raise CallbotError(f"The {field} is {len(value)} characters long; at most 2000.")
+                unknown = sorted(set(re.findall(r"\{(\w+)\}", value)) - declared)
+                if unknown:
+                    raise CallbotError(f"Unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}; the scenario's "
+                                       f"variables are {', '.join(sorted(declared))}.")
+                setattr(st, field, value)
+                changed.append((f"{st.scenario.code}/{st.code}.{field}", value))
+            self._check_published(s, changed)
+            s.flush()
+            return self._step_dict(st)
+
+    def update_intent(self, intent_id: int, actor: str, answer: str | None = None, standard_question: str | None = None) -> dict[str, Any]:
+        with self.store.session(actor) as s:
+            it = self._intent(s, intent_id)
+            if standard_question is not None:
+                it.standard_question = self._clean(standard_question)
+            if answer is not None:
+                if len(answer) > 5000:
+                    raise CallbotError(f"The answer is {len(answer)} characters long; at most 5000.")
+                it.answer = answer.strip()
+                self._check_published(s, [(f"{it.scenario.code}/{it.name}.answer", it.answer)])
+            s.flush()
+            return self._intent_dict(it)
+
+    def _check_published(self, s: Session, texts: list[tuple[str, str]]) -> None:
+        problems = self.publish_check(s, texts) if self.publish_check and texts else []
+        if problems:
+            raise PublishBlocked(problems)
+
+    @staticmethod
+    def _step_dict(st: ScriptStep) -> dict[str, Any]:
+        return {"id": st.id, "scenario": st.scenario.code, "code": st.code, "position": st.position, "kind": st.kind.value,
+                "prompt": st.prompt, "reprompt": st.reprompt, "expected_intents": st.expected_intents,
+                "transitions": st.transitions, "terminal": st.terminal, "outcome": st.outcome}
+
+    def search_questions(self, query: str = "", scenario: str | None = None, status: ReviewStatus | None = None,
+                         source: QuestionSource | None = None, limit: int = 200, offset: int = 0) -> dict[str, Any]:
+        """Extension questions across intents, filtered by words, scenario, review status and source (the console's list)."""
+        q = (select(ExtensionQuestion, Intent.name, Scenario.code).join(Intent, ExtensionQuestion.intent_id == Intent.id)
+             .join(Scenario, Intent.scenario_id == Scenario.id))
+        if query.strip():
+            q = q.where(ExtensionQuestion.text.contains(query.strip()[:100], autoescape=True))
+        if scenario:
+            q = q.where(Scenario.code == scenario)
+        if status is not None:
+            q = q.where(ExtensionQuestion.status == status)
+        if source is not None:
+            q = q.where(ExtensionQuestion.source == source)
+        with self.store.session() as s:
+            total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+            rows = s.execute(q.order_by(ExtensionQuestion.id.desc()).limit(limit).offset(offset)).all()
+            return {"total": total, "questions": [self._question_dict(row) | {"intent": name, "scenario": code}
+                                                  for row, name, code in rows]}
+
+    def bulk_questions(self, ids: Sequence[int], action: str, actor: str) -> dict[str, Any]:
+        """Approve, reject or delete many questions in one transaction (one KB version, one audit entry each)."""
+        if action not in ("approve", "reject", "delete"):
+            raise CallbotError("action must be approve, reject or delete.")
+        if not ids or len(ids) > 1000:
+            raise CallbotError("ids: between 1 and 1000 question ids.")
+        with self.store.session(actor) as s:
+            rows = s.scalars(select(ExtensionQuestion).where(ExtensionQuestion.id.in_(list(ids)))).all()
+            missing = sorted(set(ids) - {q.id for q in rows})
+            if missing:
+                raise NotFound(f"No extension question(s) {', '.join(map(str, missing[:20]))}; nothing was changed.")
+            for q in rows:
+                if action == "delete":
+                    s.delete(q)
+                else:
+                    target = ReviewStatus.approved if action == "approve" else ReviewStatus.rejected
+                    if q.status != target:
+                        q.status, q.reviewed_by, q.reviewed_at = target, actor, utcnow()
+            return {"action": action, "changed": len(rows)}
 
     # -- helpers -------------------------------------------------------------
     @staticmethod

@@ -579,7 +579,7 @@ def test_admin_page_generates_and_reviews_questions_in_a_browser(generator_webap
         wait.until(lambda b: len(rows(b)) == len(pending) - 1)
         _, after = http("GET", url + f"/kb/intents/{target['id']}")
         by_text = {q["text"]: q for q in after["extension_questions"]}
-        assert by_text[approved_text]["status"] == "approved" and by_text[approved_text]["reviewed_by"] == "admin-ui"
+        assert by_text[approved_text]["status"] == "approved" and by_text[approved_text]["reviewed_by"] == STAFF_USER
         if len(pending) > 1:
             wait.until(lambda b: b.find_element(By.CSS_SELECTOR, item + " .badge").text == str(len(pending) - 1))
         else:

@@ -188,7 +188,7 @@ def test_admin_page_mines_chat_wordings_into_the_review_queue(dialogue_product: 
         _, intent = http("GET", product["web"] + f"/kb/intents/{target['intent_id']}")
         queued = [q for q in intent["extension_questions"] if q["text"] == wording]
         assert queued and queued[0]["status"] == "pending" and queued[0]["source"] == "mined"
-        assert queued[0]["author"] == "admin-ui"
+        assert queued[0]["author"] == STAFF_USER, "the signed-in reviewer"
         badge = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, item + " .badge"))[0]
         assert int(badge.text) == sum(q["status"] == "pending" for q in intent["extension_questions"]) >= 1
         # Pressing again proposes nothing new: the wording is known now, so nothing is stored twice.

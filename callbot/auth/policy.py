@@ -58,6 +58,7 @@ ROUTES: dict[str, str] = {
     "callbot.kb.edit_question": P.kb_review, "callbot.kb.bulk_questions": P.kb_review,
     "callbot.kb.expand_intent": P.kb_review, "callbot.kb.mine_questions": P.kb_review,
     "callbot.kb.export": P.kb_export,
+    "callbot.kb.scenario_steps": P.kb_read, "callbot.kb.edit_step": P.kb_edit, "callbot.kb.edit_intent": P.kb_edit,
     # NLU
     "callbot.nlu.parse": SERVICE, "callbot.nlu.status": P.kb_read,
     "callbot.compliance.check": P.compliance,
@@ -65,7 +66,7 @@ ROUTES: dict[str, str] = {
     "callbot.conversations.list_conversations": P.conversations, "callbot.conversations.get_conversation": P.conversations,
     "callbot.conversations.close_follow_up": P.conversations, "callbot.conversations.complaints_by_label": P.conversations,
     "callbot.conversations.conversation_stats": P.dashboard, "callbot.conversations.unmatched": P.conversations,
-    "callbot.conversations.attach_unmatched": P.kb_review, "callbot.conversations.dashboard": P.dashboard,
+    "callbot.conversations.attach_unmatched": P.kb_review, "callbot.conversations.recording": P.conversations, "callbot.conversations.dashboard": P.dashboard,
     # the agent desk
     "callbot.desk.queue": P.desk, "callbot.desk.pick": P.desk, "callbot.desk.transcript": P.desk,
     "callbot.desk.reply": P.desk, "callbot.desk.close": P.desk,

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from knowledge_base.models import COMPLIANCE_CLASSES
+from nlu.clustering import choose_k
 
 log = logging.getLogger(__name__)
 
@@ -164,22 +165,6 @@ class CharNgrams:
         ngrams.vectorizer.idf_ = data["idf"]
         ngrams.model.coef_, ngrams.model.intercept_, ngrams.model.classes_ = data["coef"], data["intercept"], data["classes"]
         return ngrams
-
-
-def choose_k(vectors: np.ndarray, candidates: range, seed: int) -> tuple[int, np.ndarray]:
-    """k-means clusterings of ``vectors`` for each k; the one with the highest Calinski–Harabasz index."""
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import calinski_harabasz_score
-
-    best = (-1.0, 0, np.zeros(len(vectors), dtype=int))
-    for k in candidates:
-        if k >= len(vectors):
-            break
-        labels = KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(vectors)
-        score = calinski_harabasz_score(vectors, labels)
-        if score > best[0]:
-            best = (score, k, labels)
-    return best[1], best[2]
 
 
 def pseudo_labels(head: _Head, pool: np.ndarray, cfg: HeadConfig) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
