@@ -122,7 +122,7 @@ def complaint_model(e5_model_dir: Path) -> Path:
 # Every web app a test starts gets an admin account; http() calls it as that admin's API client (Bearer token)
 # unless the test passes anonymous=True or its own Authorization header. tests/test_auth.py checks the refusals.
 STAFF_USER, STAFF_PASSWORD = "test-admin", "test-admin passphrase"
-STAFF_TOKENS: dict[str, str] = {}  # web app base URL → API token
+from tests.registry import STAFF_TOKENS  # noqa: E402  (web app base URL → API token; see tests/registry.py)
 
 
 def create_staff(env: dict[str, str], username: str = STAFF_USER, role: str = "admin", password: str = STAFF_PASSWORD) -> None:
@@ -197,6 +197,20 @@ def running_webapp(env: dict[str, str]) -> Iterator[str]:
         STAFF_TOKENS.pop(url, None)
         os.killpg(web.pid, signal.SIGTERM)
         web.wait(timeout=30)
+
+
+def demo_webapp_env(tmp_path_factory: pytest.TempPathFactory, e5_model_dir: Path, name: str) -> dict[str, str]:
+    """The environment of a web app alone on the demo knowledge base (SQLite in its own home, e5-small), loaded."""
+    import sys
+
+    tmp = tmp_path_factory.mktemp(name)
+    (tmp / "cache" / "models").mkdir(parents=True)
+    (tmp / "cache" / "models" / "e5-small-v1").symlink_to(e5_model_dir)
+    env = {**os.environ, "CALLBOT_CACHE_DIR": str(tmp / "cache"), "CALLBOT_HOME": str(tmp / "home"),
+           "CALLBOT_NLU__MODEL": "e5-small", "CALLBOT_NLU__USE_SCENARIO_MODELS": "false", "CALLBOT_PORTS__WEB": str(free_port())}
+    done = subprocess.run([str(Path(sys.executable).parent / "callbot"), "kb", "demo"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return env
 
 
 def running_product(tmp_path_factory: pytest.TempPathFactory, extra_env: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:

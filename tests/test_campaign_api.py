@@ -3,16 +3,13 @@ report, export, chart, do-not-call, and the errors a staff member sees."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT, as_staff, free_port, running_webapp
+from tests.conftest import as_staff, demo_webapp_env, running_webapp
 
 
 class StaffClient:
@@ -35,14 +32,7 @@ def ipo_row(name: str, phone: str) -> str:
 
 @pytest.fixture(scope="module")
 def web(e5_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("campaign-api")
-    (tmp / "cache" / "models").mkdir(parents=True)
-    (tmp / "cache" / "models" / "e5-small-v1").symlink_to(e5_model_dir)
-    env = {**os.environ, "CALLBOT_CACHE_DIR": str(tmp / "cache"), "CALLBOT_HOME": str(tmp / "home"),
-           "CALLBOT_NLU__MODEL": "e5-small", "CALLBOT_NLU__USE_SCENARIO_MODELS": "false", "CALLBOT_PORTS__WEB": str(free_port())}
-    done = subprocess.run([str(Path(sys.executable).parent / "callbot"), "kb", "demo"], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    with running_webapp(env) as url:
+    with running_webapp(demo_webapp_env(tmp_path_factory, e5_model_dir, "campaign-api")) as url:
         yield url
 
 

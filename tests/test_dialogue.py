@@ -345,49 +345,6 @@ def test_chat_complaint_is_labelled_by_the_model_and_acknowledged_by_its_categor
         assert browser.find_element(By.ID, "kb").get_attribute("hidden") is not None  # the KB view is out of the way
 
 
-def test_chat_widget_in_a_browser_answers_and_hands_over(product: dict[str, Any]) -> None:
-    """A customer in Chromium: the bot's greeting, an FAQ answer, then 转人工 shows the queue notice and reaches staff."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    from tests.browser import chromium
-
-    def bubbles(browser, who: str) -> list[str]:  # type: ignore[no-untyped-def]
-        return [d.text for d in browser.find_elements(By.CSS_SELECTOR, f"#log .m.{who}")]
-
-    with chromium() as browser:
-        wait = WebDriverWait(browser, 60)
-        browser.get(product["web"] + "/chat")
-        wait.until(lambda b: any("请问有什么可以帮您" in t for t in bubbles(b, "bot")))
-        assert bubbles(browser, "user") == [], "the widget's /greet is not shown as the customer's words"
-        sender = browser.execute_script("return localStorage.getItem('callbot_sender')")
-        assert sender and sender.startswith("web-")
-
-        box = browser.find_element(By.ID, "t")
-        box.send_keys("我想开个户怎么弄", Keys.ENTER)
-        wait.until(lambda b: len(bubbles(b, "bot")) >= 2)
-        assert bubbles(browser, "user") == ["我想开个户怎么弄"] and box.get_attribute("value") == ""
-        answer = bubbles(browser, "bot")[1]
-        assert answer.startswith("【") and "开户" in answer
-
-        box.send_keys("   ", Keys.ENTER)  # blank input is not sent
-        box.send_keys("转人工", Keys.ENTER)
-        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#log .m.sys"))
-        assert "人工客服队列" in bubbles(browser, "sys")[0]
-        assert bubbles(browser, "user") == ["我想开个户怎么弄", "转人工"]
-
-        # The same customer after a reload: the sender id is kept, so staff see one conversation.
-        browser.refresh()
-        wait.until(lambda b: bubbles(b, "bot"))
-        assert browser.execute_script("return localStorage.getItem('callbot_sender')") == sender
-    status, record = http("GET", product["web"] + f"/conversations/{sender}")
-    assert status == 200 and record["outcome"] == "handed_over" and record["channel"] == "chat", record
-    said = [t["text"] for t in record["turns"] if t["speaker"] == "user"]
-    assert said == ["我想开个户怎么弄", "转人工"], said
-    assert [t["text"] for t in record["turns"] if t["speaker"] == "event"][:1] == ["/greet"], "the widget's opening payload"
-
-
 @pytest.mark.parametrize(
     ("scenario", "variables", "question", "fact"),
     [
