@@ -4,8 +4,12 @@ GET /conversations?outcome=&handed_over=true|false&follow_up=open|closed&scenari
 GET /conversations/stats?scenario=&since=YYYY-MM-DD    outcome counts per scenario, open follow-ups
 GET /conversations/complaints?label=&limit=           complaint counts per label (KB names), and the labelled
                                                       conversations (of one label if given), newest first
+GET /conversations/unmatched?since=&channel=&scenario=  fallbacks and weak matches grouped by meaning
+POST /conversations/unmatched/attach {"intent_id", "texts"}  a group's wordings → approved extension questions
+GET /conversations/dashboard?days=14                  the console's dashboard figures
 GET /conversations/{external_id}                      with the turns
-POST /conversations/{external_id}/follow-up {"note": "…"}   close a follow-up (X-Callbot-User is recorded)
+GET /conversations/{external_id}/recording            the call's stereo WAV
+POST /conversations/{external_id}/follow-up {"note": "…"}   close a follow-up (the signed-in user is recorded)
 """
 
 from __future__ import annotations

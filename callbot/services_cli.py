@@ -33,11 +33,21 @@ def bot_train(force: Annotated[bool, typer.Option(help="Train even if the model 
 def _urls() -> list[tuple[str, str]]:
     s = get_settings()
     web, rasa = s.url("web"), s.url("rasa")
-    return [("chat widget", f"{web}/chat"), ("admin UI", f"{web}/admin"), ("knowledge-base & NLU API", f"{web}/api"),
+    return [("demo page with chat widget", f"{web}/"), ("chat (full window)", f"{web}/chat"), ("staff console", f"{web}/admin"),
+            ("agent desk", f"{web}/desk"), ("web API (OpenAPI)", f"{web}/api/openapi.json"),
             ("Rasa HTTP API", f"{rasa}/status"), ("Rasa REST channel", f"{rasa}/webhooks/rest/webhook"),
             ("action server", f"{s.url('actions')}/health")] + (
         [("SIP gateway", f"sip:callbot@{s.voice.sip_host}:{s.voice.sip_port} (udp; control {s.url('gateway')}/health)")]
         if s.voice.enabled else [])
+
+
+def _first_admin_hint(settings: Settings) -> None:
+    """The console has no default account: say how to make the first one."""
+    from callbot.auth.accounts import StaffAccounts
+
+    if StaffAccounts(get_store(), settings.auth).count_admins() == 0:
+        out.print("No staff account yet: create the first admin with "
+                  "`.venv/bin/callbot user create --username NAME --role admin` (it asks for the password).")
 
 
 @app.command("up")
@@ -81,6 +91,7 @@ def up(detach: Annotated[bool, typer.Option("--detach", "-d", help="Start in the
     supervisor.start(specs, on_ready=ready)
     for label, url in _urls():
         out.print(f"{label:>26}: {url}")
+    _first_admin_hint(settings)
     if detach:
         out.print("Running in the background; `callbot down` stops everything.")
         supervisor.procs.clear()  # the pid files keep track of them now

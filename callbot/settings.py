@@ -128,6 +128,13 @@ class AuthSettings(BaseModel):
     cookie_secure: bool = False  # set true behind HTTPS so the session cookie is never sent in clear
 
 
+class WidgetSettings(BaseModel):
+    """The chat widget embedded on a firm's own site (docs/web.md)."""
+    # Sites (scheme://host[:port]) whose pages may embed the widget: its socket.io and REST calls come from there.
+    # "*" = any site (the widget's routes are public and a history is keyed by a random session id).
+    origins: list[str] = ["*"]
+
+
 class ScaleSettings(BaseModel):
     """`callbot up --profile scale` (callbot/scale.py): how many of each worker."""
     rasa_workers: int = Field(2, ge=1, le=32)
@@ -152,6 +159,7 @@ class Settings(BaseSettings):
     voice: VoiceSettings = VoiceSettings()
     campaigns: CampaignSettings = CampaignSettings()
     auth: AuthSettings = AuthSettings()
+    widget: WidgetSettings = WidgetSettings()
     # default: SQLite and one process of each service; scale: PostgreSQL, Redis, nginx and N workers (callbot/scale.py)
     profile: Literal["default", "scale"] = "default"
     scale: ScaleSettings = ScaleSettings()

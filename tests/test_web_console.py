@@ -245,3 +245,64 @@ def test_a_handed_over_chat_is_picked_up_at_the_agent_desk_and_the_customer_sees
     status, queue = http("GET", url + "/desk/handovers?closed=5")
     closed = next(h for h in queue["closed"] if h["session_id"] == session)
     assert closed["agent"] == "agent.e2e" and closed["outcome"] == "resolved" and closed["wait_s"] >= 0
+
+
+def test_the_widget_embeds_in_another_sites_page(product: dict[str, Any], tmp_path: Path) -> None:
+    """A firm's own page on another origin with the one script tag: the widget opens, in English, and chats."""
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    url = product["web"]
+    (tmp_path / "firm.html").write_text(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Firm site</title>'
+        '<style>*{font-size:40px!important;color:red!important}</style></head><body><h1>Example Securities</h1>'
+        f'<script src="{url}/widget.js" data-server="{url}" data-lang="en" data-title="Example Securities"></script>'
+        '</body></html>', encoding="utf-8")
+    port = free_port()
+    site = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with chromium() as visitor:
+            wait = WebDriverWait(visitor, 60)
+            for _ in range(50):
+                visitor.get(f"http://127.0.0.1:{port}/firm.html")
+                if visitor.execute_script("return !!document.querySelector('h1')"):
+                    break
+                time.sleep(0.2)
+            wait.until(lambda d: d.execute_script("return !!document.getElementById('callbot-widget')"))
+            launcher = widget(visitor).find_element(By.CSS_SELECTOR, ".launcher")
+            assert launcher.text == "Chat with us"
+            assert visitor.execute_script(  # the page's !important rules stop at the shadow root
+                "return getComputedStyle(document.getElementById('callbot-widget').shadowRoot.querySelector('.launcher')).fontSize") == "13px"
+            launcher.click()
+            wait.until(lambda d: bubbles(d, "bot"))
+            say(visitor, "我想开个户怎么弄")
+            wait.until(lambda d: len(bubbles(d, "bot")) >= 2)
+            assert "开户" in bubbles(visitor, "bot")[1]
+            assert visitor.execute_script("return typeof io") == "function"
+            shot(visitor, "widget-other-site")
+    finally:
+        site.terminate()
+        site.wait(timeout=10)
+
+
+def test_the_widget_uses_rest_without_socketio_and_retries_while_the_server_is_unreachable(product: dict[str, Any]) -> None:
+    with chromium() as customer:
+        wait = WebDriverWait(customer, 60)
+        customer.execute_cdp_cmd("Network.enable", {})
+        customer.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*socket.io*", "*/chat/send*"]})
+        open_widget(customer, product["web"])
+        status = lambda d: d.execute_script(  # noqa: E731
+            "return document.getElementById('callbot-widget').shadowRoot.querySelector('.status').textContent")
+        wait.until(lambda d: "正在重试" in status(d))  # the greeting could not be sent: said, and retried
+        assert bubbles(customer, "bot") == []
+        shot(customer, "widget-unreachable")
+        customer.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*socket.io*"]})  # the server is back; socket.io not
+        wait.until(lambda d: any("请问有什么可以帮您" in t for t in bubbles(d, "bot")))
+        assert status(customer) == ""
+        say(customer, "我想开个户怎么弄")
+        wait.until(lambda d: len(bubbles(d, "bot")) >= 2)
+        assert "开户" in bubbles(customer, "bot")[1]
+        assert customer.execute_script("return typeof io") == "undefined", "the REST channel carried it"

@@ -41,7 +41,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 P = Permission
 ROUTES: dict[str, str] = {
     # public: pages for customers, the widget channel, sign-in
-    "callbot.pages.index": PUBLIC, "callbot.pages.chat_page": PUBLIC, "callbot.chat.send": PUBLIC,
+    "callbot.pages.index": PUBLIC, "callbot.pages.chat_page": PUBLIC, "callbot.chat.send": PUBLIC, "callbot.chat.send_preflight": PUBLIC,
     "callbot.pages.widget_js": PUBLIC, "callbot.pages.socketio_js": PUBLIC, "callbot.pages.login_page": PUBLIC, "callbot.pages.asset": PUBLIC,
     "callbot.chat.history": PUBLIC, "callbot.health": PUBLIC, "callbot.auth.login": PUBLIC, "callbot.openapi": PUBLIC,
     "callbot.auth.logout": PUBLIC,

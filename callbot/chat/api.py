@@ -12,6 +12,32 @@ from knowledge_base.errors import CallbotError
 bp = Blueprint("chat", url_prefix="/chat")
 
 
+def _allowed_origin(request: Request) -> str | None:
+    from callbot.settings import get_settings
+
+    origin = request.headers.get("origin")
+    allowed = get_settings().widget.origins
+    if origin and ("*" in allowed or origin in allowed):
+        return origin
+    return None
+
+
+@bp.on_response
+async def cross_origin(request: Request, response: HTTPResponse) -> None:
+    """The widget calls these routes from the firm's pages (another origin): CORS for the allowed ones."""
+    origin = _allowed_origin(request)
+    if origin:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+
+
+@bp.route("/send", methods=["OPTIONS"])
+async def send_preflight(request: Request) -> HTTPResponse:
+    """CORS preflight of POST /chat/send (a JSON body from another origin)."""
+    headers = {"Access-Control-Allow-Methods": "POST", "Access-Control-Allow-Headers": "Content-Type", "Access-Control-Max-Age": "600"}
+    return HTTPResponse(status=204 if _allowed_origin(request) else 403, headers=headers)
+
+
 @bp.post("/send")
 async def send(request: Request) -> HTTPResponse:
     """``{"sender": SESSION_ID, "message": "…"}`` → ``{"messages": [bot_uttered payloads]}``; 503 when Rasa is down."""

@@ -23,8 +23,12 @@ _server: socketio.AsyncServer | None = None
 
 def attach(app: Sanic) -> socketio.AsyncServer:
     global _server
-    # Same-origin only by default: the widget's script and its socket come from this app.
-    sio = socketio.AsyncServer(async_mode="sanic", cors_allowed_origins=[], max_http_buffer_size=64 * 1024)
+    from callbot.settings import get_settings
+
+    # The widget runs on the firm's own pages: their origins (widget.origins) may open the socket.
+    origins = get_settings().widget.origins
+    sio = socketio.AsyncServer(async_mode="sanic", cors_allowed_origins="*" if "*" in origins else origins,
+                               max_http_buffer_size=64 * 1024)
     sio.attach(app)
     sessions: dict[str, str] = {}  # socket id → session id
 

@@ -1,0 +1,163 @@
+"""The console's JSON API against the real web app: script edits behind the compliance guard, question search and
+bulk review, the unmatched inbox (clustering and attach), the dashboard, and the agent desk's rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests.conftest import demo_webapp_env, http, running_webapp, staff_token
+
+
+@pytest.fixture(scope="module")
+def web(e5_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    env = demo_webapp_env(tmp_path_factory, e5_model_dir, "console-api")
+    with running_webapp(env) as url:
+        yield {"url": url, "env": env}
+
+
+def as_user(env: dict[str, str], username: str, role: str) -> dict[str, str]:
+    return {"Authorization": "Bearer " + staff_token(env, username, role)}
+
+
+def test_script_prompts_are_edited_behind_the_compliance_guard(web: dict[str, Any]) -> None:
+    url = web["url"]
+    status, steps = http("GET", url + "/kb/scenarios/ipo_allotment_notice/steps")
+    assert status == 200 and [s["code"] for s in steps][:2] == ["identity_check", "allotment_notice"]
+    step = steps[0]
+    new = "您好，请问是{customer_name}本人吗？这里是XX证券客服中心，打扰您一分钟。"
+    status, saved = http("PATCH", url + f"/kb/steps/{step['id']}", {"prompt": new})
+    assert status == 200 and saved["prompt"] == new
+    status, blocked = http("PATCH", url + f"/kb/steps/{step['id']}", {"prompt": "这只新股保本保收益，稳赚不赔，您放心缴款。"})
+    assert status == 422 and "compliance guard" in blocked["error"] and "identity_check.prompt" in blocked["error"]
+    status, unknown = http("PATCH", url + f"/kb/steps/{step['id']}", {"prompt": "您好{customer_nmae}"})
+    assert status == 400 and "{customer_nmae}" in unknown["error"] and "customer_name" in unknown["error"]
+    assert http("PATCH", url + f"/kb/steps/{step['id']}", {"prompt": "  "})[0] == 400
+    _, after = http("GET", url + "/kb/scenarios/ipo_allotment_notice/steps")
+    assert after[0]["prompt"] == new, "refused edits changed nothing"
+    reviewer = as_user(web["env"], "script-reviewer", "reviewer")
+    assert http("PATCH", url + f"/kb/steps/{step['id']}", {"prompt": new}, headers=reviewer)[0] == 403
+    _, audit = http("GET", url + "/auth/audit?limit=50")
+    assert any(e["entity"] == "ScriptStep" and e["entity_id"] == step["id"] and e["actor"] == "test-admin" for e in audit["entries"])
+
+
+def test_questions_are_searched_and_reviewed_in_bulk(web: dict[str, Any]) -> None:
+    url = web["url"]
+    _, intents = http("GET", url + "/kb/scenarios/faq/intents")
+    intent = intents[0]
+    ids = [http("POST", url + f"/kb/intents/{intent['id']}/questions", {"text": f"批量审核测试问法{i}", "status": "pending",
+                                                                        "source": "generated"})[1]["id"] for i in range(3)]
+    status, found = http("GET", url + "/kb/questions?q=" + quote("批量审核测试") + "&status=pending&scenario=faq")
+    assert status == 200 and found["total"] == 3 and {q["id"] for q in found["questions"]} == set(ids)
+    assert found["questions"][0]["intent"] == intent["name"]
+    reviewer = as_user(web["env"], "bulk-reviewer", "reviewer")
+    status, done = http("POST", url + "/kb/questions/bulk", {"ids": ids[:2], "action": "approve"}, headers=reviewer)
+    assert status == 200 and done["changed"] == 2
+    assert http("POST", url + "/kb/questions/bulk", {"ids": ids[2:], "action": "delete"}, headers=reviewer)[0] == 403
+    status, missing = http("POST", url + "/kb/questions/bulk", {"ids": [ids[2], 99999999], "action": "reject"})
+    assert status == 404 and "99999999" in missing["error"]
+    _, still = http("GET", url + "/kb/questions?q=" + quote("批量审核测试"))
+    states = {q["id"]: q["status"] for q in still["questions"]}
+    assert states == {ids[0]: "approved", ids[1]: "approved", ids[2]: "pending"}, "the refused bulk changed nothing"
+    assert http("GET", url + "/kb/questions?status=maybe")[0] == 400
+
+
+def record_turns(env: dict[str, str], turns: list[tuple[str, str | None, float | None]]) -> None:
+    """Customer turns as the action server records them (text, intent, score), in one chat conversation."""
+    import uuid
+
+    from knowledge_base.db import Store
+    from knowledge_base.models import Conversation, ConversationTurn
+
+    store = Store(f"sqlite:///{Path(env['CALLBOT_HOME']) / 'callbot.db'}")
+    with store.session("test") as s:
+        conv = Conversation(external_id="web-" + uuid.uuid4().hex, channel="chat")
+        s.add(conv)
+        s.flush()
+        for seq, (text, intent, score) in enumerate(turns, 1):
+            s.add(ConversationTurn(conversation_id=conv.id, seq=seq, speaker="user", text=text, intent=intent, score=score))
+    store.dispose()
+
+
+def test_unmatched_wordings_are_grouped_and_attached_to_an_intent(web: dict[str, Any]) -> None:
+    url, env = web["url"], web["env"]
+    fee = ["你们收费太贵了吧", "手续费怎么这么高", "佣金能不能少收点", "你们的收费太贵了吧"]
+    rate = ["今天大盘会不会涨", "明天股市能涨吗", "大盘还会跌吗"]
+    record_turns(env, [(t, "nlu_fallback", 0.0) for t in fee + rate] + [("你们收费太贵了吧", "nlu_fallback", 0.0),
+                                                                          ("我想开个户怎么弄", "faq", 0.99)])
+    status, inbox = http("GET", url + "/conversations/unmatched")
+    assert status == 200 and inbox["distinct"] == 7 and inbox["total"] == 8, inbox
+    assert 2 <= inbox["k"] <= 6
+    group_of = {t["text"]: g["id"] for g in inbox["groups"] for t in g["texts"]}
+    assert "我想开个户怎么弄" not in group_of, "a confident match is not unmatched"
+    assert group_of["你们收费太贵了吧"] == group_of["你们的收费太贵了吧"], "near-identical wordings share a group"
+    assert group_of["今天大盘会不会涨"] != group_of["你们收费太贵了吧"]
+    biggest = inbox["groups"][0]
+    assert biggest["size"] == sum(t["count"] for t in biggest["texts"])
+    assert {"text": "你们收费太贵了吧", "count": 2} in next(g for g in inbox["groups"] if g["id"] == group_of["你们收费太贵了吧"])["texts"]
+
+    _, intents = http("GET", url + "/kb/scenarios/faq/intents")
+    fees = next(i for i in intents if i["name"] == "faq_trading_fees")
+    status, attached = http("POST", url + "/conversations/unmatched/attach", {"intent_id": fees["id"], "texts": fee[:2]})
+    assert status == 201 and len(attached["added"]) == 2 and all(q["status"] == "approved" and q["source"] == "mined"
+                                                                   for q in attached["added"])
+    status, again = http("POST", url + "/conversations/unmatched/attach", {"intent_id": fees["id"], "texts": fee[:1]})
+    assert status == 200 and again["added"] == [] and len(again["skipped"]) == 1
+    status, parsed = http("POST", url + "/nlu/parse", {"text": fee[1], "scenario": "faq"})
+    assert parsed["matched"]["question"] == fee[1] and parsed["matched"]["intent"] == "faq_trading_fees", "live at once"
+    assert http("POST", url + "/conversations/unmatched/attach", {"intent_id": 99999, "texts": ["x"]})[0] == 404
+    assert http("POST", url + "/conversations/unmatched/attach", {"intent_id": fees["id"], "texts": []})[0] == 400
+
+
+def test_dashboard_counts_volume_fallbacks_and_waits(web: dict[str, Any]) -> None:
+    url, env = web["url"], web["env"]
+    record_turns(env, [("随便说点什么", "nlu_fallback", 0.0), ("怎么开户", "faq", 0.98)])
+    status, dash = http("GET", url + "/conversations/dashboard?days=7")
+    assert status == 200 and len(dash["days"]) == 7 and len(dash["volume"]) == 7
+    today = dash["volume"][-1]
+    assert today["chat"] >= 1 and today["total"] >= today["chat"]
+    assert dash["fallback_rate"][-1]["rate"] is not None and 0 < dash["fallback_rate"][-1]["rate"] <= 1
+    assert any(u["text"] == "随便说点什么" for u in dash["top_unmatched"])
+    assert set(dash["handover_wait_s"]) == {"picked", "p50", "p90", "max", "waiting_now"}
+    assert http("GET", url + "/conversations/dashboard?days=0")[0] == 400
+
+
+def test_only_the_agent_who_picked_a_chat_replies_and_closes_it(web: dict[str, Any]) -> None:
+    from callbot.desk.service import AgentDesk
+    from knowledge_base.db import Store
+
+    url, env = web["url"], web["env"]
+    store = Store(f"sqlite:///{Path(env['CALLBOT_HOME']) / 'callbot.db'}")
+    ticket = AgentDesk(store).request("web-desk-rules-session", "request_human")
+    assert AgentDesk(store).request("web-desk-rules-session", "again")["id"] == ticket["id"], "one open hand-over per chat"
+    store.dispose()
+    first, second = as_user(env, "agent-one", "agent"), as_user(env, "agent-two", "agent")
+    status, queue = http("GET", url + "/desk/handovers", headers=first)
+    assert status == 200 and any(h["id"] == ticket["id"] and h["status"] == "waiting" for h in queue["open"])
+    assert http("POST", url + f"/desk/handovers/{ticket['id']}/reply", {"text": "hi"}, headers=first)[0] == 409  # not picked
+    status, picked = http("POST", url + f"/desk/handovers/{ticket['id']}/pick", headers=first)
+    assert status == 200 and picked["agent"] == "agent-one" and picked["status"] == "active"
+    status, taken = http("POST", url + f"/desk/handovers/{ticket['id']}/pick", headers=second)
+    assert status == 409 and "agent-one" in taken["error"]
+    assert http("POST", url + f"/desk/handovers/{ticket['id']}/reply", {"text": "我来"}, headers=second)[0] == 409
+    assert http("POST", url + f"/desk/handovers/{ticket['id']}/reply", {"text": "   "}, headers=first)[0] == 400
+    assert http("POST", url + f"/desk/handovers/{ticket['id']}/reply", {"text": "长" * 4001}, headers=first)[0] == 400
+    status, line = http("POST", url + f"/desk/handovers/{ticket['id']}/reply", {"text": "您好，请讲"}, headers=first)
+    assert status == 201 and line["seq"] >= 1
+    status, history = http("GET", url + "/chat/history?session_id=web-desk-rules-session", anonymous=True)
+    assert status == 200 and history["turns"][-1] == {"seq": line["seq"], "speaker": "agent", "text": "您好，请讲"}
+    assert history["handover"]["status"] == "active"
+    assert http("POST", url + f"/desk/handovers/{ticket['id']}/close", {"outcome": "maybe"}, headers=first)[0] == 400
+    assert http("POST", url + f"/desk/handovers/{ticket['id']}/close", {"outcome": "resolved"}, headers=second)[0] == 409
+    status, closed = http("POST", url + f"/desk/handovers/{ticket['id']}/close", {"outcome": "callback", "note": "客户要求明天回电"},
+                          headers=first)
+    assert status == 200 and closed["status"] == "closed" and closed["outcome"] == "callback"
+    _, history = http("GET", url + "/chat/history?session_id=web-desk-rules-session", anonymous=True)
+    assert history["handover"] is None
+    assert http("GET", url + "/chat/history?session_id=short", anonymous=True)[0] == 400
+    _, audit = http("GET", url + "/auth/audit?limit=50")
+    assert any(e["entity"] == "HandOver" and e["actor"] == "agent-one" and e["action"] == "update" for e in audit["entries"])
