@@ -161,3 +161,34 @@ def test_only_the_agent_who_picked_a_chat_replies_and_closes_it(web: dict[str, A
     assert http("GET", url + "/chat/history?session_id=short", anonymous=True)[0] == 400
     _, audit = http("GET", url + "/auth/audit?limit=50")
     assert any(e["entity"] == "HandOver" and e["actor"] == "agent-one" and e["action"] == "update" for e in audit["entries"])
+
+
+def test_call_recordings_are_served_to_staff_only_from_the_recordings_folder(web: dict[str, Any]) -> None:
+    import wave
+
+    import httpx
+
+    from knowledge_base.db import Store
+    from knowledge_base.models import Conversation
+
+    url, env = web["url"], web["env"]
+    folder = Path(env["CALLBOT_HOME"]) / "recordings" / "2026-12-02"
+    folder.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(folder / "call-rec-1.wav"), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x00" * 2 * 800)
+    store = Store(f"sqlite:///{Path(env['CALLBOT_HOME']) / 'callbot.db'}")
+    with store.session("test") as s:
+        s.add(Conversation(external_id="call-rec-1", channel="voice", recording="2026-12-02/call-rec-1.wav"))
+        s.add(Conversation(external_id="call-rec-2", channel="voice", recording="../callbot.db"))
+    store.dispose()
+    _, record = http("GET", url + "/conversations/call-rec-1")
+    assert record["recording"] == "/conversations/call-rec-1/recording"
+    got = httpx.get(url + record["recording"], headers={"Authorization": "Bearer " + staff_token(env)})
+    assert got.status_code == 200 and got.headers["content-type"] == "audio/wav" and got.content[:4] == b"RIFF"
+    assert httpx.get(url + record["recording"]).status_code == 401
+    assert http("GET", url + "/conversations/call-rec-2/recording")[0] == 404, "a stored path never leaves the folder"
+    agent = as_user(env, "rec-agent", "agent")
+    assert httpx.get(url + record["recording"], headers=agent).status_code == 403

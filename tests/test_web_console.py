@@ -99,6 +99,14 @@ def test_customer_chats_in_the_embedded_widget_and_keeps_the_history_after_a_rel
         shot(customer, "widget-phone")
 
 
+def open_intent(browser, wait, url: str, username: str, intent_id: int) -> None:  # type: ignore[no-untyped-def]
+    """Sign in to the console and open an FAQ intent."""
+    sign_in(browser, url, username, PASSWORD)
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#sc option[value=faq]"))
+    Select(browser.find_element(By.ID, "sc")).select_by_value("faq")
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, f".it[data-id='{intent_id}']"))[0].click()
+
+
 def test_a_reviewer_expands_an_intent_approves_two_candidates_and_finds_them_in_try_it(product: dict[str, Any]) -> None:
     url = product["web"]
     status, intents = http("GET", url + "/kb/scenarios/faq/intents")
@@ -107,10 +115,7 @@ def test_a_reviewer_expands_an_intent_approves_two_candidates_and_finds_them_in_
     new_wording = "请问销户的手续具体要怎么走才行"
     with chromium() as browser:
         wait = WebDriverWait(browser, 300, ignored_exceptions=(StaleElementReferenceException,))
-        sign_in(browser, url, "rev.e2e", PASSWORD)
-        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#sc option[value=faq]"))
-        Select(browser.find_element(By.ID, "sc")).select_by_value("faq")
-        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, f".it[data-id='{target['id']}']"))[0].click()
+        open_intent(browser, wait, url, "rev.e2e", target["id"])
         wait.until(lambda b: b.find_element(By.ID, "std").text == "标准问：" + target["standard_question"])
         assert browser.find_element(By.ID, "answer-edit").get_attribute("hidden") is not None, "a reviewer cannot edit answers"
         n = browser.find_element(By.ID, "n")
@@ -183,10 +188,7 @@ def test_kb_text_with_markup_is_shown_as_text_in_the_console(product: dict[str, 
     assert status == 201, added
     with chromium() as browser:
         wait = WebDriverWait(browser, 120, ignored_exceptions=(StaleElementReferenceException,))
-        sign_in(browser, url, "editor.e2e", PASSWORD)
-        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#sc option[value=faq]"))
-        Select(browser.find_element(By.ID, "sc")).select_by_value("faq")
-        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, f".it[data-id='{target['id']}']"))[0].click()
+        open_intent(browser, wait, url, "editor.e2e", target["id"])
         wait.until(lambda b: any(added["text"] == td.text for td in b.find_elements(By.CSS_SELECTOR, "#qs td")))
         assert browser.find_elements(By.CSS_SELECTOR, "#qs img, #qs script") == []
         assert browser.execute_script("return window.__pwned") is None
@@ -222,6 +224,17 @@ def test_a_handed_over_chat_is_picked_up_at_the_agent_desk_and_the_customer_sees
         assert bubbles(customer, "agent")[0].endswith("您好，我是人工客服小王。" + XSS)
         assert customer.execute_script("return window.__pwned") is None
         assert widget(customer).find_elements(By.CSS_SELECTOR, "img, script") == []
+
+        # Simple markdown becomes bold text and a link that opens apart; a javascript: link stays text.
+        agent.find_element(By.ID, "reply-text").send_keys("请看**销户须知**：[官网](https://www.example.com/close) [x](javascript:alert(1))",
+                                                          Keys.ENTER)
+        wait.until(lambda d: len(bubbles(d, "agent")) >= 2)
+        rich = widget(customer).find_elements(By.CSS_SELECTOR, ".m.agent")[-1]
+        assert rich.find_element(By.TAG_NAME, "strong").text == "销户须知"
+        links = rich.find_elements(By.TAG_NAME, "a")
+        assert [(a.get_attribute("href"), a.get_attribute("target"), a.get_attribute("rel")) for a in links] == [
+            ("https://www.example.com/close", "_blank", "noopener noreferrer")]
+        assert "[x](javascript:alert(1))" in rich.text
 
         say(customer, "我想问一下销户的事")
         desk.until(lambda a: any("我想问一下销户的事" in m.text for m in a.find_elements(By.CSS_SELECTOR, "#lines .m.user")))

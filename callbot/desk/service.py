@@ -78,11 +78,7 @@ class AgentDesk:
 
     def pick(self, handover_id: int, agent: str) -> dict[str, Any]:
         with self.store.session(agent) as s:
-            h = self._get(s, handover_id)
-            if h.status == HandOverStatus.closed:
-                raise HandOverConflict("This chat was closed already.")
-            if h.status == HandOverStatus.active and h.agent != agent:
-                raise HandOverConflict(f"{h.agent} has picked this chat up already.")
+            h = self._open_to(s, handover_id, agent)
             if h.status == HandOverStatus.waiting:
                 h.status, h.agent, h.picked_at = HandOverStatus.active, agent, utcnow().replace(tzinfo=None)
             s.flush()
@@ -116,11 +112,7 @@ class AgentDesk:
         if outcome not in OUTCOMES:
             raise CallbotError(f"outcome must be one of {', '.join(OUTCOMES)}.")
         with self.store.session(agent) as s:
-            h = self._get(s, handover_id)
-            if h.status == HandOverStatus.closed:
-                raise HandOverConflict("This chat was closed already.")
-            if h.status == HandOverStatus.active and h.agent != agent:
-                raise HandOverConflict(f"Only {h.agent}, who has this chat, can close it.")
+            h = self._open_to(s, handover_id, agent)
             h.status, h.outcome, h.note = HandOverStatus.closed, outcome, mask_sensitive(note[:2000])
             h.closed_at = utcnow().replace(tzinfo=None)
             h.agent = h.agent or agent
@@ -135,6 +127,15 @@ class AgentDesk:
         h = s.get(HandOver, handover_id)
         if h is None:
             raise NotFound(f"No hand-over {handover_id}.")
+        return h
+
+    def _open_to(self, s: Any, handover_id: int, agent: str) -> HandOver:
+        """The hand-over, if ``agent`` may act on it: not closed, and waiting or theirs."""
+        h = self._get(s, handover_id)
+        if h.status == HandOverStatus.closed:
+            raise HandOverConflict("This chat was closed already.")
+        if h.status == HandOverStatus.active and h.agent != agent:
+            raise HandOverConflict(f"{h.agent} has this chat; only they can reply to or close it.")
         return h
 
     @staticmethod
