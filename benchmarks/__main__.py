@@ -1,4 +1,4 @@
-"""Run benchmarks: `python -m benchmarks [similarity retrieval latency parse expansion mining dialogue callers voice tts gateway load complaints]` (all by default)."""
+"""Run benchmarks: `python -m benchmarks [similarity retrieval latency parse expansion mining dialogue callers voice tts gateway load complaints web]` (all by default)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,27 @@ import sys
 
 from rich.console import Console
 
-from benchmarks import callers, complaints, dialogue, expansion, gateway, latency, load, mining, parse, retrieval, similarity, tts, voice
+from benchmarks import (
+    callers,
+    complaints,
+    dialogue,
+    expansion,
+    gateway,
+    latency,
+    load,
+    mining,
+    parse,
+    retrieval,
+    similarity,
+    tts,
+    voice,
+    web,
+)
 
 SUITES = {"similarity": similarity.run, "retrieval": retrieval.run, "latency": latency.run, "parse": parse.run,
           "expansion": expansion.run, "mining": mining.run,
           "dialogue": dialogue.run, "callers": callers.run, "voice": voice.run, "tts": tts.run, "gateway": gateway.run,
-          "load": load.run, "complaints": complaints.run}
+          "load": load.run, "complaints": complaints.run, "web": web.run}
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ def _nlu_label(body: dict[str, Any]) -> str | None:
 def measure_product(model: str, utterances: list[HeldoutUtterance]) -> dict[str, Any]:
     hits: dict[str, dict[str, list[bool]]] = {"open": defaultdict(list), "call": defaultdict(list)}
     latency: list[float] = []
-    with running_product(model) as product, httpx.Client(timeout=30) as c:
+    with running_product(model) as product, httpx.Client(timeout=30, headers=product["auth"]) as c:
         served = c.get(product["web"] + "/nlu/status").json().get("model")
         for u in utterances:
             gold = u.intent or "(out of domain)"

@@ -93,6 +93,19 @@ def served_models() -> list[str]:
     return list(dict.fromkeys(["e5-small", *chosen]))
 
 
+def staff_headers(env: dict[str, str]) -> dict[str, str]:
+    """An admin API token for the benchmark's own product (the staff routes, /nlu/parse among them, need one)."""
+    import json
+    import secrets
+
+    callbot = str(Path(sys.executable).parent / "callbot")
+    subprocess.run([callbot, "user", "create", "-u", "bench", "--role", "admin", "--password-stdin"], cwd=ROOT, env=env,
+                   input=secrets.token_urlsafe(24) + "\n", capture_output=True, text=True, timeout=120)  # exists: fine
+    made = subprocess.run([callbot, "user", "token", "bench", "--label", "benchmarks"], cwd=ROOT, env=env, check=True,
+                          capture_output=True, text=True, timeout=120)
+    return {"Authorization": "Bearer " + json.loads(made.stdout)["token"]}
+
+
 @contextlib.contextmanager
 def running_product(model: str, voice: bool = False, extra_env: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
     """The demo product (web + NLU, actions, Rasa; the SIP gateway with ``voice``) on free ports in a fresh home,
@@ -108,6 +121,6 @@ def running_product(model: str, voice: bool = False, extra_env: dict[str, str] |
         subprocess.run([callbot, *step], cwd=ROOT, env=env, check=True, capture_output=True, timeout=900)
     try:
         yield {"web": f"http://127.0.0.1:{ports['web']}", "rasa": f"http://127.0.0.1:{ports['rasa']}", "home": str(home),
-               "control": f"http://127.0.0.1:{ports['gateway']}", "sip": f"127.0.0.1:{sip_port}"}
+               "control": f"http://127.0.0.1:{ports['gateway']}", "sip": f"127.0.0.1:{sip_port}", "auth": staff_headers(env)}
     finally:
         subprocess.run([callbot, "down"], cwd=ROOT, env=env, capture_output=True, timeout=120)

@@ -48,7 +48,7 @@ def run_model(console: Console, model: str, messages: int = 200) -> dict:
     rest, parse_rasa, parse_nlu = [], [], []
     senders: set[str] = set()
     per_action: dict[str, list[float]] = {}
-    with running_product(model) as product, httpx.Client(timeout=30) as c:
+    with running_product(model) as product, httpx.Client(timeout=30, headers=product["auth"]) as c:
         web, rasa = product["web"], product["rasa"]
         served = c.get(f"{web}/nlu/status").json().get("model")
         texts = []

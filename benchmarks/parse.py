@@ -16,7 +16,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.common import percentiles, save, time_calls
+from benchmarks.common import percentiles, save, staff_headers, time_calls
 from knowledge_base.db import Store
 from knowledge_base.service import KnowledgeBase
 from nlu.data.corpora import package_sentences, sample
@@ -87,12 +87,13 @@ def _web_parse(home: Path, questions: list[str], model: str, edit_text: str) -> 
     """Start the web app on the benchmark KB with ``model``; time `POST /nlu/parse` and a KB edit."""
     port = _free_port()
     env = {**os.environ, "CALLBOT_HOME": str(home), "CALLBOT_PORTS__WEB": str(port), "CALLBOT_NLU__MODEL": model}
+    headers = staff_headers(env)  # before the app starts: both would migrate the new database
     proc = subprocess.Popen([sys.executable, "-m", "callbot.webapp"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=open(home / f"web-{model}.log", "wb"), start_new_session=True)  # noqa: SIM115
     url = f"http://127.0.0.1:{port}"
     results: dict = {}
     try:
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30, headers=headers) as client:
             deadline = time.monotonic() + 600  # first start encodes 10k questions
             while time.monotonic() < deadline:
                 try:

@@ -3,6 +3,7 @@ bulk review, the unmatched inbox (clustering and attach), the dashboard, and the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,8 +108,14 @@ def test_unmatched_wordings_are_grouped_and_attached_to_an_intent(web: dict[str,
                                                                    for q in attached["added"])
     status, again = http("POST", url + "/conversations/unmatched/attach", {"intent_id": fees["id"], "texts": fee[:1]})
     assert status == 200 and again["added"] == [] and len(again["skipped"]) == 1
-    status, parsed = http("POST", url + "/nlu/parse", {"text": fee[1], "scenario": "faq"})
-    assert parsed["matched"]["question"] == fee[1] and parsed["matched"]["intent"] == "faq_trading_fees", "live at once"
+    # Live without a restart: the matcher follows the KB version (re-indexing takes a moment; benchmarks/parse.py).
+    deadline = time.monotonic() + 30
+    while True:
+        status, parsed = http("POST", url + "/nlu/parse", {"text": fee[1], "scenario": "faq"})
+        if parsed["matched"] and parsed["matched"]["question"] == fee[1] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert parsed["matched"]["question"] == fee[1] and parsed["matched"]["intent"] == "faq_trading_fees"
     assert http("POST", url + "/conversations/unmatched/attach", {"intent_id": 99999, "texts": ["x"]})[0] == 404
     assert http("POST", url + "/conversations/unmatched/attach", {"intent_id": fees["id"], "texts": []})[0] == 400
 

@@ -53,7 +53,7 @@ def test_chat_call_and_kb_edit_on_postgresql(pg_product: dict[str, Any]) -> None
             call = s.scalar(select(Conversation).where(Conversation.external_id == "pg-call"))
             assert call is not None and call.outcome is not None and call.outcome.value == "confirmed" and call.ended_at
             chat_turns = s.scalars(select(ConversationTurn.text).join(Conversation)
-                                   .where(Conversation.external_id == "pg-chat")).all()
+                                   .where(Conversation.external_id == "pg-chat-session")).all()
             assert "我想开个户怎么弄" in chat_turns
         # A KB edit through the API reaches the NLU service without a restart.
         _, intents = http("GET", web + "/kb/scenarios/faq/intents")

@@ -45,6 +45,7 @@ def from_rasa(message: dict[str, Any]) -> dict[str, Any]:
     if message.get("text"):
         out["text"] = message["text"]
     if message.get("buttons"):
+        out["buttons"] = message["buttons"]  # as Rasa's REST channel has them, for REST clients of /chat/send
         out["quick_replies"] = [{"content_type": "text", "title": b.get("title", ""), "payload": b.get("payload", "")}
                                 for b in message["buttons"]]
     if message.get("image"):
