@@ -204,7 +204,9 @@ def test_the_last_admin_cannot_be_demoted_or_disabled(store) -> None:  # type: i
 
 
 def test_browser_sessions_end_when_idle_or_too_old(store) -> None:  # type: ignore[no-untyped-def]
-    from sqlalchemy import update
+    import hashlib
+
+    from sqlalchemy import select, update
 
     from callbot.auth.accounts import StaffAccounts
     from callbot.auth.errors import NotSignedIn
@@ -228,6 +230,10 @@ def test_browser_sessions_end_when_idle_or_too_old(store) -> None:  # type: igno
         accounts.resolve(second.token)
     with pytest.raises(NotSignedIn):
         accounts.resolve("a token that was never issued")
+    accounts.sign_in("idle.user", PASSWORD, "127.0.0.1")
+    with store.session() as s:  # (by token: SQLite may give the new session the purged one's id)
+        kept = s.scalars(select(StaffSession.token_sha256)).all()
+    assert hashlib.sha256(second.token.encode()).hexdigest() not in kept, "ended sessions are purged at the next sign-in"
 
 
 def test_openapi_describes_every_route_with_its_access(web: dict[str, Any]) -> None:

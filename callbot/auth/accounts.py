@@ -109,6 +109,9 @@ class StaffAccounts:
         now = utcnow().replace(tzinfo=None)
         window = timedelta(minutes=self.settings.login_window_minutes)
         with self.store.session("auth") as s:
+            # Housekeeping on each sign-in (indexed deletes): forgotten failures and ended sessions do not pile up.
+            s.execute(delete(LoginAttempt).where(LoginAttempt.at <= now - window))
+            s.execute(delete(StaffSession).where(StaffSession.expires_at <= now))
             failures = s.scalars(select(LoginAttempt.at).where(LoginAttempt.username == username, LoginAttempt.client == client,
                                                                LoginAttempt.at > now - window).order_by(LoginAttempt.at)).all()
             if len(failures) >= self.settings.login_max_failures:
