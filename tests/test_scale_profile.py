@@ -120,3 +120,44 @@ def test_two_messages_of_one_conversation_at_once_are_handled_one_after_the_othe
         said = conn.execute(text("SELECT count(*) FROM events WHERE sender_id = 'lock-1' AND type_name = 'user'")).scalar()
     tracker.dispose()
     assert said == 3, "both concurrent messages are in the one tracker"
+
+
+def test_an_agents_reply_reaches_the_customer_whose_socket_is_on_another_web_worker(scaled: dict[str, Any]) -> None:
+    """The widget's socket on web-1, the agent's reply posted to web-2: it travels through Redis to the customer."""
+    import threading
+
+    import socketio
+
+    from tests.conftest import staff_token
+
+    env = {**scaled["env"], "CALLBOT_PROFILE": "scale"}
+    web1, web2 = (f"http://127.0.0.1:{int(env['CALLBOT_PORTS__WEB_WORKERS']) + i}" for i in range(2))
+    session, received = "web-scale-handover-0001", []
+    handed, agent_line, confirmed = threading.Event(), threading.Event(), threading.Event()
+
+    def on_bot(data: dict[str, Any]) -> None:
+        received.append(data)
+        if data.get("agent"):
+            agent_line.set()
+        elif data.get("handoff"):
+            handed.set()
+
+    customer = socketio.Client(reconnection=False)
+    customer.on("bot_uttered", on_bot)
+    customer.on("session_confirm", lambda _data: confirmed.set())
+    customer.connect(web1, transports=["websocket"], wait_timeout=30)
+    try:
+        customer.emit("session_request", {"session_id": session})
+        assert confirmed.wait(30)
+        customer.emit("user_uttered", {"message": "转人工", "session_id": session})
+        assert handed.wait(120), received
+        auth = {"Authorization": "Bearer " + staff_token(env, "scale-agent", "agent")}
+        queue = httpx.get(web2 + "/desk/handovers", headers=auth, timeout=30).json()
+        ticket = next(h for h in queue["open"] if h["session_id"] == session)
+        assert httpx.post(web2 + f"/desk/handovers/{ticket['id']}/pick", headers=auth, timeout=30).status_code == 200
+        sent = httpx.post(web2 + f"/desk/handovers/{ticket['id']}/reply", json={"text": "跨实例的人工回复"}, headers=auth, timeout=30)
+        assert sent.status_code == 201, sent.text
+        assert agent_line.wait(15), f"the reply did not cross workers: {received}"
+        assert [d["text"] for d in received if d.get("agent")] == ["跨实例的人工回复"]
+    finally:
+        customer.disconnect()

@@ -207,6 +207,20 @@ def test_kb_text_with_markup_is_shown_as_text_in_the_console(product: dict[str, 
         wait.until(lambda b: any(added["text"] == td.text for td in b.find_elements(By.CSS_SELECTOR, "#s-rows td")))
         assert browser.execute_script("return window.__pwned") is None
 
+        # An editor rewording a script prompt: the compliance warning shows while typing; the save is refused.
+        Select(browser.find_element(By.ID, "sc")).select_by_value("ipo_allotment_notice")
+        browser.find_element(By.CSS_SELECTOR, "#tabs button[data-tab=script]").click()
+        step = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#steps .step"))[0]
+        prompt = step.find_element(By.CSS_SELECTOR, "textarea.prompt")
+        before = prompt.get_attribute("value")
+        prompt.send_keys("这只新股保本保收益，稳赚不赔。")
+        wait.until(lambda b: "合规提示" in step.find_element(By.CSS_SELECTOR, ".warn").text)
+        step.find_element(By.CSS_SELECTOR, "button.save").click()
+        wait.until(lambda b: "compliance guard" in step.find_element(By.CSS_SELECTOR, ".msg").text)
+        shot(browser, "console-script-warning")
+        _, steps = http("GET", url + "/kb/scenarios/ipo_allotment_notice/steps")
+        assert steps[0]["prompt"] == before, "nothing was published"
+
 
 def test_a_handed_over_chat_is_picked_up_at_the_agent_desk_and_the_customer_sees_the_reply(product: dict[str, Any]) -> None:
     url = product["web"]

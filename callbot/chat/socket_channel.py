@@ -2,8 +2,8 @@
 does: ``session_request`` {session_id} → ``session_confirm``; ``user_uttered`` {message, session_id} →
 ``bot_uttered`` per reply. Agent replies from the desk are pushed to the session's room.
 
-Pushes reach sockets connected to this process; with several web workers (scale profile) the widget's
-history poll during a hand-over delivers them too.
+With several web workers (the scale profile) pushes travel through Redis to whichever worker holds the
+customer's socket; the widget's history poll during a hand-over is a second path.
 """
 
 from __future__ import annotations
@@ -26,9 +26,14 @@ def attach(app: Sanic) -> socketio.AsyncServer:
     from callbot.settings import get_settings
 
     # The widget runs on the firm's own pages: their origins (widget.origins) may open the socket.
-    origins = get_settings().widget.origins
+    settings = get_settings()
+    origins = settings.widget.origins
+    # Several web workers (the scale profile): emits go through Redis, so an agent's reply posted to one worker
+    # reaches the customer's socket on another.
+    manager = (socketio.AsyncRedisManager(f"redis://{settings.host}:{settings.ports.redis}/0", channel="callbot-widget")
+               if settings.profile == "scale" else None)
     sio = socketio.AsyncServer(async_mode="sanic", cors_allowed_origins="*" if "*" in origins else origins,
-                               max_http_buffer_size=64 * 1024)
+                               max_http_buffer_size=64 * 1024, client_manager=manager)
     sio.attach(app)
     sessions: dict[str, str] = {}  # socket id → session id
 
