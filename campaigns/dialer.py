@@ -25,13 +25,13 @@ class Dialer:
         self.in_flight: dict[int, Claim] = {}  # attempt id → claim
         self.stopping = threading.Event()
 
-    def recover(self) -> int:
+    def recover(self, now: datetime | None = None) -> int:
         """Settle this worker's attempts that a crash left without an outcome: the conversation's recorded outcome if
-        the call got that far, else ``dropped`` (retried while attempts remain). Returns how many."""
+        the call got that far, else ``dropped`` (retried while attempts remain, counted from ``now``). Returns how many."""
         settled = 0
         for attempt_id, call_id in self.campaigns.unsettled(self.worker):
             outcome = self.campaigns.recorded_outcome(call_id) or "dropped"
-            self.campaigns.finish(attempt_id, outcome)
+            self.campaigns.finish(attempt_id, outcome, now or utcnow())
             log.info("settled an attempt left by a previous run", extra={"fields": {"call": call_id, "outcome": outcome}})
             settled += 1
         return settled

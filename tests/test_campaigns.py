@@ -145,7 +145,9 @@ def test_a_restart_settles_the_calls_a_crash_left_and_never_calls_a_finished_cus
         s.add(Conversation(external_id=finished.call_id, channel="voice", outcome=Outcome.confirmed))
     again = ScriptedCalls({"13800002222": ["confirmed"]})
     restarted = Dialer(campaigns, again, "w1")
-    assert restarted.recover() == 2
+    # The restart a minute later; its clock, not the wall clock, dates the retry (the test once passed only
+    # before 04:00 UTC on 2026-12-02, when the wall clock was still earlier than this made-up noon).
+    assert restarted.recover(noon + timedelta(minutes=1)) == 2
     restarted.tick(noon + timedelta(minutes=2))
     restarted.tick(noon + timedelta(minutes=3))
     assert [c.phone for c in again.placed] == ["13800002222"], "only the call with no outcome is placed again"
