@@ -122,6 +122,29 @@ def test_migrate_is_idempotent(tmp_path: Path) -> None:
     assert store.kb_version() == 0
 
 
+def test_processes_started_together_all_migrate_one_sqlite_file(tmp_path: Path) -> None:
+    """Two `callbot model release` runs started at once once failed with "table hand_over already exists": both
+    read the old revision. Four processes released by one start signal must all succeed and leave one schema."""
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    go = tmp_path / "go"
+    script = ("import pathlib, time, sys\nfrom knowledge_base.db import Store\nstore = Store(sys.argv[1])\n"
+              "while not pathlib.Path(sys.argv[2]).exists(): time.sleep(0.005)\nstore.migrate()\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, url, str(go)], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    time.sleep(3)  # every process has imported alembic and SQLAlchemy and waits for the signal
+    go.touch()
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    store = Store(url)
+    try:
+        assert store.kb_version() == 0
+    finally:
+        store.dispose()
+
+
 def test_upgrading_an_existing_database_declares_the_old_step_outcomes(tmp_path: Path) -> None:
     """A database made before step outcomes existed (revision 0001) keeps what its terminal steps meant, and
     the dispute path of 业务办理回访 — recorded as completed before — becomes disputed."""
