@@ -12,6 +12,7 @@ import pytest
 from knowledge_base.errors import CallbotError
 from nlu import heldout
 from nlu.calibration import FLAG_COST, FLAG_WIN, MAX_FLAG_SHARE, ambiguity_margin
+from nlu.matcher import RASA_DIALOGUE_INTENTS
 
 
 def _demo_intents(demo_file: Path) -> dict[str, set[str]]:
@@ -36,6 +37,8 @@ def test_the_sets_are_large_enough_and_name_real_intents(demo_file: Path) -> Non
                 assert u.scenario in intents, f"{split}: {u.text!r} names an unknown scenario {u.scenario}"
                 if u.intent is not None and u.set_name != "faq_questions":
                     assert u.intent in intents[u.scenario], f"{u.intent} is not an intent of {u.scenario}"
+    for split in heldout.SPLITS:  # a call-fact question is only matched inside its call: it belongs to call_facts
+        assert {u.intent for u in heldout.load(split, ["caller_replies"])} <= RASA_DIALOGUE_INTENTS | {None}, split
     per_intent = Counter(u.intent for u in test if u.set_name == "caller_replies")
     # 25: a split drops short replies equal to a dev or KB line (你好 …): the eighth session's greet kept 26 of 42.
     assert min(per_intent.values()) >= 25 and len(per_intent) == 11, per_intent
