@@ -17,7 +17,7 @@ from tests.conftest import free_port
 ROOT = Path(__file__).resolve().parent.parent
 CALLBOT = [str(Path(sys.executable).parent / "callbot")]  # the installed console script
 SUBCOMMANDS = [[], ["up"], ["down"], ["status"], ["kb"], ["kb", "import"], ["kb", "export"], ["kb", "demo"], ["kb", "stats"],
-               ["kb", "scenarios"], ["db"], ["db", "upgrade"], ["model"], ["model", "base"], ["model", "list"], ["model", "distill"], ["model", "train"], ["model", "finetune"], ["model", "verify"], ["model", "rate-generator"], ["model", "release"],
+               ["kb", "scenarios"], ["db"], ["db", "upgrade"], ["model"], ["model", "base"], ["model", "list"], ["model", "distill"], ["model", "train"], ["model", "finetune"], ["model", "verify"], ["model", "rate-generator"], ["model", "release"], ["model", "blend"],
                ["bot"], ["bot", "train"], ["nlu"], ["nlu", "match"], ["nlu", "embed"], ["nlu", "eval"], ["nlu", "calibrate"],
                ["nlu", "expand"], ["voice"], ["voice", "transcribe"], ["voice", "say"], ["voice", "gateway"], ["voice", "call"],
                ["campaign"], ["campaign", "create"], ["campaign", "start"], ["campaign", "report"], ["campaign", "dial"]]

@@ -155,3 +155,37 @@ def test_a_candidates_measurement_is_reused_only_while_weights_kb_and_sets_are_u
     assert measured_candidate(tiny_model, candidate, kb.store) is None
     (candidate / "verified.json").write_text(json.dumps({**report, "kb_version": kb.store.kb_version(), "eval_sets": "0" * 16}))
     assert measured_candidate(tiny_model, candidate, kb.store) is None
+
+
+def test_blend_mixes_two_checkpoints_and_refuses_strangers(tiny_model: Path, tmp_path: Path) -> None:
+    """The recipe's last training step (WiSE-FT): weights are the stated mix of the pair stage and the KB stage."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file, save_file
+
+    callbot = [str(Path(sys.executable).parent / "callbot")]
+    tuned = tmp_path / "tuned"
+    shutil.copytree(tiny_model, tuned)
+    weights = load_file(str(tuned / "model.safetensors"))
+    moved = {k: (v + 1.0 if v.is_floating_point() else v) for k, v in weights.items()}
+    save_file(moved, str(tuned / "model.safetensors"), metadata={"format": "pt"})
+    env = {**os.environ, "CALLBOT_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run([*callbot, "model", "blend", str(tiny_model), str(tuned), "--alpha", "0.75", "--name", "mix"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    mix_dir = tmp_path / "cache" / "models" / "mix"
+    mixed = load_file(str(mix_dir / "model.safetensors"))
+    key = next(k for k, v in weights.items() if v.is_floating_point())
+    assert np.allclose(mixed[key].float().numpy(), weights[key].float().numpy() + 0.75, atol=1e-3)
+    meta = json.loads((mix_dir / "callbot_encoder.json").read_text())
+    assert meta["soup"] == {"start": tiny_model.name, "tuned": "tuned", "alpha": 0.75}
+    assert not (mix_dir / "thresholds.json").exists(), "a blend is calibrated afresh, never with a parent's thresholds"
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model, other)
+    save_file({k: v[..., :1].contiguous() if v.dim() else v for k, v in weights.items()}, str(other / "model.safetensors"))
+    result = subprocess.run([*callbot, "model", "blend", str(tiny_model), str(other), "--name", "bad"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "different shapes" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
