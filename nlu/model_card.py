@@ -15,6 +15,8 @@ LABELS = {
     "call_facts_call_accuracy": "questions about the call's subject, inside the call",
     "faq_questions_open_accuracy": "FAQ questions written apart from the KB",
     "out_of_domain_open_rejected": "out-of-domain chatter rejected",
+    "pooled_heldout": "pooled held-out utterances",
+    "shipping_rule": "shipping rule (float32)",
 }
 
 
@@ -32,12 +34,20 @@ def _json(path: Path) -> dict[str, Any]:
 
 
 def seed_spread(models_dir: Path) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
-    """(seed, float32 quality, int8 quality) of every release candidate built on this machine."""
+    """(seed, float32 quality, int8 quality) of every release candidate built on this machine; each quality also
+    carries the pooled held-out accuracy and the shipping verdict of its run."""
     rows = []
     for run in sorted(models_dir.glob("albert-sim-candidate*/release_run.json")):
         summary = _json(run)
-        rows.append((int(summary.get("seed", -1)), _json(run.parent / "verified.json").get("quality", {}),
-                     _json(run.parent / "verified.int8.json").get("quality", {})))
+        reports = [_json(run.parent / "verified.json"), _json(run.parent / "verified.int8.json")]
+        qualities = []
+        for report in reports:
+            verdict = report.get("verdict", {})
+            failed = [k for k, row in verdict.get("measures", {}).items() if not row.get("not_worse", True)]
+            qualities.append({**report.get("quality", {}), "pooled_heldout": verdict.get("pooled_heldout", {}).get("mine"),
+                              "shipping_rule": ("met" if report.get("better_than_e5") else
+                                                "not met" + (f" ({', '.join(LABELS.get(k, k) for k in failed)} below)" if failed else ""))})
+        rows.append((int(summary.get("seed", -1)), qualities[0], qualities[1]))
     return sorted(rows, key=lambda r: r[0])
 
 
@@ -118,7 +128,8 @@ def render_card(model_dir: Path, recipe: Any, summary: dict[str, Any]) -> str:
                   "| seed | " + " | ".join(LABELS.get(k, k) for k in keys) + " |",
                   "| --- |" + " --- |" * len(keys)]
         lines += [f"| {seed} | " + " | ".join(_fmt(q.get(k)) for k in keys) + " |" for seed, q, _ in spread]
-        lines.append("")
+        lines += ["", "int8, as served: " + "; ".join(f"seed {seed}: pooled {_fmt(q8.get('pooled_heldout'))}, shipping rule "
+                                                       f"{q8.get('shipping_rule', '—')}" for seed, _, q8 in spread), ""]
     seconds = summary.get("seconds", {})
     lines += [
         "## Rebuild",
