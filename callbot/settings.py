@@ -112,6 +112,8 @@ class CampaignSettings(BaseModel):
     sip_trunk: str = "127.0.0.1:5090"
     poll_s: float = 1.0
     text_answer_timeout_s: float = 600.0  # text driver: a conversation with no reply this long is a no_answer
+    # gateway driver: a gateway unreachable this long has lost its calls; they are settled (dropped → retried)
+    gateway_lost_after_s: float = Field(90.0, gt=0)
 
 
 class AuthSettings(BaseModel):

@@ -75,7 +75,8 @@ def run_dialer(driver_name: str, worker: str, until_idle: bool = False, **option
     settings = get_settings()
     campaigns = Campaigns(get_store())
     if driver_name == "gateway":
-        driver: CallDriver = GatewayDriver(settings.url("gateway"), options.get("trunk") or settings.campaigns.sip_trunk, campaigns)
+        driver: CallDriver = GatewayDriver(settings.url("gateway"), options.get("trunk") or settings.campaigns.sip_trunk, campaigns,
+                                           settings.campaigns.gateway_lost_after_s)
     elif driver_name == "text":
         driver = TextDriver(settings.url("rasa"), campaigns, float(options.get("answer_timeout_s") or settings.campaigns.text_answer_timeout_s))
     else:

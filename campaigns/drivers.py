@@ -36,7 +36,11 @@ class GatewayDriver:
     control_url: str
     trunk: str  # host[:port] the gateway dials numbers at
     campaigns: Campaigns
+    # A gateway unreachable this long has lost its calls (killed, host gone): each is settled from the record, or as
+    # ``dropped`` (retried while attempts remain), so its slot under the concurrency cap is free again.
+    lost_after_s: float = 90.0
     name: str = "gateway"
+    _unreachable_since: dict[str, float] = field(default_factory=dict)
 
     def place(self, claim: Claim) -> None:
         try:
@@ -52,7 +56,13 @@ class GatewayDriver:
         try:
             found = httpx.get(f"{self.control_url}/calls/{claim.call_id}", timeout=10)
         except httpx.HTTPError:
-            return None  # the gateway is restarting: ask again
+            # Restarting: ask again; gone for good: the call is lost, whatever the phone network did with it.
+            since = self._unreachable_since.setdefault(claim.call_id, time.monotonic())
+            if time.monotonic() - since < self.lost_after_s:
+                return None
+            self._unreachable_since.pop(claim.call_id, None)
+            return self.campaigns.recorded_outcome(claim.call_id) or "dropped"
+        self._unreachable_since.pop(claim.call_id, None)
         if found.status_code == 404:  # the gateway restarted and forgot the call: the record decides
             return self.campaigns.recorded_outcome(claim.call_id) or "dropped"
         body = found.json()

@@ -222,9 +222,9 @@ def running_product(tmp_path_factory: pytest.TempPathFactory, extra_env: dict[st
     home = tmp_path_factory.mktemp("home")
     ports = {"web": free_port(), "rasa": free_port(), "actions": free_port()}
     env = {**os.environ, "CALLBOT_HOME": str(home), **{f"CALLBOT_PORTS__{k.upper()}": str(v) for k, v in ports.items()},
-           # Pin the encoder: what a developer has trained into the cache must not change test outcomes. No released
-           # ALBERT-sim has beaten e5-small on the held-out caller replies yet, so `auto` serves e5-small on a fresh
-           # clone; CALLBOT_TEST_NLU_MODEL=auto (or a model name) runs the same tests against another encoder.
+           # Pin the encoder: what a developer has trained into the cache must not change test outcomes. A fresh clone
+           # serves the released ALBERT-sim (`auto`, models/albert-sim-release); CALLBOT_TEST_NLU_MODEL=albert-sim-release
+           # (or auto, or another model name) runs the same tests against it once `callbot model base` has installed it.
            "CALLBOT_NLU__MODEL": os.environ.get("CALLBOT_TEST_NLU_MODEL", "e5-small"),
            "CALLBOT_NLU__USE_SCENARIO_MODELS": "false",
            # The SIP gateway (Whisper + a TTS worker) only where a test calls it: tests/test_gateway.py.

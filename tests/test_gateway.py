@@ -349,3 +349,69 @@ def test_a_campaign_dials_through_the_gateway_and_retries_busy_numbers(voice_pro
         assert earlier[3] <= later[2], "concurrency 1: one call at a time"
     report = subprocess.run([callbot, "campaign", "report", campaign_id], env=env, capture_output=True, text=True, timeout=60)
     assert '"busy": 2' in report.stdout and '"success_rate": null' in report.stdout
+
+
+def test_a_gateway_killed_mid_call_loses_no_outcome_and_calls_no_finished_customer_again(voice_product: dict[str, Any],
+                                                                                         tmp_path: Path) -> None:
+    """Issue 17: kill -9 of the gateway while the bot talks to a customer. The dialer settles the lost call once the
+    gateway has been unreachable for `campaigns.gateway_lost_after_s` (dropped; no retries here, so the customer is
+    finished), exits, and after the gateway is started again a new dialer run places no call to that customer. Runs
+    last in this module: it restarts the gateway that the other tests share."""
+    import os
+    import signal
+    import urllib.request
+
+    callbot = str(Path(sys.executable).parent / "callbot")
+    customers = tmp_path / "customers.csv"
+    customers.write_text("name,phone,stock_name,stock_code,allotted_shares,amount,pay_deadline\n"
+                         "王先生,13700007777,华源科技,688001,500,16350.00,12月3日\n", encoding="utf-8")
+    env = {**voice_product["env"], "CALLBOT_CAMPAIGNS__GATEWAY_LOST_AFTER_S": "3"}
+    made = subprocess.run([callbot, "campaign", "create", "--scenario", "ipo_allotment_notice", "--customers", str(customers),
+                           "--concurrency", "1", "--retries", "0", "--window", "00:00-24:00"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    campaign_id = made.stdout.split("campaign ")[1].split(" ")[0]
+    assert subprocess.run([callbot, "campaign", "start", campaign_id], env=env, capture_output=True, timeout=60).returncode == 0
+    peer, port = RtpPeer(), free_udp_port()
+    trunk = Sipp(callee(ring_ms=300), tmp_path, port, peer.port)
+    dial = [callbot, "campaign", "dial", "--driver", "gateway", "--until-idle", "--trunk", f"127.0.0.1:{port}", "--worker", "kill-test"]
+    gateway_pid_file = voice_product["home"] / "run" / "gateway.pid"
+    dialer = subprocess.Popen(dial, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not peer.received_speech():  # answered: the bot asks for 王先生
+            time.sleep(0.1)
+        assert peer.received_speech(), "the campaign's call never reached the callee"
+        os.killpg(int(gateway_pid_file.read_text()), signal.SIGKILL)
+        _out, err = dialer.communicate(timeout=90)
+        assert dialer.returncode == 0, err
+    finally:
+        dialer.kill()
+        trunk.stop()
+        peer.close()
+    with sqlite3.connect(voice_product["db"]) as db:
+        attempts = db.execute("SELECT outcome, ended_at FROM call_attempt WHERE campaign_id = ?", (campaign_id,)).fetchall()
+        contacts = db.execute("SELECT status, attempts, last_outcome FROM campaign_contact WHERE campaign_id = ?",
+                              (campaign_id,)).fetchall()
+    assert len(attempts) == 1 and attempts[0][0] == "dropped" and attempts[0][1] is not None, attempts
+    assert contacts == [("failed", 1, "dropped")], contacts
+
+    # The gateway comes back (as `callbot up` starts it); a new dialer run finds nothing left to call.
+    log = open(voice_product["home"] / "log" / "gateway.log", "ab")  # noqa: SIM115 (owned by the child)
+    restarted = subprocess.Popen([sys.executable, "-m", "voice.gateway.service"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+    gateway_pid_file.write_text(str(restarted.pid))  # `callbot down` at the end of the module stops it
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(voice_product["control"] + "/health", timeout=5) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:  # not listening yet
+            pass
+        assert restarted.poll() is None, "the gateway did not start again"
+        time.sleep(1)
+    again = subprocess.run(dial, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    with sqlite3.connect(voice_product["db"]) as db:
+        assert db.execute("SELECT count(*) FROM call_attempt WHERE campaign_id = ?", (campaign_id,)).fetchone()[0] == 1
