@@ -89,6 +89,7 @@ def up(detach: Annotated[bool, typer.Option("--detach", "-d", help="Start in the
         get_store().migrate()
     err.print("Starting services (Rasa takes about a minute to load)…")
     supervisor.start(specs, on_ready=ready)
+    (supervisor.run_dir / PROFILE_FILE).write_text(settings.profile)  # `callbot status` shows this topology
     for label, url in _urls():
         out.print(f"{label:>26}: {url}")
     _first_admin_hint(settings)
@@ -119,6 +120,7 @@ def up(detach: Annotated[bool, typer.Option("--detach", "-d", help="Start in the
         pass
     err.print("Stopping…")
     supervisor.stop()
+    (supervisor.run_dir / PROFILE_FILE).unlink(missing_ok=True)
     err.print("All services stopped.")
 
 
@@ -137,14 +139,33 @@ def _prepare_database(settings: Settings) -> None:
 @app.command("down")
 def down() -> None:
     """Stop services started by `callbot up --detach`."""
-    stopped = Supervisor(get_settings()).stop()
+    settings = get_settings()
+    stopped = Supervisor(settings).stop()
+    (settings.home / "run" / PROFILE_FILE).unlink(missing_ok=True)
     out.print(f"Stopped: {', '.join(stopped)}" if stopped else "Nothing was running.")
+
+
+PROFILE_FILE = "profile"
+
+
+def _settings_of_running_product() -> Settings:
+    """The settings of what `callbot up` started: its profile is remembered in the run directory, so `callbot status`
+    lists the scale profile's workers without CALLBOT_PROFILE being set again (an explicit setting wins)."""
+    settings = get_settings()
+    remembered = settings.home / "run" / PROFILE_FILE
+    if "CALLBOT_PROFILE" not in os.environ and remembered.is_file():
+        profile = remembered.read_text().strip()
+        if profile in ("default", "scale") and profile != settings.profile:
+            os.environ["CALLBOT_PROFILE"] = profile
+            get_settings.cache_clear()
+            settings = get_settings()
+    return settings
 
 
 @app.command("status")
 def status() -> None:
     """Which services are running and answering."""
-    settings = get_settings()
+    settings = _settings_of_running_product()
     table = Table("service", "port", "process", "answering")
     for name, port, alive, ok in Supervisor(settings).status(service_specs(settings)):
         table.add_row(name, str(port) if port else "-", "running" if alive else "-", "yes" if ok else "no")

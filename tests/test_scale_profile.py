@@ -90,7 +90,8 @@ def test_conversations_survive_a_dead_rasa_instance_and_action_server(scaled: di
         senders = conn.execute(text("SELECT count(DISTINCT sender_id) FROM events WHERE sender_id LIKE 'scale-%'")).scalar()
     tracker.dispose()
     assert senders == 24, "Rasa keeps the conversations in PostgreSQL, not in one instance's memory"
-    status = subprocess.run([CALLBOT, "status"], cwd=ROOT, env={**scaled["env"], "CALLBOT_PROFILE": "scale", "COLUMNS": "120"},
+    # No CALLBOT_PROFILE here: `callbot status` reads the profile `callbot up` started from the run directory.
+    status = subprocess.run([CALLBOT, "status"], cwd=ROOT, env={**scaled["env"], "COLUMNS": "120"},
                             capture_output=True, text=True, timeout=60)
     rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("│┃ ").split("│")] for line in status.stdout.splitlines())
             if cells and cells[0] in ("rasa-1", "rasa-2", "actions-1", "nginx", "postgres")}
