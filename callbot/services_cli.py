@@ -18,6 +18,9 @@ from callbot.settings import Settings, get_settings
 from knowledge_base.errors import CallbotError
 from nlu.model_cache import resolve_model
 
+# In the run directory: the profile `callbot up` started, so that `callbot status` describes that topology.
+PROFILE_FILE = "profile"
+
 bot_app = typer.Typer(help="The Rasa project in bot/.", no_args_is_help=True)
 app.add_typer(bot_app, name="bot")
 
@@ -143,9 +146,6 @@ def down() -> None:
     stopped = Supervisor(settings).stop()
     (settings.home / "run" / PROFILE_FILE).unlink(missing_ok=True)
     out.print(f"Stopped: {', '.join(stopped)}" if stopped else "Nothing was running.")
-
-
-PROFILE_FILE = "profile"
 
 
 def _settings_of_running_product() -> Settings:
