@@ -135,7 +135,7 @@ class WhisperRecognizer:
             return Transcript("", "", round(ms, 1), clip.seconds, dropped="no speech")
         audio = audio.padded(self.settings.asr_pad_s)
         segments, _info = self.model.transcribe(
-            audio.samples, language="zh", task="transcribe", beam_size=3, temperature=0.0,
+            audio.samples, language="zh", task="transcribe", beam_size=self.settings.asr_beam_size, temperature=0.0,
             condition_on_previous_text=False, without_timestamps=True, vad_filter=False,
             max_new_tokens=self.settings.asr_max_tokens, initial_prompt=self.settings.asr_prompt,
             hotwords=hint or None, suppress_blank=True)
