@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from benchmarks.common import ROOT, free_block, percentiles, save
+from callbot.turns import send_turn_async
 
 IPO_VARS = {"stock_name": "华安科技", "stock_code": "688001", "allotted_shares": 500, "amount": "12345.00", "pay_deadline": "11月25日"}
 # Identity → notice → payment check → risk disclosure → closing: the confirmed path, in KB wordings.
@@ -58,7 +59,7 @@ async def _conversation(client: httpx.AsyncClient, rasa: str, sender: str, resul
                 r = await client.post(f"{rasa}/conversations/{sender}/trigger_intent?output_channel=latest", json=payload)
                 texts = [m.get("text", "") for m in (r.json().get("messages") or [])] if r.status_code == 200 else []
             else:
-                r = await client.post(f"{rasa}/webhooks/rest/webhook", json={"sender": sender, "message": payload})
+                r = await send_turn_async(client, f"{rasa}/webhooks/rest/webhook", {"sender": sender, "message": payload})
                 texts = [m.get("text", "") for m in r.json()] if r.status_code == 200 else []
         except (httpx.HTTPError, ValueError) as exc:
             result.errors.append(f"{sender} turn {n}: {type(exc).__name__} {exc}"[:200])

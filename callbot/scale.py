@@ -32,6 +32,7 @@ from knowledge_base.errors import CallbotError
 NGINX_TEMPLATE = PROJECT_ROOT / "deploy" / "nginx.conf.tmpl"
 TRACKER_DB = "rasa_tracker"
 LOCK_DB = 1  # the Redis database of Rasa's locks
+LEDGER_DB = 2  # the Redis database of processed turns (bot/channels/turn_ledger.py)
 
 
 def pg_bin() -> Path:
@@ -187,7 +188,8 @@ def worker_specs(settings: Settings) -> list[Service]:
     n = settings.scale
     rasa_env = {"RASA_TELEMETRY_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3", "CALLBOT_NLU_URL": settings.url("web"),
                 "CALLBOT_SERVICE_TOKEN": service_token(settings),
-                "CALLBOT_NLU_TIMEOUT": str(settings.nlu.timeout_s)}
+                "CALLBOT_NLU_TIMEOUT": str(settings.nlu.timeout_s),
+                "CALLBOT_TURN_LEDGER_URL": f"redis://{settings.host}:{settings.ports.redis}/{LEDGER_DB}"}
     specs = [Service(f"web-{i + 1}", "web_workers", [py, "-m", "callbot.webapp"], "/health", settings.service_start_timeout_s,
                      offset=i, env={"CALLBOT_PORTS__WEB": str(settings.ports.web_workers + i)}) for i in range(n.web_workers)]
     specs += [Service(f"actions-{i + 1}", "actions_workers",

@@ -527,3 +527,22 @@ def test_no_full_personal_number_is_stored_anywhere(product: dict[str, Any]) -> 
     with sqlite3.connect(stores["rasa tracker store"]) as db:
         events = " ".join(r[0] for r in db.execute("SELECT data FROM events WHERE type_name = 'user'"))
     assert "138****5678" in events and "***************0128" in events
+
+
+def test_a_resent_turn_is_processed_once(product: dict[str, Any]) -> None:
+    """A channel that got no answer resends the turn with the same turn id: the caller hears the first answer
+    again, and the call does not move on a step (without the ledger the second 是的 would confirm the payment)."""
+    sender = "resend-1"
+    start_call(product, sender)
+    body = {"sender": sender, "message": "是的", "metadata": {"turn_id": "resend-1-t1"}}
+    first = http("POST", product["rasa"] + "/webhooks/rest/webhook", body)
+    again = http("POST", product["rasa"] + "/webhooks/rest/webhook", body)
+    assert first[0] == again[0] == 200
+    assert texts(first[1]) and texts(again[1]) == texts(first[1])
+    status, tracker = http("GET", product["rasa"] + f"/conversations/{sender}/tracker")
+    assert status == 200
+    assert [e["text"] for e in tracker["events"] if e["event"] == "user" and not e["text"].startswith("EXTERNAL")] == ["是的"]
+    assert [t["text"] for t in conversation(product, sender)["turns"] if t["speaker"] == "user"] == ["是的"]
+    nxt = http("POST", product["rasa"] + "/webhooks/rest/webhook",
+               {"sender": sender, "message": "是的", "metadata": {"turn_id": "resend-1-t2"}})
+    assert nxt[0] == 200 and texts(nxt[1]) != texts(first[1]), "a new turn id is a new turn"

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from benchmarks.common import free_block
-from benchmarks.load import REPLIES, drive, recorded
+from benchmarks.load import IPO_VARS, REPLIES, drive, recorded
 from tests.conftest import ROOT
 
 CALLBOT = str(Path(sys.executable).parent / "callbot")
@@ -121,6 +122,35 @@ def test_two_messages_of_one_conversation_at_once_are_handled_one_after_the_othe
         said = conn.execute(text("SELECT count(*) FROM events WHERE sender_id = 'lock-1' AND type_name = 'user'")).scalar()
     tracker.dispose()
     assert said == 3, "both concurrent messages are in the one tracker"
+
+
+def test_a_turn_resent_through_nginx_is_processed_once_and_a_dead_holders_turn_is_taken_over(scaled: dict[str, Any]) -> None:
+    """Turn ids (bot/channels/turn_ledger.py) in Redis, seen by both Rasa instances: a resend of a finished turn gets
+    its first replies whichever instance nginx picks; a turn left "processing" by an instance that died is processed
+    once its lease runs out."""
+    import redis
+
+    rasa = scaled["rasa"]
+    ledger = redis.Redis(host="127.0.0.1", port=int(scaled["env"]["CALLBOT_PORTS__REDIS"]), db=2)
+    with httpx.Client(timeout=120) as client:
+        client.post(f"{rasa}/conversations/resend-s/trigger_intent?output_channel=latest",
+                    json={"name": "EXTERNAL_start_call", "entities": {"scenario": "ipo_allotment_notice", "customer_name": "张先生",
+                                                                      "variables": IPO_VARS}}).raise_for_status()
+        body = {"sender": "resend-s", "message": "是的", "metadata": {"turn_id": "s-t1"}}
+        replies = [client.post(f"{rasa}/webhooks/rest/webhook", json=body) for _ in range(3)]
+        assert [r.status_code for r in replies] == [200] * 3
+        assert replies[0].json() and replies[1].json() == replies[0].json() == replies[2].json()
+        ledger.set("callbot:turn:resend-s:s-t2", '{"state": "processing"}', px=2000)  # what a killed instance leaves
+        started = time.monotonic()
+        late = client.post(f"{rasa}/webhooks/rest/webhook", json={"sender": "resend-s", "message": "是的", "metadata": {"turn_id": "s-t2"}})
+        waited = time.monotonic() - started
+    assert late.status_code == 200 and late.json() and late.json() != replies[0].json()
+    assert waited > 1.0, "the resend waited for the dead holder's lease"
+    tracker = create_engine(scaled["pg"] + "/rasa_tracker")
+    with tracker.connect() as conn:
+        said = conn.execute(text("SELECT count(*) FROM events WHERE sender_id = 'resend-s' AND type_name = 'user'")).scalar()
+    tracker.dispose()
+    assert said == 2, "three sends of the first turn and one of the second: two turns in the tracker"
 
 
 def test_an_agents_reply_reaches_the_customer_whose_socket_is_on_another_web_worker(scaled: dict[str, Any]) -> None:

@@ -6,6 +6,8 @@
   would hear silence. Here an empty answer to a real message becomes an apology and a hand-over offer.
 - Mobile, ID and bank-card numbers in the message are masked before Rasa sees it (callbot.pii): Rasa's
   tracker store keeps every user message, and the NLU does not need the digits.
+- A turn sent with ``metadata.turn_id`` is processed once: a channel that resends it (no answer, a 502 after an
+  instance died mid-turn) gets the first processing's replies (bot/channels/turn_ledger.py).
 
 Same URL as the built-in channel: /webhooks/rest/webhook.
 """
@@ -19,12 +21,23 @@ from sanic import Blueprint
 from sanic.request import Request
 
 from bot import action_validation
+from bot.channels.turn_ledger import ledger_from_env, process_once, turn_key
 from callbot.pii import mask_sensitive
 
 action_validation.install()  # this module is loaded when Rasa's server starts: see bot/action_validation.py
 
 # Rasa's process cannot read the knowledge base; this one line is the last-resort reply.
 SAFE_REPLY = "抱歉，系统暂时无法处理您的请求，需要为您转接人工客服吗？"
+
+
+_ledger: Optional[Any] = None
+
+
+def ledger() -> Any:
+    global _ledger
+    if _ledger is None:
+        _ledger = ledger_from_env()
+    return _ledger
 
 
 class RestWithSenderInput(RestInput):
@@ -41,10 +54,23 @@ class RestWithSenderInput(RestInput):
         async def guarded(message: UserMessage) -> None:
             message.text = mask_sensitive(message.text) if message.text else message.text
             collector = message.output_channel
-            before = len(collector.messages) if isinstance(collector, CollectingOutputChannel) else 0
-            await on_new_message(message)
-            if (isinstance(collector, CollectingOutputChannel) and len(collector.messages) == before
-                    and (message.text or "").strip() and not (message.text or "").startswith("/")):
-                await collector.send_text_message(message.sender_id, SAFE_REPLY)
+            if not isinstance(collector, CollectingOutputChannel):
+                await on_new_message(message)  # a streamed reply: nothing to store or replay
+                return
+            before = len(collector.messages)
+
+            async def turn() -> list[dict[str, Any]]:
+                await on_new_message(message)
+                if len(collector.messages) == before and (message.text or "").strip() and not (message.text or "").startswith("/"):
+                    await collector.send_text_message(message.sender_id, SAFE_REPLY)
+                return list(collector.messages[before:])
+
+            key = turn_key(message.sender_id or "", (message.metadata or {}).get("turn_id"))
+            if key is None:
+                await turn()
+                return
+            replies = await process_once(ledger(), key, turn)
+            if len(collector.messages) == before:  # a resend: the first processing's replies, the tracker untouched
+                collector.messages.extend(replies)
 
         return super().blueprint(guarded)

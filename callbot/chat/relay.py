@@ -19,6 +19,7 @@ from callbot.context import get_store
 from callbot.desk.service import AgentDesk
 from callbot.pii import mask_sensitive
 from callbot.settings import get_settings
+from callbot.turns import send_turn_async
 from knowledge_base.errors import CallbotError
 
 log = logging.getLogger("callbot.chat")
@@ -67,7 +68,7 @@ async def handle(session_id: str, text: str) -> list[dict[str, Any]]:
     url = get_settings().url("rasa") + "/webhooks/rest/webhook"
     try:
         async with httpx.AsyncClient(timeout=20) as client:
-            resp = await client.post(url, json={"sender": session_id, "message": text, "metadata": {"channel": "chat"}})
+            resp = await send_turn_async(client, url, {"sender": session_id, "message": text, "metadata": {"channel": "chat"}})
             resp.raise_for_status()
             messages = resp.json()
     except (httpx.HTTPError, ValueError) as exc:

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from callbot.turns import send_turn
 from knowledge_base.errors import CallbotError
 
 
@@ -36,9 +37,11 @@ class DialogueLink:
     timeout_s: float = 15.0
     _outcomes: dict[str, str | None] = field(default_factory=dict)
 
-    def _post(self, path: str, body: dict[str, Any]) -> Any:
+    def _post(self, path: str, body: dict[str, Any], once: bool = False) -> Any:
         try:
-            response = httpx.post(self.rasa_url + path, json=body, timeout=self.timeout_s)
+            # A caller's turn is resent, with its turn id, if Rasa gave no answer (callbot.turns).
+            response = (send_turn(self.rasa_url + path, body, self.timeout_s) if once
+                        else httpx.post(self.rasa_url + path, json=body, timeout=self.timeout_s))
         except httpx.HTTPError as exc:
             raise DialogueUnavailable(f"Rasa at {self.rasa_url} did not answer ({exc.__class__.__name__}); "
                                       "is it running (`callbot status`)?") from exc
@@ -74,7 +77,7 @@ class DialogueLink:
     def say(self, sender: str, text: str) -> BotTurn:
         started = time.perf_counter()
         self._outcomes.setdefault(sender, None)
-        messages = self._post("/webhooks/rest/webhook", {"sender": sender, "message": text})
+        messages = self._post("/webhooks/rest/webhook", {"sender": sender, "message": text}, once=True)
         return self._turn(sender, list(messages or []), started)
 
     def forget(self, sender: str) -> None:
