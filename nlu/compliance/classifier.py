@@ -36,7 +36,11 @@ log = logging.getLogger(__name__)
 CLASSES = (*COMPLIANCE_CLASSES, "question", "none")
 VIOLATION = frozenset(COMPLIANCE_CLASSES)
 DATA_DIR = Path(__file__).with_name("data")
-TRAIN_FILES = ("train_violations.jsonl", "train_compliant.jsonl")
+TRAIN_FILES = ("train_violations.jsonl", "train_compliant.jsonl", "train_more.jsonl")
+# The classifier may overrule a lexicon hit only when it is confident the sentence is compliant (a negation, a
+# warning, a question). Chosen freely, cross-validation pushed this to 0.55 once chat acknowledgements and deadline
+# reminders joined the training data, and the lexicon's own hits on degenerate text were then overruled.
+OVERRIDE_CEILING = 0.40
 MODEL_FILE = "compliance_head.pt"
 META_FILE = "compliance_head.json"
 NGRAM_FILE = "compliance_ngrams.npz"
@@ -225,7 +229,7 @@ def guard_thresholds(scores: np.ndarray, lexical: np.ndarray, truth: np.ndarray)
     matches is a violation unless its score is below ``override_below``; any other sentence is one when its score
     reaches ``threshold``."""
     best = (-1.0, 0.5, 0.15, {})
-    for override in np.arange(0.05, 0.61, 0.05):
+    for override in np.arange(0.05, OVERRIDE_CEILING + 0.001, 0.05):
         for t in np.arange(0.2, 0.81, 0.025):
             pred = np.where(lexical, scores >= override, scores >= t)
             tp, fp, fn = (pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()
