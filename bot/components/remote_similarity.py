@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 FALLBACK = "nlu_fallback"
 NLU_PROPERTY = "callbot_nlu"  # the full NLU answer, kept in the parse data for actions
+RESENDABLE = (502, 503, 504)
 
 
 @DefaultV1Recipe.register([DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER], is_trainable=False)
@@ -80,8 +81,7 @@ class RemoteSimilarityClassifier(GraphComponent, IntentClassifier):
             return  # empty, or an intent given directly (/intent{...}): handled by Rasa's regex handler
         started = time.monotonic()
         try:
-            resp = self.session.post(self.url, json={"text": text, "scenario": scenario, "sender_id": sender, "k": self.top_k},
-                                     headers=self.headers, timeout=self.timeout)
+            resp = self._parse({"text": text, "scenario": scenario, "sender_id": sender, "k": self.top_k})
             resp.raise_for_status()
             result = resp.json()
         except (requests.RequestException, ValueError) as exc:
@@ -93,6 +93,17 @@ class RemoteSimilarityClassifier(GraphComponent, IntentClassifier):
         ranking = [{"name": r["name"], "confidence": float(r["confidence"])} for r in result.get("intent_ranking", [])]
         result["client_latency_ms"] = round((time.monotonic() - started) * 1000, 2)
         self._set(message, name, float(intent.get("confidence") or 0.0), ranking, result)
+
+    def _parse(self, body: dict[str, Any]) -> requests.Response:
+        """A parse only reads, so it is safe to send again: once, when the web worker it reached died mid-request
+        (nginx answers 502 for a POST in flight and does not resend it itself) or refused the connection."""
+        try:
+            resp = self.session.post(self.url, json=body, headers=self.headers, timeout=self.timeout)
+            if resp.status_code not in RESENDABLE:
+                return resp
+        except requests.ConnectionError:
+            pass
+        return self.session.post(self.url, json=body, headers=self.headers, timeout=self.timeout)
 
     @staticmethod
     def _set(message: Message, name: str, confidence: float, ranking: list[dict[str, Any]], result: dict[str, Any]) -> None:
