@@ -50,6 +50,7 @@ class MemoryTurnLedger:
     def __init__(self, lease_s: float = LEASE_S, keep_s: float = KEEP_S, wait_s: float = WAIT_S) -> None:
         self.lease_s, self.keep_s, self.wait_s = lease_s, keep_s, wait_s
         self._turns: dict[str, tuple[str, float, list[dict[str, Any]]]] = {}  # key → (state, expires, messages)
+        self._finished = 0
 
     def _live(self, key: str) -> Optional[tuple[str, float, list[dict[str, Any]]]]:
         entry = self._turns.get(key)
@@ -75,7 +76,9 @@ class MemoryTurnLedger:
             self._turns[key] = ("processing", time.monotonic() + self.lease_s, [])
 
     async def finish(self, key: str, messages: list[dict[str, Any]]) -> None:
-        self._forget_expired()
+        self._finished += 1
+        if self._finished % 256 == 0:  # sweep now and then, not on every turn: the map holds an hour of turns
+            self._forget_expired()
         self._turns[key] = ("done", time.monotonic() + self.keep_s, messages)
 
     async def abandon(self, key: str) -> None:
