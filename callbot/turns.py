@@ -25,8 +25,12 @@ def with_turn_id(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def send_turn(url: str, body: dict[str, Any], timeout: float) -> httpx.Response:
+    """Resends stop once ``timeout`` has passed in all: a hung Rasa must not keep a caller waiting four time-outs."""
     body = with_turn_id(body)
+    deadline = time.monotonic() + timeout
     for pause in (*RESEND_AFTER_S, None):
+        if pause is not None and time.monotonic() + pause > deadline:
+            pause = None  # this attempt is the last
         try:
             response = httpx.post(url, json=body, timeout=timeout)
             if response.status_code not in RESENDABLE or pause is None:
