@@ -133,7 +133,7 @@ def model_list() -> None:
 
     from nlu.data.kb_split import SPLIT_ID
     from nlu.generation_quality import best_generator, generation_rank
-    from nlu.model_cache import quantization_for, resolve_model
+    from nlu.model_cache import int8_meets_rule, quantization_for, resolve_model
 
     settings = get_settings()
     models_dir = settings.models_dir
@@ -173,7 +173,8 @@ def model_list() -> None:
         if report.get("kb_split") == SPLIT_ID:
             figures = " / ".join(str(q.get(k, "-")) for k in ("kb_heldout_top1", "lcqmc_spearman", "bq_spearman"))
             verdict = "saw held-out KB questions" if report.get("kb_heldout_seen") else \
-                ("at least as good" if report.get("better_than_e5") else "worse")
+                ("at least as good" if report.get("better_than_e5") else
+                 "float32 worse, int8 better" if int8_meets_rule(path) else "worse")
         elif q:
             figures, verdict = "stale measure", f"run `callbot model verify {path.name}`"
         else:

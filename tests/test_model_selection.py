@@ -142,3 +142,22 @@ def test_auto_quantization_uses_int8_only_where_int8_was_measured_as_good_as_e5(
     assert quantization_for(good, "auto") == "int8"
     assert [quantization_for(d, "auto") for d in (worse, stale, leaked, unmeasured, broken)] == ["none"] * 5
     assert quantization_for(unmeasured, "int8") == "int8" and quantization_for(good, "none") == "none", "an explicit setting wins"
+
+
+def test_auto_serves_a_model_whose_int8_weights_met_the_rule_when_float32_did_not(tmp_path: Path) -> None:
+    """The shipped release can pass the rule only as served in int8 (float32 failing the FAQ gate): `auto` must
+    still pick it, in int8, and not fall back to e5-small on a fresh clone."""
+    from nlu.model_cache import quantization_for
+
+    e5 = tmp_path / "e5-small-v1"
+    e5.mkdir()
+    (e5 / "verified.json").write_text("{}")
+    _model(tmp_path, "albert-sim-release", 0.86, False, SPLIT_ID, False)
+    assert resolve_model(tmp_path, "auto") == e5, "neither variant beat e5-small yet"
+    release = tmp_path / "albert-sim-release"
+    int8 = {"better_than_e5": True, "kb_split": SPLIT_ID, "kb_heldout_seen": False, "quantize": "int8"}
+    (release / "verified.int8.json").write_text(json.dumps(int8))
+    assert resolve_model(tmp_path, "auto") == release
+    assert quantization_for(release, "auto") == "int8"
+    (release / "verified.int8.json").write_text(json.dumps({**int8, "kb_heldout_seen": True}))
+    assert resolve_model(tmp_path, "auto") == e5, "a leaked int8 measurement does not count"

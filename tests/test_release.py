@@ -189,3 +189,22 @@ def test_blend_mixes_two_checkpoints_and_refuses_strangers(tiny_model: Path, tmp
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "different shapes" in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_committed_release_is_what_auto_serves_on_the_demo_knowledge_base(tmp_path: Path, kb, demo_file: Path) -> None:  # type: ignore[no-untyped-def]
+    """The shipped reports, as a fresh clone installs them: `auto` resolves to the release on the demo KB (an int8
+    or float32 verdict that met the rule, a current split, measured on this KB's intents), never to e5-small."""
+    from nlu.model_cache import quantization_for, resolve_model
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / release.RELEASE_NAME
+    models = tmp_path / "models"
+    (models / "e5-small-v1").mkdir(parents=True)
+    (models / "e5-small-v1" / "verified.json").write_text("{}")
+    installed = models / release.RELEASE_NAME
+    installed.mkdir()
+    for name in ("verified.json", "verified.int8.json", "callbot_encoder.json"):
+        if (shipped / name).is_file():
+            shutil.copy(shipped / name, installed / name)
+    kb.import_files([demo_file])
+    assert resolve_model(models, "auto", kb.store.intent_keys()) == installed
+    assert quantization_for(installed, "auto") in ("int8", "none")
