@@ -69,6 +69,7 @@ def measure(sources: list[tuple[str, str]], method: str, serving, judge, load_ge
     judged as in the module docstring. Also per generator (``by_source``) and, for comparison with the
     first measure, the share e5 puts at or above its paraphrase ``threshold`` to the source."""
     from nlu.expansion import canonical, expand_with, is_truncation
+    from nlu.service import form_check
 
     known = {canonical(e) for e in existing}
     totals = dict.fromkeys(("candidates", "same_intent", "new", "useful", "teacher_paraphrase"), 0)
@@ -76,7 +77,7 @@ def measure(sources: list[tuple[str, str]], method: str, serving, judge, load_ge
     examples: list[dict[str, Any]] = []
     notes: set[str] = set()
     for src, intent in sources:
-        expansion = expand_with(serving, src, top, method, scenario, intent, load_generator)
+        expansion = expand_with(serving, src, top, method, scenario, intent, load_generator, form=form_check(serving))
         notes.update(expansion.notes)
         cands = expansion.candidates[:top]
         if not cands:

@@ -63,6 +63,24 @@ def get_generator():  # type: ignore[no-untyped-def]
     return Generator(chosen, copy_bias=settings.nlu.copy_bias)
 
 
+@lru_cache(maxsize=1)
+def _form_encoder():  # type: ignore[no-untyped-def]
+    from nlu.encoders.sentence_encoder import SentenceEncoder
+    from nlu.model_cache import e5_dir
+
+    return SentenceEncoder(e5_dir(get_settings().models_dir))
+
+
+def form_check(matcher: Matcher):  # type: ignore[no-untyped-def]
+    """What judges near-copies in an expansion (nlu.expansion.FormCheck): e5-small when another encoder
+    serves, None when e5-small serves (its own 0.98 check over the knowledge base already applies)."""
+    from nlu.expansion import FormCheck
+
+    if Path(getattr(matcher.encoder, "path", "")).name.startswith("e5-"):
+        return None
+    return FormCheck(_form_encoder())
+
+
 def expand(text: str, n: int = 20, method: str = "mixed", scenario: str | None = None, intent: str | None = None,  # type: ignore[no-untyped-def]
            exclude: tuple[str, ...] = ()):
     """Generate, filter and rank paraphrases of ``text`` with the serving matcher and, where the method
@@ -72,7 +90,7 @@ def expand(text: str, n: int = 20, method: str = "mixed", scenario: str | None =
     check_method(method)  # before loading anything
     matcher = get_matcher()
     matcher.refresh()
-    return expand_with(matcher, text, n, method, scenario, intent, get_generator, exclude)
+    return expand_with(matcher, text, n, method, scenario, intent, get_generator, exclude, form_check(matcher))
 
 
 def mine_conversations(since=None, scenario: str | None = None, limit: int = 50, min_conversations: int = 1,  # type: ignore[no-untyped-def]

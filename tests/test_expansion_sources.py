@@ -259,3 +259,61 @@ def test_truncations_of_the_source_are_neither_proposed_nor_counted_useful() -> 
     assert not is_truncation(source, "如何开通科创板交易权限") and not is_truncation(source, source)
     assert not is_truncation(source, "科创板权限咋开啊")
     assert not is_truncation("怎么开立证券账户？", "怎么开证券账户？"), "dropping one word of eight is a wording"
+
+
+# -- near-copies by form, generated-text plausibility, sibling rewrites --------------------------------------------
+
+
+class _IntentEncoder:
+    """An encoder that, like a pair-trained ALBERT-sim, puts every wording of one intent in one place: its
+    cosines cannot tell a near-copy from a new wording, so only a FormCheck can."""
+
+    name = "intent-encoder"
+    dim = 2
+
+    def encode(self, texts):  # type: ignore[no-untyped-def]
+        import numpy as np
+
+        rows = [[1.0, 0.0] if "开" in t else [0.0, 1.0] for t in texts]
+        jitter = [[0.0, 0.001 * (len(t) % 7)] for t in texts]  # below 0.98 apart, as a new wording would be
+        out = np.array(rows) + np.array(jitter)
+        return out / np.linalg.norm(out, axis=1, keepdims=True) * 0.97 ** 0.5 + 0.0
+
+
+def test_near_copies_are_judged_by_the_form_encoder_when_the_serving_one_clusters_intents(e5: SentenceEncoder) -> None:
+    from nlu.expansion import FormCheck
+
+    source = "怎么开立证券账户？"
+    candidates = ["请问怎么开立证券账户？", "怎么开立证券账户呢？", "开股票户要带什么证件"]
+    clustered = _IntentEncoder()
+    without = [c.text for c in filter_and_rank(source, candidates, clustered, [], n=10, diversity=0.0)]
+    assert "请问怎么开立证券账户？" in without, "the clustering encoder alone calls a reframing new"
+    with_form = [c.text for c in filter_and_rank(source, candidates, clustered, [], n=10, diversity=0.0,
+                                                 form=FormCheck(e5), form_references=["我想开个户怎么弄"])]
+    assert with_form == ["开股票户要带什么证件"], with_form
+
+
+def test_generated_candidates_that_loop_or_invent_words_are_dropped() -> None:
+    from nlu.expansion import plausible
+
+    attested = frozenset({"佣金", "费用", "股票", "买卖", "逆回购", "操作", "哪些", "还有"})
+    assert plausible("买卖股票除了佣金还有哪些费用？", "股票买卖还有哪些费用？", attested)
+    assert not plausible("你是哪位", "你是哪位哪你哪", attested), "a loop repeats a character"
+    assert not plausible("我要投诉", "我要投诉我投诉，我投诉", attested)
+    assert not plausible("国债逆回购怎么操作？", "逆回债怎么操作？", attested), "逆回债 is no word of this KB"
+
+
+def test_spoken_rewrites_also_start_from_the_intents_other_questions(matcher: Matcher) -> None:
+    result = expand_with(matcher, "佣金能不能降低？", 20, "rewrite", "faq")
+    from_siblings = [c.text for c in result.candidates if "便宜" in c.text]  # only 佣金太高了能便宜点吗 says it
+    assert from_siblings, [c.text for c in result.candidates]
+    assert all(canonical(c.text) != canonical("佣金太高了能便宜点吗") for c in result.candidates)
+    alone = expand_with(matcher, "佣金可以降低吗？", 20, "rewrite", "faq")  # not a KB question, no intent: itself alone
+    assert not any("便宜" in c.text for c in alone.candidates)
+
+
+def test_zhi_de_shi_only_where_the_question_ends() -> None:
+    texts = [p.text for p in spoken_rewrites("我是什么类型的投资者？")]
+    assert not any("我指的是" in t for t in texts), texts
+    assert any(t.startswith("融券指的是什么") for t in (p.text for p in spoken_rewrites("融券是什么？"))), \
+        [p.text for p in spoken_rewrites("融券是什么？")]
