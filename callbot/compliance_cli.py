@@ -63,7 +63,7 @@ def compliance_train(
 
     lexicon = RuleLexicon(get_store())
     trained = train_head(compliance_encoder(settings.models_dir), examples, pool, cfg, progress=lambda m: err.print(f"  {m}"),
-                         lexicon_matches=lambda t: bool(lexicon.scan(t)))
+                         lexicon_matches=lambda t: lexicon.scan(t))
     trained.meta["seconds"] = round(time.monotonic() - start, 1)
     trained.meta["stamp"] = stamp
     target = save_head(trained, head_dir(settings.cache_dir))

@@ -40,7 +40,7 @@ def head_dir(encoder, tmp_path_factory: pytest.TempPathFactory, demo_file: Path)
     examples = load_examples([DATA_DIR / f for f in TRAIN_FILES])
     pool = ["请您按时缴款。", "今天天气不错。", "本产品风险等级为R3。", "您的风险测评将于下月到期。"] * 10
     trained = train_head(encoder, examples, pool, HeadConfig(epochs=25, pool_size=40),
-                         lexicon_matches=lambda t: bool(lexicon.scan(t)))
+                         lexicon_matches=lambda t: lexicon.scan(t))
     assert "override_below" in trained.meta
     assert trained.meta["cv_f1"] > 0.8, trained.meta
     return save_head(trained, tmp_path_factory.mktemp("compliance"))
@@ -187,3 +187,14 @@ scenarios:
     broken.write_text('{"text": "x"}\n', encoding="utf-8")
     bad = subprocess.run([CALLBOT, "compliance", "eval", "--test", str(broken)], cwd=ROOT, env=env, capture_output=True, text=True)
     assert bad.returncode == 1 and "broken.jsonl:1" in bad.stderr
+
+
+def test_a_lexicon_hit_is_overruled_only_where_the_sentence_could_be_a_mention() -> None:
+    from nlu.compliance.mention import mention_cue
+
+    assert mention_cue("这只基金不承诺保本。", [(7, 9)])
+    assert mention_cue("谁跟您说零风险您都别信", [(4, 7)])
+    assert mention_cue("没有'最后名额'这一说", [(3, 7)])
+    assert not mention_cue("保本保本保本保本", [(0, 2)]), "degenerate text gives no reason"
+    assert not mention_cue("稳赚不赔！", [(0, 4)]), "the matched words' own 不 is not a cue"
+    assert not mention_cue("这款产品绝对稳赚不赔，放心买", [(6, 10)])

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 CLASSES = (*COMPLIANCE_CLASSES, "question", "none")
 VIOLATION = frozenset(COMPLIANCE_CLASSES)
 DATA_DIR = Path(__file__).with_name("data")
-TRAIN_FILES = ("train_violations.jsonl", "train_compliant.jsonl", "train_more.jsonl")
+TRAIN_FILES = ("train_violations.jsonl", "train_compliant.jsonl", "train_more.jsonl", "train_more2.jsonl")
 # The classifier may overrule a lexicon hit only when it is confident the sentence is compliant (a negation, a
 # warning, a question). Chosen freely, cross-validation pushed this to 0.55 once chat acknowledgements and deadline
 # reminders joined the training data, and the lexicon's own hits on degenerate text were then overruled.
@@ -224,14 +224,17 @@ def out_of_fold_scores(x: np.ndarray, y: np.ndarray, texts: list[str], cfg: Head
     return scores
 
 
-def guard_thresholds(scores: np.ndarray, lexical: np.ndarray, truth: np.ndarray) -> tuple[float, float, dict[str, float]]:
+def guard_thresholds(scores: np.ndarray, lexical: np.ndarray, truth: np.ndarray,
+                     cue: np.ndarray | None = None) -> tuple[float, float, dict[str, float]]:
     """(threshold, override_below) with the best F1 of the guard's rule on out-of-fold scores: a sentence the lexicon
-    matches is a violation unless its score is below ``override_below``; any other sentence is one when its score
-    reaches ``threshold``."""
+    matches is a violation unless its score is below ``override_below`` and it has a mention ``cue``
+    (nlu.compliance.mention; every lexicon match counts as having one when ``cue`` is None); any other sentence is
+    one when its score reaches ``threshold``."""
+    cue = np.ones(len(scores), dtype=bool) if cue is None else cue
     best = (-1.0, 0.5, 0.15, {})
     for override in np.arange(0.05, OVERRIDE_CEILING + 0.001, 0.05):
         for t in np.arange(0.2, 0.81, 0.025):
-            pred = np.where(lexical, scores >= override, scores >= t)
+            pred = np.where(lexical, (scores >= override) | ~cue, scores >= t)
             tp, fp, fn = (pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()
             prec, rec = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
             f1 = 2 * prec * rec / max(prec + rec, 1e-9)
@@ -253,8 +256,11 @@ def unlabelled_pool(texts: list[str], size: int, seed: int) -> list[str]:
 
 def train_head(encoder: Any, examples: list[Example], pool_texts: list[str], cfg: HeadConfig | None = None,
                progress: Any = None, lexicon_matches: Any = None) -> TrainedHead:
-    """``lexicon_matches(text) -> bool``: whether the rule lexicon matches a sentence; with it the thresholds are
-    chosen for the whole guard (lexicon, then classifier), not for the classifier alone."""
+    """``lexicon_matches(text)``: the rule lexicon's hits in a sentence (a list of hits with ``start``/``end``, or a
+    bool); with it the thresholds are chosen for the whole guard (lexicon, then classifier), not for the classifier
+    alone."""
+    from nlu.compliance.mention import mention_cue
+
     cfg = cfg or HeadConfig()
     say = progress or (lambda _m: None)
     say(f"encoding {len(examples)} labelled sentences")
@@ -264,8 +270,11 @@ def train_head(encoder: Any, examples: list[Example], pool_texts: list[str], cfg
     texts = [e.text for e in examples]
     scores = out_of_fold_scores(x, y, texts, cfg)
     truth = np.isin(y, [CLASSES.index(c) for c in COMPLIANCE_CLASSES])
-    lexical = np.array([bool(lexicon_matches(t)) for t in texts]) if lexicon_matches else np.zeros(len(texts), dtype=bool)
-    threshold, override_below, cv = guard_thresholds(scores, lexical, truth)
+    found = [lexicon_matches(t) if lexicon_matches else [] for t in texts]
+    lexical = np.array([bool(f) for f in found], dtype=bool)
+    cue = np.array([mention_cue(t, [(h.start, h.end) for h in f] if isinstance(f, list) else [])
+                    for t, f in zip(texts, found, strict=True)], dtype=bool)
+    threshold, override_below, cv = guard_thresholds(scores, lexical, truth, cue)
     say("training on the labelled sentences")
     head = _fit(x, y, np.ones(len(x)), cfg)
     meta: dict[str, Any] = {"labelled": len(examples), "by_class": {c: int((y == i).sum()) for i, c in enumerate(CLASSES)},

@@ -6,7 +6,8 @@ For each sentence of a text (nlu/compliance/clauses.py):
 3. the decision:
    - lexicon hit and P(violation) at least ``override_below`` → the lexicon's hit (its rule, its exact span);
    - lexicon hit but the classifier is sure it is compliant (P < ``override_below``: a negation, warning, quotation
-     or customer question such as "这只基金不承诺保本") → no violation; the overruled rule is kept in ``overruled``;
+     or customer question such as "这只基金不承诺保本") and the sentence has a cue of such a mention outside the
+     matched words (nlu.compliance.mention) → no violation; the overruled rule is kept in ``overruled``;
    - no lexicon hit and P(violation) ≥ the head's cross-validated threshold → a hit of the class's semantic rule
      (knowledge-base rule with ``match_type: semantic``) spanning the sentence. It takes the rule's severity only
      when P ≥ ``block_confidence``; below that its severity is ``review``: logged and flagged for staff, not
@@ -30,6 +31,7 @@ from knowledge_base.db import Store
 from nlu.compliance.classifier import CLASSES, VIOLATION, TrainedHead, load_head
 from nlu.compliance.clauses import split_clauses
 from nlu.compliance.lexicon import Hit, RuleLexicon
+from nlu.compliance.mention import mention_cue
 
 log = logging.getLogger(__name__)
 MAX_CHARS = 20_000  # longer texts are checked in their first MAX_CHARS characters, and the verdict says so
@@ -128,7 +130,7 @@ class ComplianceGuard:
         p, p_violation = scored
         best = CLASSES[int(p.argmax())]
         if lexical:
-            if p_violation < self.override_below:
+            if p_violation < self.override_below and mention_cue(sentence, [(h.start, h.end) for h in lexical]):
                 verdict.overruled += [h.rule_id for h in lexical]
             else:
                 verdict.hits += [_shift(h, offset, score=p_violation) for h in lexical]

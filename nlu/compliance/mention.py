@@ -1,0 +1,27 @@
+"""Whether a sentence could be *mentioning* prohibited words rather than *using* them.
+
+The classifier may overrule a lexicon hit ("这只基金不承诺保本" matches 保本) only where the rest of the sentence
+gives it a reason to: a negation, a warning, a question, a report of what someone else says, or quotation
+marks. Without one (保本保本保本…, 保本！) the words are used, whatever a classifier trained on many warnings
+that name them thinks of the sentence. The matched words themselves are not searched: 稳赚不赔 carries its
+own 不.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+MENTION_CUES = re.compile(
+    r"不|没|别|非|勿|莫|未|否|谁|骗|假|小心|警惕|提醒|注意|谨防|防范|劝|宣传|声称|号称|所谓|说什么|听说|据说|"
+    r"[?？吗呢'\"“”‘’「」『』]"
+)
+
+
+def mention_cue(sentence: str, spans: Iterable[tuple[int, int]]) -> bool:
+    """True when ``sentence``, with the lexicon's matched ``spans`` (start, end) blanked, has a mention cue."""
+    chars = list(sentence)
+    for start, end in spans:
+        for i in range(max(0, start), min(len(chars), end)):
+            chars[i] = " "
+    return bool(MENTION_CUES.search("".join(chars)))
