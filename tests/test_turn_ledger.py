@@ -136,3 +136,18 @@ def test_a_failed_processing_frees_the_turn_at_once(kind: str, redis_url: str) -
 
     waited, out = asyncio.run(run())
     assert out == [{"text": "好了"}] and waited < 1.0
+
+
+def test_a_turn_finished_by_its_holder_at_the_takeover_deadline_is_replayed(kind: str, redis_url: str) -> None:
+    """The waiting resend's deadline passes just as the holder finishes: it must replay the answer, not overwrite
+    the finished turn and process it a second time."""
+
+    async def run() -> Any:
+        led = ledger(kind, redis_url, wait_s=0.0)  # every claim is already at its deadline
+        key = turn_key("call-deadline", f"t-{kind}-{time.time()}")
+        assert (await led.claim(key)).action == "process"
+        await led.finish(key, [{"text": "已处理"}])
+        return await led.claim(key)
+
+    claim = asyncio.run(run())
+    assert claim.action == "replay" and claim.messages == [{"text": "已处理"}]

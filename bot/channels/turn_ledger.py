@@ -63,11 +63,11 @@ class MemoryTurnLedger:
         deadline = time.monotonic() + self.wait_s
         while True:
             entry = self._live(key)
+            if entry is not None and entry[0] == "done":  # first: a turn finished at the deadline is replayed
+                return Claim("replay", entry[2])
             if entry is None or time.monotonic() > deadline:
                 self._turns[key] = ("processing", time.monotonic() + self.lease_s, [])
                 return Claim("process")
-            if entry[0] == "done":
-                return Claim("replay", entry[2])
             await asyncio.sleep(POLL_S)
 
     async def renew(self, key: str) -> None:
@@ -90,6 +90,15 @@ class MemoryTurnLedger:
             del self._turns[k]
 
 
+# Returns the finished entry, or claims the turn (state processing, a fresh lease) and returns nil.
+TAKE_OVER = """
+local v = redis.call('GET', KEYS[1])
+if v and cjson.decode(v)['state'] == 'done' then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+
+
 class RedisTurnLedger:
     def __init__(self, url: str, lease_s: float = LEASE_S, keep_s: float = KEEP_S, wait_s: float = WAIT_S) -> None:
         import redis.asyncio as aioredis
@@ -101,7 +110,11 @@ class RedisTurnLedger:
         deadline = time.monotonic() + self.wait_s
         while True:
             if time.monotonic() > deadline:
-                await self.client.set(key, json.dumps({"state": "processing"}), px=int(self.lease_s * 1000))
+                # Take over in one step: a holder that finishes between a read and a write here must be replayed,
+                # not overwritten and processed a second time.
+                done = await self.client.eval(TAKE_OVER, 1, key, json.dumps({"state": "processing"}), int(self.lease_s * 1000))
+                if done is not None:
+                    return Claim("replay", list(json.loads(done).get("messages") or []))
                 return Claim("process")
             if await self.client.set(key, json.dumps({"state": "processing"}), px=int(self.lease_s * 1000), nx=True):
                 return Claim("process")
