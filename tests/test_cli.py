@@ -142,6 +142,10 @@ def test_model_list_shows_measurements_staleness_and_what_names_resolve_to(tmp_p
     assert "12.0%" in rows["albert-sim-old"] and "generator" in rows["albert-sim-old"].split("│")[-2]
     assert "not rated" in rows["albert-sim-new"] and "generator" not in rows["albert-sim-new"].split("│")[-2]
     assert "unreadable verified.json" in rows["albert-sim-broken"]
+    # Float32 failed the rule, int8 met it: `auto` serves the int8 variant, and the verdict says which passed.
+    assert "auto (int8)" in rows["albert-sim-new"].split("│")[-2] and "int8 better" in rows["albert-sim-new"]
+    (models / "albert-sim-new" / "verified.int8.json").unlink()
+    result = run(["model", "list"], tmp_path, COLUMNS="250")
     assert "auto:" in result.stdout and "callbot model base" in result.stdout, "no e5-small built: says how to get it"
 
 
