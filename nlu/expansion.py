@@ -18,6 +18,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from itertools import chain, zip_longest
 from pathlib import Path
 from typing import Any
@@ -345,17 +346,23 @@ def plausible(source: str, candidate: str, attested: frozenset[str]) -> bool:
     character more often than in the source plus one (你是哪位哪你哪, 我要投诉我投诉，我投诉), and every word of
     two or more characters (jieba) is in the source or ``attested`` (the knowledge base's words: 逆回债 and
     出卖 are not how this firm or its callers say 逆回购 or 卖出)."""
-    from nlu.rewrites import _jieba
-
     have = Counter(source)
     if any(n > have[ch] + 1 for ch, n in Counter(candidate).items() if "\u4e00" <= ch <= "\u9fff"):
         return False
-    known = set(_jieba().lcut(source)) | attested
+    own = _words(source)  # the same source for every candidate of one expansion: segmented once
 
     def word_ok(w: str) -> bool:  # jieba joins known words into one (股票买卖): two known halves are fine
-        return w in known or any(w[:i] in known and w[i:] in known for i in range(2, len(w) - 1))
+        return w in own or w in attested or any((w[:i] in own or w[:i] in attested) and (w[i:] in own or w[i:] in attested)
+                                                for i in range(2, len(w) - 1))
 
-    return all(word_ok(w) for w in _jieba().lcut(candidate) if len(w) >= 2 and all("\u4e00" <= ch <= "\u9fff" for ch in w))
+    return all(word_ok(w) for w in _words(candidate) if len(w) >= 2 and all("\u4e00" <= ch <= "\u9fff" for ch in w))
+
+
+@lru_cache(maxsize=256)
+def _words(text: str) -> frozenset[str]:
+    from nlu.rewrites import _jieba
+
+    return frozenset(_jieba().lcut(text))
 
 
 def propose(source: str, method: str, load_generator: Callable[[], Generator] | None, n: int,
