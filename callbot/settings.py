@@ -131,6 +131,12 @@ class AuthSettings(BaseModel):
     # directory (0600) on first use and shared by the processes of this machine; set it for several machines.
     service_token: str = ""
     cookie_secure: bool = False  # set true behind HTTPS so the session cookie is never sent in clear
+    # A staff write sent with an Idempotency-Key header is answered once; a resend within this many hours gets the
+    # stored answer (callbot/auth/idempotency.py) …
+    idempotency_hours: int = Field(24, ge=1)
+    # … and a resend while the first is still running waits this long for it before it may run again (a request whose
+    # worker died on this machine is taken over at once).
+    idempotency_pending_s: int = Field(300, ge=1)
 
 
 class WidgetSettings(BaseModel):

@@ -33,7 +33,7 @@ def create_app() -> Sanic:
     app.blueprint(compliance_api.bp)
     app.blueprint(pages.bp)
     from callbot.auth import api as auth_api
-    from callbot.auth import guard
+    from callbot.auth import guard, idempotency
     from callbot.chat import api as chat_api
     from callbot.chat import socket_channel
     from callbot.desk import api as desk_api
@@ -43,6 +43,7 @@ def create_app() -> Sanic:
     app.blueprint(desk_api.bp)
     socket_channel.attach(app)
     guard.install(app)
+    idempotency.install(app)
 
     @app.get("/health")
     async def health(_request: Request) -> HTTPResponse:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -280,6 +281,25 @@ class LoginAttempt(Base):
     username: Mapped[str] = mapped_column(String(64), index=True)
     client: Mapped[str] = mapped_column(String(64), default="")
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class IdempotentRequest(Base):
+    """A staff write sent with an ``Idempotency-Key`` header, and the answer it got: a resend of the same request
+    (a double click, a retry after a 502 when a web worker died) gets the stored answer instead of running twice.
+    ``owner`` is the worker running it while ``response_status`` is empty (host:pid:start time), so a resend can tell
+    a request still running from one whose worker died."""
+
+    __tablename__ = "idempotent_request"
+    __table_args__ = (UniqueConstraint("principal", "key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    principal: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(128))
+    request_sha256: Mapped[str] = mapped_column(String(64))  # method, path, query and body
+    owner: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response_type: Mapped[str] = mapped_column(String(128), default="")
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class HandOverStatus(enum.StrEnum):

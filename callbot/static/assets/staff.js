@@ -9,10 +9,26 @@ const Staff = {
     this.bar(); return this.me;
   },
   can(permission) { return !!this.me && this.me.permissions.includes(permission); },
+  // One key per action: a write is resent with the same key after a 502/503/504, a 409 (still running) or a lost
+  // connection, and the server answers it once (callbot/auth/idempotency.py).
+  newKey() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    const b = new Uint8Array(16); crypto.getRandomValues(b); return Array.from(b, x => x.toString(16).padStart(2, '0')).join('');
+  },
   async api(path, options = {}) {
     const headers = Object.assign({'X-CSRF-Token': this.csrf}, options.headers || {});
     if (!(options.body instanceof FormData)) headers['Content-Type'] = 'application/json';
-    const r = await fetch(path, Object.assign({credentials: 'same-origin'}, options, {headers}));
+    const method = (options.method || 'GET').toUpperCase();
+    const write = !['GET', 'HEAD', 'OPTIONS'].includes(method);
+    if (write && !headers['Idempotency-Key']) headers['Idempotency-Key'] = this.newKey();
+    const send = () => fetch(path, Object.assign({credentials: 'same-origin'}, options, {headers}));
+    let r = null;
+    for (const wait of write ? [500, 1000, 2000, 4000, 0] : [0]) {
+      try { r = await send(); } catch (e) { if (!wait) throw e; r = null; }
+      if (r && ![409, 502, 503, 504].includes(r.status)) break;
+      if (r && r.status === 409 && !r.headers.get('Retry-After')) break;  // a conflict of the app's own, not a key still running
+      if (wait) await new Promise(ok => setTimeout(ok, wait));
+    }
     if (r.status === 401) { location.href = '/login?next=' + encodeURIComponent(location.pathname); throw new Error('请重新登录'); }
     const type = r.headers.get('content-type') || '';
     const body = type.includes('json') ? await r.json() : await r.text();
