@@ -37,6 +37,24 @@ def product(dialogue_product: dict[str, Any]) -> dict[str, Any]:
     return dialogue_product
 
 
+def kept_answers(env: dict[str, str], username: str) -> int:
+    """How many of ``username``'s keyed writes have a stored answer (callbot/auth/idempotency.py); 0 when none."""
+    from sqlalchemy import text
+
+    from callbot.settings import Settings
+    from knowledge_base.db import Store
+
+    store = Store(Settings(home=Path(env["CALLBOT_HOME"]), database_url=env.get("CALLBOT_DATABASE_URL", "")).db_url)
+    try:
+        with store.engine.connect() as conn:
+            statuses = conn.execute(text("SELECT response_status FROM idempotent_request WHERE principal = :u"),
+                                    {"u": username}).scalars().all()
+    finally:
+        store.dispose()
+    assert all(s is not None and s < 300 for s in statuses), statuses
+    return len(statuses)
+
+
 # ------------------------------------------------------------------ the customer's widget
 def widget(driver):  # type: ignore[no-untyped-def]
     return driver.execute_script("return document.getElementById('callbot-widget').shadowRoot")
@@ -138,6 +156,8 @@ def test_a_reviewer_expands_an_intent_approves_two_candidates_and_finds_them_in_
         by_text = {q["text"]: q for q in after["extension_questions"]}
         assert by_text[new_wording]["status"] == "approved" and by_text[new_wording]["reviewed_by"] == "rev.e2e"
         assert by_text[second_text]["status"] == "approved"
+        # The console sent each change with its own Idempotency-Key; the answers are kept for a resend.
+        assert kept_answers(product["env"], "rev.e2e") >= 2
 
         # Try it: the approved wording is live without a restart.
         browser.find_element(By.CSS_SELECTOR, "#tabs button[data-tab=try]").click()
