@@ -1,4 +1,4 @@
-"""Run benchmarks: `python -m benchmarks [similarity retrieval latency parse expansion mining dialogue callers voice tts gateway load complaints web]` (all by default)."""
+"""Run benchmarks: `python -m benchmarks [similarity retrieval latency parse expansion mining dialogue callers voice tts gateway load complaints compliance web]` (all by default)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from rich.console import Console
 from benchmarks import (
     callers,
     complaints,
+    compliance,
     dialogue,
     expansion,
     gateway,
@@ -26,7 +27,7 @@ from benchmarks import (
 SUITES = {"similarity": similarity.run, "retrieval": retrieval.run, "latency": latency.run, "parse": parse.run,
           "expansion": expansion.run, "mining": mining.run,
           "dialogue": dialogue.run, "callers": callers.run, "voice": voice.run, "tts": tts.run, "gateway": gateway.run,
-          "load": load.run, "complaints": complaints.run, "web": web.run}
+          "load": load.run, "complaints": complaints.run, "compliance": compliance.run, "web": web.run}
 
 
 def main() -> None:

@@ -52,7 +52,8 @@ def compliance_train(
             raise CallbotError(f"{p}: no such training file.")
     examples = load_examples(paths)
     cfg = HeadConfig(epochs=epochs)
-    stamp = _stamp(paths, cfg, pseudo)
+    encoder = compliance_encoder(settings.models_dir)
+    stamp = _stamp(paths, cfg, pseudo, encoder.cache_id)
     meta_file = head_dir(settings.cache_dir) / "compliance_head.json"
     if not force and meta_file.is_file() and json.loads(meta_file.read_text()).get("stamp") == stamp:
         out.print(f"Compliance classifier is up to date ({meta_file.parent}).")
@@ -62,7 +63,7 @@ def compliance_train(
     from nlu.compliance.lexicon import RuleLexicon
 
     lexicon = RuleLexicon(get_store())
-    trained = train_head(compliance_encoder(settings.models_dir), examples, pool, cfg, progress=lambda m: err.print(f"  {m}"),
+    trained = train_head(encoder, examples, pool, cfg, progress=lambda m: err.print(f"  {m}"),
                          lexicon_matches=lambda t: lexicon.scan(t))
     trained.meta["seconds"] = round(time.monotonic() - start, 1)
     trained.meta["stamp"] = stamp
@@ -74,17 +75,17 @@ def compliance_train(
               f"{m['cv_recall']:.3f}) at threshold {trained.threshold}, lexicon overruled below {m['override_below']}; {m['seconds']} s.")
 
 
-def _stamp(paths: list[Path], cfg: Any, pseudo: bool) -> str:
-    """What the classifier depends on: its training files, the knowledge base's rules, the settings of this run."""
+def _stamp(paths: list[Path], cfg: Any, pseudo: bool, encoder_id: str) -> str:
+    """What the classifier depends on: its training files, the knowledge base's rules, the settings of this run and
+    the encoder's weights (a new release means new vectors, so a new head)."""
     import hashlib
     from dataclasses import asdict
 
     from sqlalchemy import select
 
     from knowledge_base.models import ComplianceRule
-    from nlu.compliance.service import QUANTIZE
 
-    digest = hashlib.sha256(json.dumps([asdict(cfg), pseudo, QUANTIZE]).encode())
+    digest = hashlib.sha256(json.dumps([asdict(cfg), pseudo, encoder_id]).encode())
     for p in paths:
         digest.update(p.read_bytes())
     with get_store().session() as s:

@@ -23,9 +23,11 @@ CALLBOT = str(Path(sys.executable).parent / "callbot")
 
 @pytest.fixture(scope="module")
 def encoder(e5_model_dir: Path):  # type: ignore[no-untyped-def]
-    from nlu.encoders.sentence_encoder import SentenceEncoder
+    """The encoder the product serves the guard with (the released ALBERT-sim, int8), from the user's cache."""
+    from callbot.settings import get_settings
+    from nlu.compliance.service import compliance_encoder
 
-    return SentenceEncoder(e5_model_dir)  # no threads=: torch's process-wide count is not this test's to change
+    return compliance_encoder(get_settings().models_dir)
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +119,27 @@ def test_a_disabled_semantic_rule_switches_its_class_off(guard: ComplianceGuard,
     assert [h.rule_id for h in guard.verdict(text).hits if h.rule_id in {x.rule_id for x in before.hits}] == []
 
 
+def test_a_head_trained_on_another_encoders_vectors_is_not_used(encoder, head_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from nlu.compliance.classifier import META_FILE, load_head
+
+    assert load_head(head_dir, encoder.dim, encoder.cache_id) is not None
+    other = tmp_path / "other"
+    shutil.copytree(head_dir, other)
+    meta = json.loads((other / META_FILE).read_text())
+    assert meta["encoder_id"] == encoder.cache_id
+    meta["encoder_id"] = "e5-small-v1-0000000-int8"  # as if the release changed, or the setting did, after training
+    (other / META_FILE).write_text(json.dumps(meta))
+    assert load_head(other, encoder.dim, encoder.cache_id) is None, "a head must not read vectors it was not trained on"
+
+
 def test_cli_check_and_eval(guard: ComplianceGuard, head_dir: Path, tmp_path: Path, e5_model_dir: Path) -> None:
     home, cache = tmp_path / "home", tmp_path / "cache"
     (cache / "models").mkdir(parents=True)
     (cache / "models" / "e5-small-v1").symlink_to(e5_model_dir)
+    if guard.encoder.path.name != "e5-small-v1":
+        (cache / "models" / guard.encoder.path.name).symlink_to(guard.encoder.path)
     (cache / "compliance").symlink_to(head_dir)
     env = {**os.environ, "CALLBOT_HOME": str(home), "CALLBOT_CACHE_DIR": str(cache), "COLUMNS": "300"}
     assert subprocess.run([CALLBOT, "kb", "demo"], cwd=ROOT, env=env, capture_output=True).returncode == 0

@@ -1,8 +1,8 @@
 """The second stage of the compliance guard: a classifier on the sentence encoder that judges meaning.
 
 The lexicon cannot tell "保本" from "不承诺保本", nor see "本钱一分都少不了" at all. This head reads the frozen
-sentence encoder's vector of one sentence (e5-small, the encoder every fresh clone has) and says which class it is:
-one of the knowledge base's violation classes (``COMPLIANCE_CLASSES``), ``question`` (a customer asking about risk
+sentence encoder's vector of one sentence (``compliance.encoder``: the released ALBERT-sim, else e5-small) and says
+which class it is: one of the knowledge base's violation classes (``COMPLIANCE_CLASSES``), ``question`` (a customer asking about risk
 or returns: tagged, never the bot's violation) or ``none``.
 
 Training, as seed 000 describes for little labelled data (``train``):
@@ -36,8 +36,10 @@ log = logging.getLogger(__name__)
 CLASSES = (*COMPLIANCE_CLASSES, "question", "none")
 VIOLATION = frozenset(COMPLIANCE_CLASSES)
 DATA_DIR = Path(__file__).with_name("data")
+# Held-out sets join the training data once they are spent (measured on once, then looked into): g and h carry the
+# hard cases the guard got wrong (balanced remarks on other firms, honest risk levels, figures after a disclaimer).
 TRAIN_FILES = ("train_violations.jsonl", "train_compliant.jsonl", "train_more.jsonl", "train_more2.jsonl",
-               "train_more3.jsonl")
+               "train_more3.jsonl", "heldout_g.jsonl", "heldout_h.jsonl")
 # The classifier may overrule a lexicon hit only below this score, and only where the sentence has a mention cue
 # (nlu/compliance/mention.py). The ceiling was 0.40 while degenerate text (保本 × 20,000) had no other guard; with
 # the cue rule, cross-validation may go higher (it picks 0.55: CV F1 0.877 against 0.867 at 0.40; on the fresh set
@@ -71,6 +73,11 @@ class Example:
     weight: float = 1.0
 
 
+# The held-out writers' names for the knowledge base's classes (their brief did not show the KB's ids).
+CATEGORY_ALIASES = {"promised_figure": "promised_return", "insider": "inside_info", "urgency": "false_urgency",
+                    "deposit_like": "deposit_analogy", "no_risk_claim": "no_risk"}
+
+
 def load_examples(paths: list[Path]) -> list[Example]:
     """Labelled sentences from JSON lines ``{"text", "violation", "category"}``; a bad line names its file and number."""
     from knowledge_base.jsonl import records
@@ -79,11 +86,11 @@ def load_examples(paths: list[Path]) -> list[Example]:
     for path in paths:
         for _n, row in records(path, ("text", "violation"), "labelled sentence"):
             text = str(row["text"]).strip()
-            category = str(row.get("category") or "")
+            category = CATEGORY_ALIASES.get(str(row.get("category") or ""), str(row.get("category") or ""))
             if row.get("violation"):
                 label = category if category in VIOLATION else "guarantee"
             else:
-                label = "question" if category == "question" else "none"
+                label = "question" if "question" in (category, row.get("style")) else "none"
             if text:
                 out.append(Example(text, label))
     return out
@@ -283,7 +290,8 @@ def train_head(encoder: Any, examples: list[Example], pool_texts: list[str], cfg
                             "threshold": threshold, "lexicon_matched": int(lexical.sum()),
                             # Only meaningful when the lexicon matched training sentences (else every value ties).
                             **({"override_below": override_below} if lexical.any() else {}),
-                            **cv, "config": asdict(cfg), "encoder": getattr(encoder, "name", "")}
+                            **cv, "config": asdict(cfg), "encoder": getattr(encoder, "name", ""),
+                            "encoder_id": getattr(encoder, "cache_id", "")}
     if pool_texts:
         say(f"pseudo-labelling {len(pool_texts)} unlabelled sentences (k-means, Calinski–Harabasz)")
         pool = encoder.encode(pool_texts).astype(np.float32)
@@ -312,8 +320,9 @@ def save_head(trained: TrainedHead, directory: Path) -> Path:
     return directory
 
 
-def load_head(directory: Path, dim: int) -> TrainedHead | None:
-    """The trained head in ``directory``, or None when there is none (or it was trained on other classes)."""
+def load_head(directory: Path, dim: int, encoder_id: str | None = None) -> TrainedHead | None:
+    """The trained head in ``directory``, or None when there is none, or it was trained on other classes or (with
+    ``encoder_id``) on another encoder's vectors, which it would misread."""
     import torch
 
     meta_path, model_path = directory / META_FILE, directory / MODEL_FILE
@@ -322,6 +331,11 @@ def load_head(directory: Path, dim: int) -> TrainedHead | None:
     meta = json.loads(meta_path.read_text())
     if tuple(meta.get("classes", ())) != CLASSES:
         log.warning("compliance head trained on other classes; retrain with `callbot compliance train`")
+        return None
+    # A head from before heads recorded their encoder has no id: it is as foreign as one trained on another encoder.
+    if encoder_id and meta.get("encoder_id") != encoder_id:
+        log.warning("compliance head trained on another encoder; retrain with `callbot compliance train`",
+                    extra={"fields": {"trained_on": meta["encoder_id"], "serving": encoder_id}})
         return None
     cfg = HeadConfig(**{k: v for k, v in meta.get("config", {}).items() if k in HeadConfig.__dataclass_fields__})
     head = _Head(dim, cfg)

@@ -70,7 +70,7 @@ class ComplianceGuard:
         self.block_confidence = block_confidence
         self._lock = threading.Lock()
         if encoder is not None and head_dir is not None:
-            self.head = load_head(head_dir, encoder.dim)
+            self.head = load_head(head_dir, encoder.dim, getattr(encoder, "cache_id", None))
             if self.head is not None and override_below is None:  # chosen with the threshold in cross-validation
                 self.override_below = float(self.head.meta.get("override_below", self.override_below))
             if self.head is None:

@@ -1,5 +1,6 @@
-"""The product's compliance guard, built once per process from the settings: the knowledge base's rules, e5-small
-(the encoder every installation has) and the classifier head trained into ``cache_dir/compliance``."""
+"""The product's compliance guard, built once per process from the settings: the knowledge base's rules, the
+frozen sentence encoder of ``compliance.encoder`` (the released ALBERT-sim; e5-small, which every installation has,
+when no release is installed) and the classifier head trained on it into ``cache_dir/compliance``."""
 
 from __future__ import annotations
 
@@ -13,10 +14,7 @@ from nlu.compliance.guard import ComplianceGuard
 log = logging.getLogger(__name__)
 _guards: dict[str, ComplianceGuard] = {}
 _lock = threading.Lock()
-ENCODER = "e5-small"
-# int8 weights: about 9 ms per sentence instead of 19 (2-core machine), in front of every bot reply. The head is
-# trained on the same int8 vectors it is served with.
-QUANTIZE = "int8"
+FALLBACK_ENCODER = "e5-small"
 
 
 def head_dir(cache_dir: Path) -> Path:
@@ -24,11 +22,22 @@ def head_dir(cache_dir: Path) -> Path:
 
 
 def compliance_encoder(models_dir: Path):  # type: ignore[no-untyped-def]
+    """The configured encoder, int8 by default (the head is trained on the same vectors it is served with)."""
+    from callbot.settings import get_settings
     from nlu.encoders.sentence_encoder import shared_encoder
-    from nlu.model_cache import resolve_model
+    from nlu.model_cache import ModelNotBuilt, resolve_model
 
+    cfg = get_settings().compliance
+    try:
+        path = resolve_model(models_dir, cfg.encoder)
+    except ModelNotBuilt:
+        if cfg.encoder == FALLBACK_ENCODER:
+            raise
+        log.warning("compliance encoder not installed; e5-small judges instead (retrain the head with "
+                    "`callbot compliance train`)", extra={"fields": {"encoder": cfg.encoder}})
+        path = resolve_model(models_dir, FALLBACK_ENCODER)
     # No thread setting: the process's torch setting stays as the NLU service configured it.
-    return shared_encoder(resolve_model(models_dir, ENCODER), QUANTIZE)
+    return shared_encoder(path, cfg.quantize)
 
 
 def get_guard(store: Store, lexicon_only: bool = False) -> ComplianceGuard:
