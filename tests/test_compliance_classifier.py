@@ -217,3 +217,6 @@ def test_a_lexicon_hit_is_overruled_only_where_the_sentence_could_be_a_mention()
     assert not mention_cue("保本保本保本保本", [(0, 2)]), "degenerate text gives no reason"
     assert not mention_cue("稳赚不赔！", [(0, 4)]), "the matched words' own 不 is not a cue"
     assert not mention_cue("这款产品绝对稳赚不赔，放心买", [(6, 10)])
+    # 不过 is "however", not a negation: the concession before it does not make 零风险 a mention
+    assert not mention_cue("确实有平仓线，不过照我说的做，基本上是零风险的", [(19, 22)])
+    assert mention_cue("不过，没有任何产品是零风险的", [(10, 13)]), "the 没 still is"

@@ -12,9 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+# 不过 / 不仅 / 不管 are conjunctions (however, not only, no matter), not negations: "确实有平仓线，不过…基本上是零风险的"
+# uses 零风险, it does not deny it.
 MENTION_CUES = re.compile(
-    r"不|没|别|非|勿|莫|未|否|谁|骗|假|小心|警惕|提醒|注意|谨防|防范|劝|宣传|声称|号称|所谓|说什么|听说|据说|"
-    r"[?？吗呢'\"“”‘’「」『』]"
+    r"(?!不过|不仅|不管)(?:不|没|别|非|勿|莫|未|否|谁|骗|假|小心|警惕|提醒|注意|谨防|防范|劝|宣传|声称|号称|所谓|说什么|听说|据说|"
+    r"[?？吗呢'\"“”‘’「」『』])"
 )
 
 
