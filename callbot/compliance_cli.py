@@ -40,7 +40,7 @@ def compliance_train(
     epochs: Annotated[int, typer.Option(help="Passes over the data per fit.")] = 60,
     force: Annotated[bool, typer.Option(help="Train even if the classifier is current (same data, rules and settings).")] = False,
 ) -> None:
-    """Train the classifier head on the frozen sentence encoder into the model cache (about half a minute)."""
+    """Train the classifier head on the frozen sentence encoder into the model cache (a few minutes: 5-fold cross-validation picks the thresholds)."""
     from nlu.compliance.classifier import DATA_DIR, TRAIN_FILES, HeadConfig, load_examples, save_head, train_head, unlabelled_pool
     from nlu.compliance.service import compliance_encoder, head_dir
 
