@@ -78,7 +78,8 @@ def render_card(model_dir: Path, recipe: Any, summary: dict[str, Any]) -> str:
         f"{config.get('intermediate_size')}, {config.get('num_attention_heads')} heads, vocabulary {config.get('vocab_size')} "
         "(multilingual-e5-small's XLM-R pieces restricted to Chinese use; every CJK character kept)",
         "- weights stored as float16 (`model.safetensors`); loaded as float32, and served in int8 (dynamic int8 linear",
-        "  layers) when `verified.int8.json` says that variant is at least as good as e5-small",
+        "  layers) when `verified.int8.json` says that variant is at least as good as e5-small; this release is served in "
+        + ("int8" if _json(model_dir / "verified.int8.json").get("better_than_e5") else "float32 (its int8 variant failed the rule)"),
         "",
         "## Data and licences",
         "",
@@ -128,7 +129,7 @@ def render_card(model_dir: Path, recipe: Any, summary: dict[str, Any]) -> str:
                   "| seed | " + " | ".join(LABELS.get(k, k) for k in keys) + " |",
                   "| --- |" + " --- |" * len(keys)]
         lines += [f"| {seed} | " + " | ".join(_fmt(q.get(k)) for k in keys) + " |" for seed, q, _ in spread]
-        lines += ["", "int8, as served: " + "; ".join(f"seed {seed}: pooled {_fmt(q8.get('pooled_heldout'))}, shipping rule "
+        lines += ["", "int8 variant: " + "; ".join(f"seed {seed}: pooled {_fmt(q8.get('pooled_heldout'))}, shipping rule "
                                                        f"{q8.get('shipping_rule', '—')}" for seed, _, q8 in spread), ""]
     seconds = summary.get("seconds", {})
     lines += [

@@ -75,6 +75,15 @@ def test_the_lexicon_alone_reports_rule_and_exact_span(kb: KnowledgeBase, demo_f
     assert "CR-003" in {h.rule_id for h in hits}
 
 
+def test_a_promised_yearly_figure_is_a_lexicon_hit_in_its_usual_word_orders(kb: KnowledgeBase, demo_file: Path) -> None:
+    kb.import_files([demo_file])
+    lexicon_only = ComplianceGuard(kb.store)
+    for text in ("本期收益凭证年化保证6.5%，到期还本付息。", "年化收益保证不低于5.5%", "年化收益率保底4个点", "收益率固定在百分之五"):
+        assert "CR-009" in {h.rule_id for h in lexicon_only.check(text)}, text
+    for text in ("这个产品年化不保证6%。", "业绩比较基准年化4.5%，不代表实际收益。", "年化收益可能在3%左右。"):
+        assert "CR-009" not in {h.rule_id for h in lexicon_only.check(text)}, text
+
+
 def test_paraphrases_are_caught_and_negations_pass(guard: ComplianceGuard) -> None:
     caught = guard.verdict("您就放心吧，本钱一分都少不了，年底至少给您做到百分之七。")
     assert caught.violation and {h.source for h in caught.hits} == {"classifier"}

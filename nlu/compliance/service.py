@@ -22,7 +22,7 @@ def head_dir(cache_dir: Path) -> Path:
 
 
 def compliance_encoder(models_dir: Path):  # type: ignore[no-untyped-def]
-    """The configured encoder, int8 by default (the head is trained on the same vectors it is served with)."""
+    """The configured encoder, float32 by default (the head is trained on the same vectors it is served with)."""
     from callbot.settings import get_settings
     from nlu.encoders.sentence_encoder import shared_encoder
     from nlu.model_cache import ModelNotBuilt, resolve_model
