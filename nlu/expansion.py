@@ -341,6 +341,9 @@ def check_method(method: str) -> None:
                            f"mixed (the default: {' + '.join(MIXED_SOURCES)}); got {method!r}.")
 
 
+NEGATIONS = "不没别非无未甭"
+
+
 def plausible(source: str, candidate: str, attested: frozenset[str]) -> bool:
     """A generated candidate that reads as a question rather than a loop or an invented word: no Chinese
     character more often than in the source plus one (你是哪位哪你哪, 我要投诉我投诉，我投诉), and every word of
@@ -348,6 +351,10 @@ def plausible(source: str, candidate: str, attested: frozenset[str]) -> bool:
     出卖 are not how this firm or its callers say 逆回购 or 卖出)."""
     have = Counter(source)
     if any(n > have[ch] + 1 for ch, n in Counter(candidate).items() if "\u4e00" <= ch <= "\u9fff"):
+        return False
+    # A negation the source does not have turns the request around (我要投诉 → 我不投诉), yet sits close to it in
+    # vector space, so the judge accepts it: never from a generator.
+    if any(candidate.count(ch) > have[ch] for ch in NEGATIONS):
         return False
     own = _words(source)  # the same source for every candidate of one expansion: segmented once
 

@@ -300,6 +300,8 @@ def test_generated_candidates_that_loop_or_invent_words_are_dropped() -> None:
     assert plausible("买卖股票除了佣金还有哪些费用？", "股票买卖还有哪些费用？", attested)
     assert not plausible("你是哪位", "你是哪位哪你哪", attested), "a loop repeats a character"
     assert not plausible("我要投诉", "我要投诉我投诉，我投诉", attested)
+    assert not plausible("我要投诉", "我不投诉", attested), "a negation the source lacks reverses it"
+    assert plausible("你们不要再打了", "不要再打了", attested), "the source's own negation may stay"
     assert not plausible("国债逆回购怎么操作？", "逆回债怎么操作？", attested), "逆回债 is no word of this KB"
 
 
