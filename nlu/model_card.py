@@ -131,6 +131,10 @@ def render_card(model_dir: Path, recipe: Any, summary: dict[str, Any]) -> str:
         lines += [f"| {seed} | " + " | ".join(_fmt(q.get(k)) for k in keys) + " |" for seed, q, _ in spread]
         lines += ["", "int8 variant: " + "; ".join(f"seed {seed}: pooled {_fmt(q8.get('pooled_heldout'))}, shipping rule "
                                                        f"{q8.get('shipping_rule', '—')}" for seed, _, q8 in spread), ""]
+        failing = [str(seed) for seed, q, _ in spread if q.get("shipping_rule") != "met"]
+        lines += [("**The shipping decision does not hold across the spread**: float32 fails the rule with seed "
+                   + ", ".join(failing) + " (table above)." if failing else
+                   "The float32 shipping decision holds for every seed built."), ""]
     seconds = summary.get("seconds", {})
     lines += [
         "## Rebuild",
