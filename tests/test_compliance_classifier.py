@@ -23,7 +23,7 @@ CALLBOT = str(Path(sys.executable).parent / "callbot")
 
 @pytest.fixture(scope="module")
 def encoder(e5_model_dir: Path):  # type: ignore[no-untyped-def]
-    """The encoder the product serves the guard with (the released ALBERT-sim, int8), from the user's cache."""
+    """The encoder the product serves the guard with (the released ALBERT-sim), from the user's cache."""
     from callbot.settings import get_settings
     from nlu.compliance.service import compliance_encoder
 
@@ -229,3 +229,23 @@ def test_a_lexicon_hit_is_overruled_only_where_the_sentence_could_be_a_mention()
     # 不过 is "however", not a negation: the concession before it does not make 零风险 a mention
     assert not mention_cue("确实有平仓线，不过照我说的做，基本上是零风险的", [(19, 22)])
     assert mention_cue("不过，没有任何产品是零风险的", [(10, 13)]), "the 没 still is"
+
+
+def test_a_repeated_bot_line_is_scored_once_and_judged_the_same(guard: ComplianceGuard) -> None:
+    encoded: list[str] = []
+    real = guard.encoder
+
+    class CountingEncoder:
+        dim = real.dim
+
+        def encode(self, texts: list[str]):  # type: ignore[no-untyped-def]
+            encoded.extend(texts)
+            return real.encode(texts)
+
+    guard.encoder = CountingEncoder()
+    line = "您好，这款产品年化收益稳定在百分之八。请问您还有其他问题吗？"
+    first = guard.verdict(line).as_dict()
+    assert first["violation"] and len(encoded) == 2  # two sentences
+    again = guard.verdicts([line, "好的，请您在周五前完成缴款。"])
+    assert again[0].as_dict() == first
+    assert encoded[2:] == ["好的，请您在周五前完成缴款。"], "only the new sentence is encoded"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,9 @@ class Verdict:
                 **({"truncated": True} if self.truncated else {})}
 
 
+SCORE_CACHE_SIZE = 4096  # sentences; a bot's script and FAQ answers fit many times over
+
+
 class ComplianceGuard:
     def __init__(self, store: Store, encoder: Any | None = None, head_dir: Path | None = None,
                  override_below: float | None = None, block_confidence: float = 0.9):
@@ -69,6 +73,7 @@ class ComplianceGuard:
         self.override_below = 0.15 if override_below is None else override_below
         self.block_confidence = block_confidence
         self._lock = threading.Lock()
+        self._scores: OrderedDict[str, tuple[np.ndarray, float]] = OrderedDict()
         if encoder is not None and head_dir is not None:
             self.head = load_head(head_dir, encoder.dim, getattr(encoder, "cache_id", None))
             if self.head is not None and override_below is None:  # chosen with the threshold in cross-validation
@@ -115,10 +120,23 @@ class ComplianceGuard:
         return self.verdict(text).blocking()
 
     def _proba(self, sentences: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities and violation probability per sentence. Bot lines repeat (script prompts, FAQ
+        answers: 13–16 ms each to encode), and the head and encoder are fixed for this guard's life, so a sentence
+        is scored once and remembered (the lexicon, which staff edit, is still applied on every call)."""
         assert self.head is not None and self.encoder is not None
         with self._lock:  # one encoder, several threads (the web app's executor, the action server)
-            vectors = self.encoder.encode(sentences).astype(np.float32)
-        return self.head.score(vectors, sentences)
+            missing = list(dict.fromkeys(s for s in sentences if s not in self._scores))
+            if missing:
+                vectors = self.encoder.encode(missing).astype(np.float32)
+                probs, p_violation = self.head.score(vectors, missing)
+                for s, p, v in zip(missing, probs, p_violation, strict=True):
+                    self._scores[s] = (p, float(v))
+            for s in sentences:
+                self._scores.move_to_end(s)
+            rows = [self._scores[s] for s in sentences]
+            while len(self._scores) > SCORE_CACHE_SIZE:
+                self._scores.popitem(last=False)
+        return np.stack([p for p, _ in rows]), np.array([v for _, v in rows], dtype=np.float64)
 
     def _judge(self, verdict: Verdict, sentence: str, offset: int, scored: tuple[np.ndarray, float] | None,
                lexicon: RuleLexicon) -> None:
