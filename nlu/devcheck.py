@@ -68,4 +68,14 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if not sys.argv[1:] or sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+        sys.exit(0 if sys.argv[1:] else 2)
+    try:
+        main(sys.argv[1:])
+    except Exception as exc:  # ModelFilesMissing and the like: say which model and how to fix it, no traceback
+        from knowledge_base.errors import CallbotError
+
+        if not isinstance(exc, CallbotError | OSError | ValueError):
+            raise
+        sys.exit(f"devcheck: {exc}")
