@@ -82,6 +82,12 @@ def test_a_promised_yearly_figure_is_a_lexicon_hit_in_its_usual_word_orders(kb: 
         assert "CR-009" in {h.rule_id for h in lexicon_only.check(text)}, text
     for text in ("这个产品年化不保证6%。", "业绩比较基准年化4.5%，不代表实际收益。", "年化收益可能在3%左右。"):
         assert "CR-009" not in {h.rule_id for h in lexicon_only.check(text)}, text
+    assert "CR-039" in {h.rule_id for h in lexicon_only.check("本理财产品承诺年化收益率不低于5.2%。")}
+    for text in ("我们不承诺年化收益率4%。", "我们不能承诺收益达到5%。"):
+        assert "CR-039" not in {h.rule_id for h in lexicon_only.check(text)}, text
+    assert "CR-040" in {h.rule_id for h in lexicon_only.check("本产品属于储蓄类产品，享受存款保险保障。")}
+    for text in ("这款理财不是存款，不受存款保险保障。", "银行存款受存款保险保护，理财产品没有。"):
+        assert "CR-040" not in {h.rule_id for h in lexicon_only.check(text)}, text
 
 
 def test_paraphrases_are_caught_and_negations_pass(guard: ComplianceGuard) -> None:
