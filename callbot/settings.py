@@ -42,6 +42,9 @@ class NluSettings(BaseModel):
     # FAISS's OpenMP pool and torch's spin against each other when a parse alternates encode and search:
     # one search thread halves /nlu/parse at 10k questions (benchmarks/parse.py measures both).
     search_threads: int = 1
+    # Weight of the linear intent head's log-probability when ordering candidates (nlu/intent_head.py): 0.03 gained
+    # about one point on dev caller replies and FAQ questions; 0 (off) until a test split confirms it.
+    intent_head_weight: float = 0.0
     # int8 = dynamic int8 weights for the matching encoder: ALBERT-sim per sentence 1.3–1.7× faster in most
     # runs, vectors at cosine ≥ 0.995 to float32, no measurable loss for the pair-trained students; e5-small
     # loses 2.8 KB points (benchmarks/latency.py; `callbot model verify --quantize int8`). auto = int8 only for

@@ -6,6 +6,7 @@ judgements pooled: a fair figure for choosing between training variants, leaving
 final comparison (`callbot model verify`).
 
     python -m nlu.devcheck e5-small-v1 albert-sim-candidate …   (model directory names in the model cache)
+    CALLBOT_NLU__INTENT_HEAD_WEIGHT=0.03 python -m nlu.devcheck albert-sim-release   (with the intent head)
 """
 
 from __future__ import annotations
@@ -57,8 +58,11 @@ def main(names: list[str]) -> None:
     rows = {}
     for name in names:
         path = settings.models_dir / name
-        matcher = Matcher(store, SentenceEncoder(path), settings.cache_dir / "vectors" / "devcheck")
+        matcher = Matcher(store, SentenceEncoder(path), settings.cache_dir / "vectors" / "devcheck",
+                          intent_head_weight=settings.nlu.intent_head_weight)
         matcher.refresh(force=True)
+        if matcher.intent_head_weight > 0 and not matcher.head_ready.wait(1800):
+            raise ValueError("the intent head did not finish fitting within 30 minutes")
         rows[name] = pooled(crossfit(matcher, utterances))
         print(name, rows[name], flush=True)
     keys = sorted({k for r in rows.values() for k in r})

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from knowledge_base.db import Store
 from knowledge_base.errors import NotFound
 from knowledge_base.models import ExtensionQuestion, Intent, ReviewStatus, Scenario
+from nlu.intent_head import IntentHead
 from nlu.text import normalise
 from nlu.vector_cache import VectorCache
 
@@ -171,7 +172,8 @@ class Matcher:
 
     def __init__(self, store: Store, encoder: Encoder, cache_dir: Path, thresholds: Thresholds | None = None,
                  exact_index_limit: int = 50_000, refresh_interval_s: float = 0.5,
-                 scope_encoders: dict[str, Encoder] | None = None, search_threads: int | None = 1):
+                 scope_encoders: dict[str, Encoder] | None = None, search_threads: int | None = 1,
+                 intent_head_weight: float = 0.0):
         # Threads for each FAISS search (see NluSettings.search_threads for why one); None = leave as is.
         self.search_threads = search_threads
         self.store = store
@@ -192,6 +194,10 @@ class Matcher:
         self._checked_at = 0.0
         self._lock = threading.Lock()
         self.last_refresh: dict[str, Any] = {}
+        # Orders candidates by cosine + weight × log p(intent) of a linear head (nlu.intent_head); 0 = off.
+        self.intent_head_weight = intent_head_weight
+        self._head: tuple[int, IntentHead] | None = None  # (KB version it was fitted on, head)
+        self.head_ready = threading.Event()
 
     # -- keeping up with the knowledge base -------------------------------------------------
     def refresh(self, force: bool = False) -> bool:
@@ -241,7 +247,41 @@ class Matcher:
                                  "seconds": round(time.monotonic() - started, 3),
                                  "scope_encoders": {k: v.name for k, v in self.scope_encoders.items()}}
             log.info("NLU index rebuilt", extra={"fields": self.last_refresh})
+            if self.intent_head_weight > 0:
+                self._start_head_fit(version, scopes)
             return True
+
+    def _start_head_fit(self, version: int, scopes: dict[str, list[QuestionEntry]]) -> None:
+        """Fit the intent head on every question the main encoder serves, in the background: until it is done
+        the matcher ranks by the neighbours alone (a stale head would not know an intent added since)."""
+        self.head_ready.clear()
+        seen: dict[str, str] = {}
+        for name, es in scopes.items():
+            if "@" in name or name in self.scope_encoders:
+                continue
+            for e in es:
+                seen.setdefault(e.text, e.intent)
+        cache = self._cache(self.encoder)
+        texts = list(seen)
+        vectors = cache.matrix(texts)
+
+        def fit() -> None:
+            started = time.monotonic()
+            try:
+                head = IntentHead.fit(vectors, [seen[t] for t in texts])
+            except ValueError as exc:  # one intent only: nothing to tell apart
+                log.warning("intent head not fitted", extra={"fields": {"reason": str(exc)}})
+            else:
+                if self._version == version:
+                    self._head = (version, head)
+                log.info("intent head fitted", extra={"fields": {"kb_version": version, "questions": len(texts),
+                                                                 "intents": len(head.classes),
+                                                                 "seconds": round(time.monotonic() - started, 1)}})
+            finally:
+                if self._version == version:
+                    self.head_ready.set()
+
+        threading.Thread(target=fit, name="intent-head-fit", daemon=True).start()
 
     def encoder_for(self, scope: str) -> Encoder:
         owner = scope.split("@", 1)[1] if "@" in scope else scope
@@ -341,6 +381,12 @@ class Matcher:
                 key = (e.intent, "") if name == ALL and e.kind == "dialogue" else (e.intent, e.scenario)
                 if key not in best or score > best[key].score:
                     best[key] = IntentScore(e.intent_id, e.intent, e.kind, e.scenario, float(score), e.text, e.standard_question)
+        head = self._head
+        main = self.encoder.name
+        if head is not None and head[0] == self._version and main in queries and not any(n in self.scope_encoders for n in scope_names):
+            lp = head[1].log_proba(queries[main], [r.intent for r in best.values()])
+            floor = min(lp.values(), default=0.0)  # an intent the head does not know yet ranks as its least likely
+            return sorted(best.values(), key=lambda r: -(r.score + self.intent_head_weight * lp.get(r.intent, floor)))[:k]
         return sorted(best.values(), key=lambda r: -r.score)[:k]
 
     def _search(self, index: faiss.Index, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

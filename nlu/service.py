@@ -38,7 +38,7 @@ def get_matcher(model: str | None = None) -> Matcher:
             scope_encoders[scenario] = SentenceEncoder(ft.parent, quantize=quantization_for(ft.parent, settings.nlu.quantize))
     matcher = Matcher(get_store(), encoder, vector_dir(settings.db_url), Thresholds.for_model(Path(path)),
                       exact_index_limit=settings.nlu.exact_index_limit, scope_encoders=scope_encoders,
-                      search_threads=settings.nlu.search_threads)
+                      search_threads=settings.nlu.search_threads, intent_head_weight=settings.nlu.intent_head_weight)
     matcher.refresh(force=True)
     return matcher
 

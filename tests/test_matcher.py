@@ -235,3 +235,52 @@ def test_out_of_scope_is_never_one_of_the_two_buttons(matcher: Matcher) -> None:
     top = r.ranking[0]
     chatter_close_behind = IntentScore(0, "out_of_scope", "dialogue", "faq", top.score - 0.001, "哈哈", "与证券业务无关的闲聊")
     assert matcher._decide(r.text, "faq", [top, chatter_close_behind]).decision == "match"
+
+
+def test_intent_head_log_probabilities_cover_only_known_candidates() -> None:
+    from nlu.intent_head import IntentHead
+
+    rng = np.random.default_rng(0)
+    centres = {"affirm": np.eye(8)[0], "deny": np.eye(8)[1], "busy": np.eye(8)[2]}
+    labels = [name for name in centres for _ in range(20)]
+    vectors = np.stack([centres[n] + 0.1 * rng.standard_normal(8) for n in labels]).astype(np.float32)
+    head = IntentHead.fit(vectors, labels)
+    lp = head.log_proba(centres["deny"], ["affirm", "deny", "never_seen"])
+    assert set(lp) == {"affirm", "deny"}, "an intent the head was not fitted on is left to its cosine"
+    assert np.isclose(np.exp(list(lp.values())).sum(), 1.0) and lp["deny"] > lp["affirm"]
+    assert head.log_proba(centres["busy"], ["never_seen"]) == {}
+    with pytest.raises(ValueError, match="two intents"):
+        IntentHead.fit(vectors[:20], labels[:20])
+    with pytest.raises(ValueError, match="labels"):
+        IntentHead.fit(vectors, labels[:-1])
+
+
+def test_intent_head_orders_candidates_but_leaves_their_cosines(kb: KnowledgeBase, demo_file: Path, e5: SentenceEncoder,
+                                                                 shared_vectors: Path) -> None:
+    kb.import_files([demo_file])
+    plain = Matcher(kb.store, e5, shared_vectors, refresh_interval_s=0.0)
+    plain.refresh(force=True)
+    headed = Matcher(kb.store, e5, shared_vectors, refresh_interval_s=0.0, intent_head_weight=0.5)
+    headed.refresh(force=True)
+    assert headed.head_ready.wait(600) and headed._head is not None and headed._head[0] == headed.kb_version
+    assert plain._head is None and not plain.head_ready.is_set(), "weight 0: no head is fitted"
+    head = headed._head[1]
+    assert {"affirm", "out_of_scope"} <= set(head.classes)
+    reordered = 0
+    for text, scenario in [("嗯嗯行吧就这样", None), ("我现在在开会不方便", "ipo_allotment_notice"), ("中签了钱什么时候扣", None),
+                           ("你们这个手续费也太贵了吧", None), ("今天天气不错啊", None), ("找个人工跟我说", "risk_assessment_expiry")]:
+        a, b = plain.match(text, scenario, k=5), headed.match(text, scenario, k=5)
+        cos = {(r.intent, r.scenario): r.score for r in a.ranking}
+        # The same candidates keep the same cosine (what the thresholds judge); only the order may change...
+        assert all(cos.get((r.intent, r.scenario), r.score) == pytest.approx(r.score) for r in b.ranking)
+        query = e5.encode([text])[0]
+        lp = head.log_proba(query, [r.intent for r in b.ranking])
+        keys = [r.score + 0.5 * lp[r.intent] for r in b.ranking]
+        assert keys == sorted(keys, reverse=True), "...and it follows cosine + weight × log p"
+        reordered += [r.intent for r in a.ranking] != [r.intent for r in b.ranking]
+    assert reordered >= 1, "at weight 0.5 the head changes some order"
+    # A KB edit fits a new head for the new version; until then the old one is not used.
+    intent = next(i for i in kb.intents("faq") if i["name"] == "faq_reverse_repo_how_to")
+    kb.add_question(intent["id"], "闲钱放哪能多赚点利息呢", author="t")
+    assert headed.refresh() is True
+    assert headed.head_ready.wait(600) and headed._head[0] == headed.kb_version
