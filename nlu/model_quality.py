@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from knowledge_base.db import Store
+from knowledge_base.errors import CallbotError
 from nlu.data.corpora import corpus_file, read_pairs, sample
 from nlu.data.kb_split import SPLIT_ID, is_clean_query, saw_heldout
 from nlu.model_cache import quality_score
@@ -33,6 +34,12 @@ KB_QUERIES = 2000  # all clean questions of the demo KB (about 1,100); a cap for
 # Bump when what _measure records changes, so a cached e5-small measurement is taken again.
 MEASURE_VERSION = 2
 BOOTSTRAP_ROUNDS = 400
+
+
+def _head_weight() -> float:
+    from callbot.settings import get_settings
+
+    return get_settings().nlu.intent_head_weight
 
 
 def _measure(path: Path, store: Store, cache_dir: Path, dev: dict[str, list], quantize: str = "none",
@@ -48,8 +55,12 @@ def _measure(path: Path, store: Store, cache_dir: Path, dev: dict[str, list], qu
 
     say = progress or (lambda _msg: None)
     enc = SentenceEncoder(path, quantize=quantize)
-    matcher = Matcher(store, enc, cache_dir)
+    # Measured as served: with the intent head when the settings turn it on (nlu/intent_head.py).
+    matcher = Matcher(store, enc, cache_dir, intent_head_weight=_head_weight())
     matcher.refresh(force=True)
+    if matcher.intent_head_weight > 0 and not matcher.head_ready.wait(1800):
+        raise CallbotError(f"{path.name}: the intent head did not finish fitting within 30 minutes; "
+                           "set nlu.intent_head_weight to 0 to measure without it.")
     say(f"{path.name}: knowledge-base held-out fifth")
     loo = _leave_one_out(matcher, KB_QUERIES, only=lambda e: is_clean_query(e.text))
     gold = np.array([g for _, _, g in loo])
@@ -107,7 +118,7 @@ def verify_albert(model_dir: Path, e5_dir: Path, store: Store, cache_dir: Path, 
     e5_saved = json.loads(e5_file.read_text()) if e5_file.is_file() else None
     # e5's figures are cached per knowledge-base version, measure and held-out sets: any edit can move them.
     stamp = {"kb_version": store.kb_version(), "kb_split": SPLIT_ID, "eval_sets": eval_sets_digest(),
-             "corpora": sorted(dev), "measure_version": MEASURE_VERSION}
+             "corpora": sorted(dev), "measure_version": MEASURE_VERSION, "intent_head_weight": _head_weight()}
     if e5_saved is None or {k: e5_saved.get(k) for k in stamp} != stamp:
         e5_q, e5_heldout = _measure(e5_dir, store, cache_dir, dev, progress=progress)
         e5_saved = {"quality": e5_q, "heldout": e5_heldout, **stamp}
@@ -122,7 +133,7 @@ def verify_albert(model_dir: Path, e5_dir: Path, store: Store, cache_dir: Path, 
               "at_least_e5_everywhere": not leaked and verdict["at_least_everywhere"], "verdict": verdict,
               "kb_split": SPLIT_ID,
               "kb_heldout_seen": leaked, "kb_queries": queries, "score": quality_score(mine), "kb_version": store.kb_version(),
-              "kb_intents": store.intent_keys(), "eval_sets": stamp["eval_sets"],
+              "kb_intents": store.intent_keys(), "eval_sets": stamp["eval_sets"], "intent_head_weight": stamp["intent_head_weight"],
               "heldout": mine_heldout, "e5_heldout": e5_saved["heldout"]}
     if quantize != "none":
         report["quantize"] = quantize
