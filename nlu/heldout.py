@@ -38,8 +38,10 @@ current test split: 356 caller replies, 133 call-fact questions, 231 FAQ questio
 chatter lines, after dropping lines equal to a dev or KB text. The thirteenth session shipped a release measured on that
 split and the fourteenth wrote knowledge-base wordings from its misses, so it joined dev and four new writers (the same
 brief plus the call-fact intents' descriptions, no file of the project) wrote the current test split: 364 caller
-replies, 121 call-fact questions (27 ``dispute``), 229 FAQ questions over all 55 FAQ intents and 133 chatter lines,
-after dropping lines equal to a dev or KB text. A text that is also a question of the knowledge base is
+replies (410 with the lines below), 121 call-fact questions (27 ``dispute``), 229 FAQ questions over all 55 FAQ intents and 133 chatter lines,
+after dropping lines equal to a dev or KB text. The fifteenth session added 46 lines to that test split (greet and
+ask_identity had only 17 and 23 after the drop), written by a new writer from a brief of those two intents alone, before
+anything was measured on the split. A text that is also a question of the knowledge base is
 left out of the measure (it is no longer held out) and counted in ``in_kb``.
 
 When the knowledge base grows an intent, a record may carry ``"also": [intent, …]``: intents that count as right
