@@ -150,7 +150,7 @@ def judge(matcher: Any, utterances: list[HeldoutUtterance], skip: set[str] | Non
             out.append(Judged(u, mode, None if r.decision == "fallback" else top, top, kind_of(r.ranking[0]) if r.ranking else "faq",
                               names[1] if len(names) > 1 else None,
                               r.decision, r.ranking[0].score if r.ranking else 0.0,
-                              r.ranking[0].score - r.ranking[1].score if len(r.ranking) > 1 else 1.0))
+                              abs(r.ranking[0].score - r.ranking[1].score) if len(r.ranking) > 1 else 1.0))
     return out
 
 

@@ -417,7 +417,8 @@ class Matcher:
             extra["out_of_scope"] = True
         elif not ranking or ranking[0].score < t.fallback_for(ranking[0].kind):
             decision = "fallback"
-        elif runner_up is not None and ranking[0].score - runner_up.score < t.ambiguous_margin:
+        # abs: with the intent head on, the top intent may have the lower cosine; close cosines still mean a close call.
+        elif runner_up is not None and abs(ranking[0].score - runner_up.score) < t.ambiguous_margin:
             decision = "ambiguous"
         else:
             decision = "match"
