@@ -61,8 +61,7 @@ def main(names: list[str]) -> None:
         matcher = Matcher(store, SentenceEncoder(path), settings.cache_dir / "vectors" / "devcheck",
                           intent_head_weight=settings.nlu.intent_head_weight)
         matcher.refresh(force=True)
-        if matcher.intent_head_weight > 0 and not matcher.head_ready.wait(1800):
-            raise ValueError("the intent head did not finish fitting within 30 minutes")
+        matcher.wait_for_intent_head()
         rows[name] = pooled(crossfit(matcher, utterances))
         print(name, rows[name], flush=True)
     keys = sorted({k for r in rows.values() for k in r})

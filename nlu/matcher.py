@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import select
 
 from knowledge_base.db import Store
-from knowledge_base.errors import NotFound
+from knowledge_base.errors import CallbotError, NotFound
 from knowledge_base.models import ExtensionQuestion, Intent, ReviewStatus, Scenario
 from nlu.intent_head import IntentHead
 from nlu.text import normalise
@@ -282,6 +282,13 @@ class Matcher:
                     self.head_ready.set()
 
         threading.Thread(target=fit, name="intent-head-fit", daemon=True).start()
+
+    def wait_for_intent_head(self, timeout_s: float = 1800.0) -> None:
+        """Block until the intent head of the current KB version is fitted (no-op when the head is off); for
+        measuring, where ranking without the head would measure something else than what is served."""
+        if self.intent_head_weight > 0 and not self.head_ready.wait(timeout_s):
+            raise CallbotError(f"the intent head did not finish fitting within {timeout_s:.0f} s; "
+                               "set nlu.intent_head_weight to 0 to measure without it")
 
     def encoder_for(self, scope: str) -> Encoder:
         owner = scope.split("@", 1)[1] if "@" in scope else scope

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from knowledge_base.db import Store
-from knowledge_base.errors import CallbotError
 from nlu.data.corpora import corpus_file, read_pairs, sample
 from nlu.data.kb_split import SPLIT_ID, is_clean_query, saw_heldout
 from nlu.model_cache import quality_score
@@ -58,9 +57,7 @@ def _measure(path: Path, store: Store, cache_dir: Path, dev: dict[str, list], qu
     # Measured as served: with the intent head when the settings turn it on (nlu/intent_head.py).
     matcher = Matcher(store, enc, cache_dir, intent_head_weight=_head_weight())
     matcher.refresh(force=True)
-    if matcher.intent_head_weight > 0 and not matcher.head_ready.wait(1800):
-        raise CallbotError(f"{path.name}: the intent head did not finish fitting within 30 minutes; "
-                           "set nlu.intent_head_weight to 0 to measure without it.")
+    matcher.wait_for_intent_head()
     say(f"{path.name}: knowledge-base held-out fifth")
     loo = _leave_one_out(matcher, KB_QUERIES, only=lambda e: is_clean_query(e.text))
     gold = np.array([g for _, _, g in loo])
