@@ -76,4 +76,5 @@ def conversation_scenario(sender_id: str) -> str | None:
 async def status(_request: Request) -> HTTPResponse:
     m = get_matcher()
     return json({"model": m.encoder.name, "kb_version": m.kb_version, "scenarios": m.scenarios(),
-                 "thresholds": vars(m.thresholds), "last_refresh": m.last_refresh, "parses": _served["parses"]})
+                 "thresholds": vars(m.thresholds), "last_refresh": m.last_refresh, "parses": _served["parses"],
+                 "intent_head": {"weight": m.intent_head_weight, "ready": m.head_ready.is_set()}})
