@@ -1,4 +1,4 @@
-"""Run benchmarks: `python -m benchmarks [similarity retrieval latency parse expansion mining dialogue callers voice tts gateway load complaints compliance web]` (all by default)."""
+"""Run benchmarks: `python -m benchmarks [similarity retrieval latency parse expansion mining dialogue callers voice tts gateway load complaints compliance web asr_window]` (all by default)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from rich.console import Console
 
 from benchmarks import (
+    asr_window,
     callers,
     complaints,
     compliance,
@@ -27,7 +28,7 @@ from benchmarks import (
 SUITES = {"similarity": similarity.run, "retrieval": retrieval.run, "latency": latency.run, "parse": parse.run,
           "expansion": expansion.run, "mining": mining.run,
           "dialogue": dialogue.run, "callers": callers.run, "voice": voice.run, "tts": tts.run, "gateway": gateway.run,
-          "load": load.run, "complaints": complaints.run, "compliance": compliance.run, "web": web.run}
+          "load": load.run, "complaints": complaints.run, "compliance": compliance.run, "web": web.run, "asr_window": asr_window.run}
 
 
 def main() -> None:

@@ -48,10 +48,10 @@ def phone_line(clip: AudioClip, condition: str, seed: int) -> AudioClip:
     return AudioClip(ulaw_decode(ulaw_encode(np.clip(x, -1, 1))), 8000)
 
 
-def caller_set(n: int) -> list[Any]:
+def caller_set(n: int, split: str = "test") -> list[Any]:
     from nlu.heldout import load
 
-    rows = [u for u in load("test") if u.set_name in ("caller_replies", "call_facts") and u.intent and u.scenario]
+    rows = [u for u in load(split) if u.set_name in ("caller_replies", "call_facts") and u.intent and u.scenario]
     by_intent: dict[str, list[Any]] = defaultdict(list)
     for u in rows:
         by_intent[u.intent].append(u)

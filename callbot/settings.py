@@ -71,6 +71,11 @@ class VoiceSettings(BaseModel):
     # Greedy decoding: on 90 phone-line caller replies beam 3 cost 17 % more time (p50 586 vs 486 ms) for no gain in
     # CER (0.301 vs 0.286); temperature stays 0, so there is no fallback loop either way.
     asr_beam_size: int = 1
+    # Seconds of audio the Whisper encoder sees (the clip itself when longer). faster-whisper pads every clip to
+    # Whisper's 30-second window, so a 2-second reply paid for 30 s of encoder, nearly all of its decoding time.
+    # `python -m benchmarks asr_window` on 79 dev caller replies: 10 s → CER 0.219 vs 0.252 at 30 s, p50 319 vs
+    # 909 ms (2.85×). Much below 8 s the decoder repeats itself ("不是我不是我…"). 30 restores Whisper's own window.
+    asr_window_s: float = 10.0
     asr_no_speech: float = 0.6  # no_speech_prob above this with a low average log-probability = nothing was said
     # Domain words steer spelling (中签, 缴款, 测评); no whole replies, which Whisper would echo into noise.
     asr_prompt: str = "以下是证券公司客服电话的普通话录音：新股中签缴款、风险测评、业务回访、人工客服。"

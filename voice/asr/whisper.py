@@ -109,18 +109,44 @@ def _collapse_repeats(text: str) -> str:
     return re.sub(r"(.{1,8}?)\1{2,}", r"\1\1", text)
 
 
+def encoder_frames(features, window_s: float) -> int:  # type: ignore[no-untyped-def]
+    """How many feature frames (100 per second) the encoder needs: the clip's own frames (faster-whisper pads its
+    features with zeros up to 30 s) plus half a second, rounded up to a second, and never under ``window_s``."""
+    import numpy as np
+
+    used = np.flatnonzero(np.abs(features).sum(axis=0) > 0)
+    content = int(used[-1]) + 1 if len(used) else 1
+    return min(features.shape[-1], max(round(window_s * 100), -(-(content + 50) // 100) * 100))
+
+
+def _windowed_model(model_dir: Path, window_s: float, threads: int):  # type: ignore[no-untyped-def]
+    """faster-whisper's model, encoding ``window_s`` seconds (or the clip, if longer) instead of 30."""
+    from faster_whisper import WhisperModel
+
+    class WindowedWhisper(WhisperModel):
+        def encode(self, features):  # type: ignore[no-untyped-def]
+            if window_s >= 30 or features.shape[-1] < 3000:
+                return super().encode(features)
+            import numpy as np
+            from faster_whisper.transcribe import get_ctranslate2_storage
+
+            batch = features if features.ndim == 3 else features[None]
+            keep = encoder_frames(batch[0], window_s)
+            return self.model.encode(get_ctranslate2_storage(np.ascontiguousarray(batch[..., :keep])), to_cpu=False)
+
+    return WindowedWhisper(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads)
+
+
 class WhisperRecognizer:
     name = "whisper-base"
 
-    def __init__(self, model_dir: Path, threads: int | None = None) -> None:
-        from faster_whisper import WhisperModel
+    def __init__(self, model_dir: Path, threads: int | None = None, window_s: float | None = None) -> None:
 
         from callbot.settings import get_settings
 
         self.settings = get_settings().voice
         try:
-            self.model = WhisperModel(str(model_dir), device="cpu", compute_type="int8",
-                                      cpu_threads=threads or self.settings.asr_threads)
+            self.model = _windowed_model(model_dir, window_s or self.settings.asr_window_s, threads or self.settings.asr_threads)
         except Exception as exc:  # noqa: BLE001 — CTranslate2 says little; say where the model is and how to rebuild it
             raise AsrUnavailable(f"The Whisper model in {model_dir} could not be loaded ({exc}). Rebuild it with "
                                  "`callbot model base --force`.") from exc
