@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -44,10 +45,42 @@ def demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_demo_file(tmp_path_factory.mktemp("demo") / "demo.yaml")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_HANDED_OUT: set[int] = set()
+
+
+def _bindable(port: int, kind: socket.SocketKind) -> bool:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A port nothing listens on, chosen *below* the kernel's ephemeral range and never handed out twice.
+
+    Why not bind to port 0: the kernel then picks from the ephemeral range, the same pool it draws outgoing
+    connections' source ports from; in the minute a service takes to start, a client socket can take the
+    port (CI once failed with "Address already in use" on the action server that way)."""
+    low, _ = _ephemeral_range()
+    top = max(low - 1, 20_001)
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(1000):
+        port = rng.randint(max(1024, top - 12_000), top)
+        if port not in _HANDED_OUT and _bindable(port, kind) and _bindable(port, socket.SOCK_DGRAM if kind == socket.SOCK_STREAM
+                                                                              else socket.SOCK_STREAM):
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError(f"no free port below {low}: too many services left running?")
 
 
 @pytest.fixture(scope="session")

@@ -32,9 +32,7 @@ IPO_VARS = {"stock_name": "华源科技", "stock_code": "688001", "allotted_shar
 def free_udp_port() -> int:
     import socket
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_port(socket.SOCK_DGRAM)
 
 
 @pytest.fixture(scope="module")

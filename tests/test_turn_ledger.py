@@ -17,15 +17,14 @@ import pytest
 
 from bot.channels.turn_ledger import MemoryTurnLedger, RedisTurnLedger, process_once, turn_key
 from callbot.turns import with_turn_id
+from tests.conftest import free_port
 
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
     server = shutil.which("redis-server")
     assert server, "redis-server is installed by scripts/install.sh (Debian redis-server)"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     workdir = tempfile.mkdtemp(prefix="callbot-ledger-")
     proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
