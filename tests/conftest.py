@@ -74,10 +74,11 @@ def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
     low, _ = _ephemeral_range()
     top = max(low - 1, 20_001)
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
     for _ in range(1000):
         port = rng.randint(max(1024, top - 12_000), top)
-        if port not in _HANDED_OUT and _bindable(port, kind) and _bindable(port, socket.SOCK_DGRAM if kind == socket.SOCK_STREAM
-                                                                              else socket.SOCK_STREAM):
+        # free for both protocols: the SIP gateway takes UDP and TCP ports from the same settings
+        if port not in _HANDED_OUT and _bindable(port, kind) and _bindable(port, other):
             _HANDED_OUT.add(port)
             return port
     raise RuntimeError(f"no free port below {low}: too many services left running?")
