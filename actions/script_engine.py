@@ -117,8 +117,14 @@ class ScriptEngine:
             if intent in ("affirm", "request_human"):
                 return self._go(state, "handoff", [], user_text) if "handoff" in self.steps else TurnResult(
                     [Say(response="utter_handoff")], state, ended=True, outcome="handed_over", handoff=True)
-            return TurnResult([Say(response="utter_goodbye")], state, ended=True, outcome="dropped",
-                              outcome_detail={"reason": "not understood"})
+            if intent in ("silence", "nlu_fallback") or (intent == "faq" and not faq_answer):
+                return TurnResult([Say(response="utter_goodbye")], state, ended=True, outcome="dropped",
+                                  outcome_detail={"reason": "not understood"})
+            # Understood at last: "不用" to the transfer resumes the call with its pending question; a question or an
+            # answer the step expects (开户要带什么材料, 我在开车) is taken as on any turn, not as the end of the call.
+            state.fallbacks = 0
+            if intent == "deny":
+                return TurnResult([Say(fill(step.prompt, state.variables))], state)
         if intent == "affirm" and step.kind == "confirm":
             state.confirmed = True
         if intent == "deny":

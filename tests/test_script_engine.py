@@ -91,6 +91,21 @@ def test_fallback_reprompts_once_then_offers_a_human(ipo) -> None:  # type: igno
     assert r.ended and r.outcome == "handed_over"
 
 
+def test_after_the_offer_of_a_human_an_understood_turn_carries_the_call_on(ipo) -> None:  # type: ignore[no-untyped-def]
+    e, s = ipo
+    prompt = e.steps["identity_check"].prompt.replace("{customer_name}", "张先生")
+    for _ in range(2):
+        e.turn(s, "nlu_fallback")
+    r = e.turn(s, "faq", "开户需要带什么材料", faq_answer="带上身份证即可。")
+    assert not r.ended and texts(r)[0] == "带上身份证即可。" and texts(r)[-1] == prompt, "a side question is answered"
+    for _ in range(2):
+        e.turn(s, "nlu_fallback")
+    r = e.turn(s, "deny", "不用转")
+    assert not r.ended and texts(r) == [prompt] and s.step == "identity_check", "no to the transfer: the call goes on"
+    r = e.turn(s, "affirm")
+    assert not r.ended and s.step == "allotment_notice", "the caller's answer is taken as on any turn"
+
+
 def test_silence_reprompts_then_a_second_silence_closes_after_the_offer(ipo) -> None:  # type: ignore[no-untyped-def]
     e, s = ipo
     r = e.turn(s, "silence")
