@@ -136,6 +136,12 @@ def int8_meets_rule(path: Path) -> bool:
         report = json.loads((path / "verified.int8.json").read_text())
     except (OSError, ValueError):
         return False
+    try:  # an int8 verdict on older held-out sets must not outlive a newer float32 one that failed
+        float32 = json.loads((path / "verified.json").read_text())
+    except (OSError, ValueError):
+        float32 = {}
+    if float32.get("eval_sets") and report.get("eval_sets") != float32.get("eval_sets"):
+        return False
     return report.get("better_than_e5") is True and report.get("kb_split") == SPLIT_ID and not report.get("kb_heldout_seen", True)
 
 

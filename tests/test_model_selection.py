@@ -161,3 +161,9 @@ def test_auto_serves_a_model_whose_int8_weights_met_the_rule_when_float32_did_no
     assert quantization_for(release, "auto") == "int8"
     (release / "verified.int8.json").write_text(json.dumps({**int8, "kb_heldout_seen": True}))
     assert resolve_model(tmp_path, "auto") == e5, "a leaked int8 measurement does not count"
+    float32 = json.loads((release / "verified.json").read_text())
+    (release / "verified.json").write_text(json.dumps({**float32, "eval_sets": "new-sets"}))
+    (release / "verified.int8.json").write_text(json.dumps({**int8, "eval_sets": "old-sets"}))
+    assert resolve_model(tmp_path, "auto") == e5, "int8 measured on older held-out sets than a failing float32 verdict"
+    (release / "verified.int8.json").write_text(json.dumps({**int8, "eval_sets": "new-sets"}))
+    assert resolve_model(tmp_path, "auto") == release and quantization_for(release, "auto") == "int8"
