@@ -73,7 +73,14 @@ class ActionCheckCompliance(Action):
                 dispatcher.utter_message(json_message=message["custom"])
                 continue
             text = str(message.get("text") or "")
-            blocked = guard().blocks(text)
+            verdict = guard().verdict(text)
+            blocked = verdict.blocking()
+            flagged = [h for h in verdict.hits if h.severity != "block"]
+            if flagged and not blocked:
+                # A warn rule or a doubtful classifier finding: the line is sent, and staff review it on the record.
+                log.info("compliance guard flagged a bot message for review",
+                         extra={"fields": {"rules": [h.rule_id for h in flagged], "severity": [h.severity for h in flagged]}})
+                recorder.note_compliance(text, [h.rule_id for h in flagged], blocked=False)
             if blocked:
                 rules = [v.rule_id for v in blocked]
                 log.warning("compliance guard blocked a bot message",

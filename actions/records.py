@@ -55,11 +55,14 @@ class ConversationRecorder:
     def bot(self, *texts: str) -> None:
         self._add_turns([("bot", mask_sensitive(text), {}) for text in texts])
 
-    def note_compliance(self, text: str, rules: list[str]) -> None:
+    def note_compliance(self, text: str, rules: list[str], blocked: bool = True) -> None:
+        """A bot line the guard blocked (``compliance_blocked``) or let through with a warning for staff to review
+        (``compliance_flagged``)."""
         with self.store.session("actions") as s:
             conv = s.get(Conversation, self.conversation_id)
             detail = dict(conv.outcome_detail or {})
-            detail.setdefault("compliance_blocked", []).append({"rules": rules, "text": mask_sensitive(text)})
+            key = "compliance_blocked" if blocked else "compliance_flagged"
+            detail.setdefault(key, []).append({"rules": rules, "text": mask_sensitive(text)})
             conv.outcome_detail = detail
 
     def set_complaint_labels(self, labels: list[str]) -> None:

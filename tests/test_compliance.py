@@ -119,6 +119,15 @@ def test_a_blocked_line_with_a_personal_number_is_noted_masked(action_store: Sto
     assert detail["compliance_blocked"][0]["text"] == "零风险，有问题打138****5678"
 
 
+def test_a_warned_line_is_sent_and_flagged_for_review(action_store: Store) -> None:
+    dispatcher, _ = _run(_tracker("comp-warn", [{"text": "买这个稳赚，您考虑一下。"}, {"text": "请按时缴款。"}]))
+    assert [m["text"] for m in dispatcher.messages] == ["买这个稳赚，您考虑一下。", "请按时缴款。"], "a warn rule does not block"
+    with action_store.session() as s:
+        detail = s.scalar(select(Conversation).where(Conversation.external_id == "comp-warn")).outcome_detail
+    assert detail["compliance_flagged"] == [{"rules": ["T-WARN"], "text": "买这个稳赚，您考虑一下。"}]
+    assert "compliance_blocked" not in detail
+
+
 def test_nothing_pending_sends_nothing_and_records_nothing(action_store: Store) -> None:
     dispatcher, events = _run(_tracker("comp-3", []))
     assert dispatcher.messages == [] and [e["event"] for e in events] == ["followup"]

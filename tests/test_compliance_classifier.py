@@ -120,6 +120,41 @@ def test_empty_odd_and_huge_input(guard: ComplianceGuard) -> None:
     assert not verdicts[4].violation
 
 
+def test_the_rules_scan_past_the_classifiers_limit_and_overlaps_count_once(guard: ComplianceGuard) -> None:
+    from nlu.compliance.guard import MAX_CHARS
+
+    filler = "请您仔细阅读产品说明书。" * (MAX_CHARS // 12 + 50)
+    text = filler + "这个产品保本保收益。"
+    v = guard.verdict(text)
+    assert v.truncated and v.violation, "a violation after the classifier's limit is still found by the rules"
+    assert all(text[h.start:h.end] in "这个产品保本保收益。" for h in v.hits)
+    # One long sentence (no full stop) is judged in overlapping windows: its phrases are reported once each.
+    long_sentence = "您好" * 40 + "这个产品保本" + "，" * 30 + "请放心"
+    hits = guard.verdict(long_sentence).hits
+    assert len({(h.rule_id, h.start, h.end) for h in hits}) == len(hits) and hits
+
+
+def test_a_warn_rule_blocks_when_the_classifier_is_sure(guard: ComplianceGuard) -> None:
+    # 翻番 and 赶紧买 are `warn` rules (fair talk uses the words too); said as a promise, a classifier sure of the
+    # violation blocks them. This session's small head is less sure than the shipped one: the bar is set just under
+    # its own score, which must still be a violation by its cross-validated threshold.
+    assert guard.head is not None
+    for text in ("这只票下周一定翻番，机不可失赶紧买！", "跟着我们买，这只股今年肯定翻番，错过就没机会了。"):
+        v = guard.verdict(text)
+        assert not v.blocking() or guard.block_confidence <= min(h.score for h in v.hits)
+        p_violation = min(h.score for h in v.hits if h.source == "lexicon")
+        assert p_violation >= guard.head.threshold, v.as_dict()
+        guard.block_confidence = p_violation - 1e-3
+        sure = guard.verdict(text)
+        assert sure.blocking() and {h.source for h in sure.blocking()} == {"classifier"}, sure.as_dict()
+        assert [h.rule_id for h in sure.hits if h.source == "lexicon"] == [h.rule_id for h in v.hits if h.source == "lexicon"]
+        guard.block_confidence = min(1.0, p_violation + 1e-3)
+        assert not guard.verdict(text).blocking(), "below the bar the warn rules only warn"
+        guard.block_confidence = 0.9
+    fair = guard.verdict("有的股票一年翻番，也有的腰斩，请理性看待，不要追涨杀跌。")
+    assert not fair.blocking(), fair.as_dict()
+
+
 def test_a_disabled_semantic_rule_switches_its_class_off(guard: ComplianceGuard, kb: KnowledgeBase) -> None:
     from sqlalchemy import select
 

@@ -154,9 +154,15 @@ def test_only_the_agent_who_picked_a_chat_replies_and_closes_it(web: dict[str, A
     assert http("POST", url + f"/desk/handovers/{ticket['id']}/reply", {"text": "   "}, headers=first)[0] == 400
     assert http("POST", url + f"/desk/handovers/{ticket['id']}/reply", {"text": "长" * 4001}, headers=first)[0] == 400
     status, line = http("POST", url + f"/desk/handovers/{ticket['id']}/reply", {"text": "您好，请讲"}, headers=first)
-    assert status == 201 and line["seq"] >= 1
+    assert status == 201 and line["seq"] >= 1 and line["compliance"] == []
+    # A person's prohibited wording is sent (reviewed, not replaced) and flagged on the conversation at once.
+    status, risky = http("POST", url + f"/desk/handovers/{ticket['id']}/reply", {"text": "放心，这个产品零风险"}, headers=first)
+    assert status == 201 and any(h["severity"] == "block" for h in risky["compliance"]), risky
+    _, conv = http("GET", url + "/conversations/web-desk-rules-session")
+    review = conv["outcome_detail"]["compliance_review"]
+    assert review and review[-1]["seq"] == risky["seq"] and review[-1]["speaker"] == "agent" and review[-1]["rules"]
     status, history = http("GET", url + "/chat/history?session_id=web-desk-rules-session", anonymous=True)
-    assert status == 200 and history["turns"][-1] == {"seq": line["seq"], "speaker": "agent", "text": "您好，请讲"}
+    assert status == 200 and history["turns"][-1] == {"seq": risky["seq"], "speaker": "agent", "text": "放心，这个产品零风险"}
     assert history["handover"]["status"] == "active"
     assert http("POST", url + f"/desk/handovers/{ticket['id']}/close", {"outcome": "maybe"}, headers=first)[0] == 400
     assert http("POST", url + f"/desk/handovers/{ticket['id']}/close", {"outcome": "resolved"}, headers=second)[0] == 409

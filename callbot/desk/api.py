@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
@@ -10,6 +11,7 @@ from sanic.response import HTTPResponse, json
 from callbot.auth.guard import actor
 from callbot.chat import socket_channel
 from callbot.chat.relay import desk
+from callbot.context import get_store
 from knowledge_base.api import _body
 from knowledge_base.errors import CallbotError
 
@@ -51,7 +53,19 @@ async def reply(request: Request, handover_id: int) -> HTTPResponse:
     body = _body(request)
     line = await asyncio.to_thread(desk().reply, handover_id, actor(request), str(body.get("text", "")))
     await socket_channel.push(line["session_id"], {"text": line["text"], "agent": {"name": line["agent_name"]}, "seq": line["seq"]})
+    line["compliance"] = await asyncio.to_thread(_check_agent_line, line)
     return json(line, status=201)
+
+
+def _check_agent_line(line: dict[str, Any]) -> list[dict[str, Any]]:
+    """The agent's words through the same compliance guard as the bot's: hits are flagged on the conversation for
+    review and returned, so the desk can warn the agent at once."""
+    from nlu.compliance.service import get_guard
+
+    hits = get_guard(get_store()).verdict(line["text"]).as_dict()["hits"]
+    if hits:
+        desk().flag_compliance(line["session_id"], line["seq"], hits)
+    return hits
 
 
 @bp.post("/handovers/<handover_id:int>/close")

@@ -108,6 +108,19 @@ class AgentDesk:
             name = s.scalar(select(StaffUser.display_name).where(StaffUser.username == agent)) or agent
             return {"seq": seq, "session_id": h.external_id, "text": text, "agent_name": name}
 
+    def flag_compliance(self, session_id: str, seq: int, hits: list[dict[str, Any]]) -> None:
+        """An agent's line the compliance guard found prohibited wording in: it was sent (a person's words are
+        reviewed, not replaced), and the conversation lists it under ``compliance_review`` as the transcript
+        review does (`callbot compliance review`)."""
+        with self.store.session("compliance-guard") as s:
+            conv = s.scalar(select(Conversation).where(Conversation.external_id == session_id))
+            if conv is None:
+                return
+            found = list((conv.outcome_detail or {}).get("compliance_review") or [])
+            found.append({"seq": seq, "speaker": "agent", "rules": [h["rule"] for h in hits],
+                          "severity": [h["severity"] for h in hits], "tags": [], "customer": False})
+            conv.outcome_detail = {**(conv.outcome_detail or {}), "compliance_review": found}
+
     def close(self, handover_id: int, agent: str, outcome: str, note: str = "") -> dict[str, Any]:
         if outcome not in OUTCOMES:
             raise CallbotError(f"outcome must be one of {', '.join(OUTCOMES)}.")

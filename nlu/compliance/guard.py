@@ -4,7 +4,10 @@ For each sentence of a text (nlu/compliance/clauses.py):
 1. the lexicon's hits (rule, span) are found;
 2. the classifier gives P(violation) and the most likely class;
 3. the decision:
-   - lexicon hit and P(violation) at least ``override_below`` → the lexicon's hit (its rule, its exact span);
+   - lexicon hit and P(violation) at least ``override_below`` → the lexicon's hit (its rule, its exact span); when
+     every such hit only warns (a rule staff rated ``warn`` because its words also occur in fair talk, such as 翻番
+     or 赶紧) and the classifier is confident (P ≥ ``block_confidence``), the class's semantic rule is added with
+     its severity: "这只票下周一定翻番" is blocked, not sent with a warning;
    - lexicon hit but the classifier is sure it is compliant (P < ``override_below``: a negation, warning, quotation
      or customer question such as "这只基金不承诺保本") and the sentence has a cue of such a mention outside the
      matched words (nlu.compliance.mention) → no violation; the overruled rule is kept in ``overruled``;
@@ -35,7 +38,9 @@ from nlu.compliance.lexicon import Hit, RuleLexicon
 from nlu.compliance.mention import mention_cue
 
 log = logging.getLogger(__name__)
-MAX_CHARS = 20_000  # longer texts are checked in their first MAX_CHARS characters, and the verdict says so
+# The classifier judges a text's first MAX_CHARS characters; the lexicon scans all of it. A longer text's verdict
+# says ``truncated`` (the rest was checked by the rules alone).
+MAX_CHARS = 20_000
 
 
 @dataclass
@@ -94,18 +99,23 @@ class ComplianceGuard:
         prepared = []
         for text in texts:
             text = text if isinstance(text, str) else str(text)
-            truncated = len(text) > MAX_CHARS
-            body = text[:MAX_CHARS]
-            prepared.append((text, truncated, split_clauses(body)))
-        units = [c for _t, _tr, clauses in prepared for c in clauses]
+            prepared.append((text, len(text) > MAX_CHARS, split_clauses(text)))
+        units = [c for _t, _tr, clauses in prepared for c in clauses if c.start < MAX_CHARS]
         probs, p_violation = self._proba([c.text for c in units]) if self.head is not None and units else (None, None)
         out, k = [], 0
         for text, truncated, clauses in prepared:
             verdict = Verdict(text, truncated=truncated)
             for clause in clauses:
-                p = (probs[k], float(p_violation[k])) if probs is not None and p_violation is not None else None
-                k += 1
+                p = None
+                if probs is not None and p_violation is not None and clause.start < MAX_CHARS:
+                    p = (probs[k], float(p_violation[k]))
+                    k += 1
                 self._judge(verdict, clause.text, clause.start, p, lexicon)
+            # Long sentences are scanned in overlapping windows: a phrase inside the overlap is one hit, not two.
+            unique: dict[tuple[str, int, int], Hit] = {}
+            for h in verdict.hits:
+                unique.setdefault((h.rule_id, h.start, h.end), h)
+            verdict.hits = list(unique.values())
             out.append(verdict)
         return out
 
@@ -152,17 +162,27 @@ class ComplianceGuard:
                 verdict.overruled += [h.rule_id for h in lexical]
             else:
                 verdict.hits += [_shift(h, offset, score=p_violation) for h in lexical]
+                if all(h.severity != "block" for h in lexical) and p_violation >= max(self.head.threshold, self.block_confidence):
+                    self._semantic_hit(verdict, sentence, offset, p, p_violation, lexicon)
                 return
-        elif p_violation >= self.head.threshold:
-            cls = max(VIOLATION, key=lambda c: p[CLASSES.index(c)])
-            rule = lexicon.semantic.get(cls)
-            if rule is not None:  # a disabled semantic rule switches its class off
-                severity = rule.severity if p_violation >= self.block_confidence else "review"
-                verdict.hits.append(Hit(rule.rule_id, severity, sentence, rule.description, rule.legal_basis,
-                                        offset, offset + len(sentence), p_violation, "classifier"))
-                return
+        elif p_violation >= self.head.threshold and self._semantic_hit(verdict, sentence, offset, p, p_violation, lexicon):
+            return
         if best == "question" and "customer_question" not in verdict.tags:
             verdict.tags.append("customer_question")
+
+
+    def _semantic_hit(self, verdict: Verdict, sentence: str, offset: int, p: np.ndarray, p_violation: float,
+                      lexicon: RuleLexicon) -> bool:
+        """The hit of the most likely violation class's semantic rule over the whole sentence; False when that rule
+        is disabled (staff switch a class off by disabling its rule)."""
+        cls = max(VIOLATION, key=lambda c: p[CLASSES.index(c)])
+        rule = lexicon.semantic.get(cls)
+        if rule is None:
+            return False
+        severity = rule.severity if p_violation >= self.block_confidence else "review"
+        verdict.hits.append(Hit(rule.rule_id, severity, sentence, rule.description, rule.legal_basis,
+                                offset, offset + len(sentence), p_violation, "classifier"))
+        return True
 
 
 def _shift(hit: Hit, offset: int, score: float | None = None) -> Hit:
