@@ -82,16 +82,23 @@ def check_release(release: Path = RELEASE_DIR / RELEASE_NAME) -> dict[str, str]:
 
 def install_release(models_dir: Path, release: Path = RELEASE_DIR / RELEASE_NAME) -> Path | None:
     """Copy the released model into the cache (idempotent: only files whose checksum differs are copied).
-    Returns the installed directory, or None when the repository carries no release."""
+    Returns the installed directory, or None when the repository carries no release.
+
+    Weights always follow the repository. A record (thresholds, verified.json) re-measured in the cache after
+    the last install (`callbot model verify`) is kept while the repository's copy is the one installed then:
+    re-installing the same release must not undo a local measurement, but a newer committed record wins."""
     if not release.is_dir() or not any(release.iterdir()):
         return None
     sums = check_release(release)
     target = models_dir / release.name
     target.mkdir(parents=True, exist_ok=True)
+    installed_before = _installed_sums(target)
     for name, expected in sums.items():
         dest = target / name
         if dest.is_file() and sha256(dest) == expected:
             continue
+        if name in RECORD_FILES and dest.is_file() and installed_before.get(name) == expected:
+            continue  # re-measured here since this same record was installed
         tmp = dest.with_suffix(dest.suffix + ".part")
         shutil.copyfile(release / name, tmp)
         tmp.replace(dest)
@@ -101,6 +108,13 @@ def install_release(models_dir: Path, release: Path = RELEASE_DIR / RELEASE_NAME
             stale.unlink()
     (target / "release.json").write_text(json.dumps({"source": str(release), "files": sums}, indent=2))
     return target
+
+
+def _installed_sums(target: Path) -> dict[str, str]:
+    try:
+        return dict(json.loads((target / "release.json").read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def export_release(model_dir: Path, release: Path = RELEASE_DIR / RELEASE_NAME, card: str = "") -> Path:

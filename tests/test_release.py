@@ -49,6 +49,30 @@ def test_export_then_install_gives_the_same_encoder(tiny_model: Path, tmp_path: 
     assert (installed / "model.safetensors").stat().st_mtime_ns == stamp
 
 
+def test_a_local_re_measurement_survives_a_reinstall_until_the_repository_changes_it(tiny_model: Path,
+                                                                                     tmp_path: Path) -> None:
+    shipped = release.export_release(tiny_model, tmp_path / "models" / release.RELEASE_NAME)
+    cache = tmp_path / "cache"
+    installed = release.install_release(cache, shipped)
+    assert installed is not None
+    # `callbot model verify` re-calibrates in the cache; the same release installed again must keep that.
+    local = {"fallback": 0.61, "ambiguous_margin": 0.02, "temperature": 0.03}
+    (installed / "thresholds.json").write_text(json.dumps(local))
+    (installed / "config.json").write_text("{}")  # weights and config always follow the repository
+    release.install_release(cache, shipped)
+    assert json.loads((installed / "thresholds.json").read_text()) == local
+    assert (installed / "config.json").read_text() != "{}"
+    # A newer committed record wins over the local one.
+    committed = {"fallback": 0.66, "ambiguous_margin": 0.03, "temperature": 0.03}
+    (shipped / "thresholds.json").write_text(json.dumps(committed))
+    sums = (shipped / release.SUMS).read_text().splitlines()
+    (shipped / release.SUMS).write_text("".join(
+        (f"{release.sha256(shipped / 'thresholds.json')}  thresholds.json" if line.endswith("  thresholds.json") else line)
+        + "\n" for line in sums))
+    release.install_release(cache, shipped)
+    assert json.loads((installed / "thresholds.json").read_text()) == committed
+
+
 def test_a_damaged_release_is_refused_with_the_fix(tiny_model: Path, tmp_path: Path) -> None:
     shipped = release.export_release(tiny_model, tmp_path / release.RELEASE_NAME)
     weights = shipped / "model.safetensors"
