@@ -54,7 +54,11 @@ after dropping lines equal to a dev, KB or other test text. The eighteenth sessi
 split and wrote knowledge-base wordings from its FAQ misses, so it joined dev and four new writers (the same brief; no
 file of the project) wrote the current test split, with a fifth writer for less common greetings: 348 caller replies
 (41 greetings), 126 call-fact questions (31 ``dispute``), 174 FAQ questions over all 55 FAQ intents and 154 chatter
-lines, after dropping lines equal to a dev, KB or other test text. A text that is also a question of the knowledge base is
+lines, after dropping lines equal to a dev, KB or other test text. The eighteenth session measured the release once on
+that split, and the nineteenth wrote knowledge-base wordings from its misses, so it joined dev and five new writers
+(the same brief; no file of the project; one for greetings) wrote the current test split: 340 caller replies (25
+greetings), 133 call-fact questions (29 ``dispute``), 187 FAQ questions over all 55 FAQ intents and 158 chatter lines,
+after dropping lines equal to a dev or KB text. A text that is also a question of the knowledge base is
 left out of the measure (it is no longer held out) and counted in ``in_kb``.
 
 When the knowledge base grows an intent, a record may carry ``"also": [intent, …]``: intents that count as right
