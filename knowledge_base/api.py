@@ -195,6 +195,32 @@ async def bulk_questions(request: Request) -> HTTPResponse:
     return json(get_kb().bulk_questions(ids, action, _actor(request)))
 
 
+@bp.get("/compliance-rules")
+async def compliance_rules(_request: Request) -> HTTPResponse:
+    """The rule book: every rule, on or off, with its legal basis."""
+    return json(_rule_book().rules())
+
+
+@bp.post("/compliance-rules")
+async def create_compliance_rule(request: Request) -> HTTPResponse:
+    """``{"rule_id", "pattern", "match_type", "severity", "legal_basis", "description", "suggestion"}`` → the rule and
+    ``affected``: the published answers and prompts it matches now."""
+    return json(_rule_book().create(_body(request), _actor(request)), status=201)
+
+
+@bp.patch("/compliance-rules/<rule_id:str>")
+async def edit_compliance_rule(request: Request, rule_id: str) -> HTTPResponse:
+    """Change any field but the id (``{"enabled": false}`` switches a rule off; rules are not deleted)."""
+    return json(_rule_book().update(rule_id, _body(request), _actor(request)))
+
+
+def _rule_book():  # type: ignore[no-untyped-def]
+    from callbot.context import get_store
+    from knowledge_base.compliance_rules import ComplianceRuleBook
+
+    return ComplianceRuleBook(get_store())
+
+
 @bp.get("/export")
 async def export(request: Request) -> HTTPResponse:
     fmt = request.args.get("format", "json")

@@ -17,9 +17,9 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from knowledge_base.compliance_rules import rule_problems
 from knowledge_base.errors import ImportRejected
 from knowledge_base.models import (
-    COMPLIANCE_CLASSES,
     ComplaintLabel,
     ComplianceRule,
     ExtensionQuestion,
@@ -319,14 +319,7 @@ def validate_files(paths: Sequence[Path], existing: dict[str, set[str]]) -> Impo
         for i, sc in enumerate(doc.scenarios):
             problems.extend(_check_scenario(file, lines, i, sc, existing.get(sc.code, set())))
         for i, rule in enumerate(doc.compliance_rules):
-            if rule.match_type.value == "semantic" and rule.pattern.strip() not in COMPLIANCE_CLASSES:
-                problems.append(f"{_where(file, lines, ('compliance_rules', i, 'pattern'))}: a semantic rule names a class of the "
-                                f"compliance classifier: one of {', '.join(COMPLIANCE_CLASSES)}")
-            if rule.match_type.value == "regex":
-                try:
-                    re.compile(rule.pattern)
-                except re.error as exc:
-                    problems.append(f"{_where(file, lines, ('compliance_rules', i, 'pattern'))}: regular expression does not compile: {exc}")
+            problems.extend(f"{_where(file, lines, ('compliance_rules', i, 'pattern'))}: {problem}" for problem in rule_problems(rule))
         scenarios.extend(doc.scenarios)
         rules.extend(doc.compliance_rules)
         labels.extend(doc.complaint_labels)

@@ -46,6 +46,54 @@ def test_script_prompts_are_edited_behind_the_compliance_guard(web: dict[str, An
     assert any(e["entity"] == "ScriptStep" and e["entity_id"] == step["id"] and e["actor"] == "test-admin" for e in audit["entries"])
 
 
+def test_the_compliance_rule_book_is_edited_by_reviewers_and_applies_on_the_next_check(web: dict[str, Any]) -> None:
+    url = web["url"]
+    status, rules = http("GET", url + "/kb/compliance-rules")
+    assert status == 200 and len(rules) >= 40 and all(r["legal_basis"] for r in rules if r["match_type"] != "semantic")
+    line = "放心买，这只产品包你回本，亏不了。"
+    _, before = http("POST", url + "/compliance/check", {"texts": [line]})
+    assert "CR-900" not in [h["rule"] for h in before["verdicts"][0]["hits"]]
+    rule = {"rule_id": "CR-900", "pattern": "包你回本", "match_type": "literal", "severity": "block",
+            "legal_basis": "《证券期货经营机构私募资产管理业务管理办法》第五条：不得承诺保本保收益",
+            "description": "承诺回本", "suggestion": "说明产品存在亏损风险"}
+    editor = as_user(web["env"], "rules-editor", "editor")
+    assert http("POST", url + "/kb/compliance-rules", rule, headers=editor)[0] == 403, "editors do not loosen their own check"
+    reviewer = as_user(web["env"], "rules-officer", "reviewer")
+    status, saved = http("POST", url + "/kb/compliance-rules", rule, headers=reviewer)
+    assert status == 201 and saved["rule_id"] == "CR-900" and saved["affected"] == {"count": 0, "shown": []}
+    _, after = http("POST", url + "/compliance/check", {"texts": [line]})
+    hit = next(h for h in after["verdicts"][0]["hits"] if h["rule"] == "CR-900")
+    assert after["verdicts"][0]["violation"] and line[hit["start"]:hit["end"]] == "包你回本"
+    # A rule that matches what the bot already says is saved, and the officer is shown where it hits.
+    status, wide = http("POST", url + "/kb/compliance-rules", {**rule, "rule_id": "CR-901", "pattern": "缴款.{0,10}元",
+                                                                  "match_type": "regex", "severity": "warn"}, headers=reviewer)
+    assert status == 201 and wide["affected"]["count"] >= 1
+    assert any(a["where"].startswith("ipo_allotment_notice/") and "缴款" in a["match"] for a in wide["affected"]["shown"])
+    # Bad rules are refused with the reason; nothing is written.
+    for bad, reason in (({"pattern": "保本(", "match_type": "regex"}, "does not compile"),
+                        ({"pattern": "(保本)?", "match_type": "regex"}, "empty text"),
+                        ({"pattern": "(保.+)+收益", "match_type": "regex"}, "repeats a group"),
+                        ({"pattern": "nonsense", "match_type": "semantic"}, "class of the compliance classifier"),
+                        ({"severity": "maybe"}, "severity"), ({"rule_id": "有 空格"}, "rule_id")):
+        status, refused = http("POST", url + "/kb/compliance-rules", {**rule, "rule_id": "CR-902", **bad}, headers=reviewer)
+        assert status == 400 and reason in refused["error"], (bad, refused)
+    assert http("POST", url + "/kb/compliance-rules", rule, headers=reviewer)[0] == 400, "the id exists"
+    assert http("PATCH", url + "/kb/compliance-rules/CR-999", {"enabled": False}, headers=reviewer)[0] == 404
+    status, renamed = http("PATCH", url + "/kb/compliance-rules/CR-900", {"rule_id": "CR-X"}, headers=reviewer)
+    assert status == 400 and "rule_id" in renamed["error"]
+    _, listed = http("GET", url + "/kb/compliance-rules")
+    assert "CR-902" not in [r["rule_id"] for r in listed]
+    # Switched off (not deleted): the next check no longer applies it; the audit log keeps who did what.
+    for rule_id in ("CR-900", "CR-901"):
+        status, off = http("PATCH", url + f"/kb/compliance-rules/{rule_id}", {"enabled": False}, headers=reviewer)
+        assert status == 200 and off["enabled"] is False
+    _, off_check = http("POST", url + "/compliance/check", {"texts": [line]})
+    assert "CR-900" not in [h["rule"] for h in off_check["verdicts"][0]["hits"]]
+    _, audit = http("GET", url + "/auth/audit?limit=50")
+    changes = [e for e in audit["entries"] if e["entity"] == "ComplianceRule" and e["actor"] == "rules-officer"]
+    assert {e["action"] for e in changes} == {"create", "update"}
+
+
 def test_questions_are_searched_and_reviewed_in_bulk(web: dict[str, Any]) -> None:
     url = web["url"]
     _, intents = http("GET", url + "/kb/scenarios/faq/intents")
@@ -205,3 +253,49 @@ def test_call_recordings_are_served_to_staff_only_from_the_recordings_folder(web
     assert http("GET", url + "/conversations/call-rec-2/recording")[0] == 404, "a stored path never leaves the folder"
     agent = as_user(env, "rec-agent", "agent")
     assert httpx.get(url + record["recording"], headers=agent).status_code == 403
+
+
+def test_a_compliance_officer_adds_a_rule_in_the_console_and_sees_where_it_hits(web: dict[str, Any]) -> None:
+    """In a real browser: the reviewer (compliance officer) adds a rule, is shown the published prompts it hits,
+    tries a sentence against the rules in force, and switches the rule off; an editor sees the rules, not the form."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from tests.browser import chromium, sign_in
+    from tests.conftest import create_staff
+
+    url, password = web["url"], "officer passphrase 1"
+    create_staff(web["env"], "officer.e2e", "reviewer", password)
+    create_staff(web["env"], "editor.rules", "editor", password)
+    with chromium() as browser:
+        wait = WebDriverWait(browser, 120)
+        sign_in(browser, url, "officer.e2e", password)
+        wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#tabs button[data-tab=rules]").is_displayed())
+        browser.find_element(By.CSS_SELECTOR, "#tabs button[data-tab=rules]").click()
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#r-rows tr")) >= 40)
+        browser.find_element(By.ID, "r-id").send_keys("CR-910")
+        Select(browser.find_element(By.ID, "r-severity")).select_by_value("warn")
+        browser.find_element(By.ID, "r-pattern").send_keys("截止时间")
+        browser.find_element(By.ID, "r-basis").send_keys("内部话术规范：截止时间须与公告一致")
+        browser.find_element(By.ID, "r-save").click()
+        wait.until(lambda b: "已保存 CR-910" in b.find_element(By.ID, "r-msg").text)
+        affected = browser.find_element(By.ID, "r-affected").text
+        assert "命中" in affected and "ipo_allotment_notice/pay_confirm prompt" in affected, affected
+        row = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#r-rows tr[data-rule='CR-910']"))[0]
+        assert "截止时间" in row.text and "提示" in row.text
+        browser.find_element(By.ID, "r-test").send_keys("这只产品稳赚不赔，您放心买。")
+        browser.find_element(By.ID, "r-test-go").click()
+        wait.until(lambda b: b.find_element(By.ID, "r-test-msg").text.startswith("违规"))
+        row.find_element(By.TAG_NAME, "button").click()  # edit: switch it off
+        assert browser.find_element(By.ID, "r-id").get_attribute("disabled") is not None, "the id of a rule stays"
+        browser.find_element(By.ID, "r-enabled").click()
+        browser.find_element(By.ID, "r-save").click()
+        wait.until(lambda b: "已停用" in b.find_element(By.CSS_SELECTOR, "#r-rows tr[data-rule='CR-910']").text)
+        browser.find_element(By.ID, "logout").click()
+        wait.until(lambda b: "/login" in b.current_url)
+        sign_in(browser, url, "editor.rules", password)
+        wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#tabs button[data-tab=rules]").is_displayed())
+        browser.find_element(By.CSS_SELECTOR, "#tabs button[data-tab=rules]").click()
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#r-rows tr")) >= 40)
+        assert not browser.find_element(By.ID, "r-form").is_displayed(), "editors cannot change the rule book"
+        assert not browser.find_elements(By.CSS_SELECTOR, "#r-rows button")

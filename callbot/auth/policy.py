@@ -17,7 +17,8 @@ class Permission(enum.StrEnum):
     kb_review = "kb_review"  # expand an intent, approve or reject candidates, mine calls
     kb_export = "kb_export"
     try_nlu = "try_nlu"  # Try it: parse an utterance
-    compliance = "compliance"
+    compliance = "compliance"  # check wording, read the rule book
+    compliance_rules = "compliance_rules"  # change the rule book (not editors: they would loosen the check of their own answers)
     conversations = "conversations"  # transcripts, complaints, follow-ups, unmatched inbox
     dashboard = "dashboard"
     desk = "desk"  # the live agent desk
@@ -32,7 +33,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.admin: frozenset(Permission),
     Role.editor: frozenset({Permission.kb_read, Permission.kb_edit, Permission.kb_review, Permission.kb_export, Permission.try_nlu,
                             Permission.compliance, Permission.conversations, Permission.dashboard, Permission.campaigns}),
-    Role.reviewer: frozenset({Permission.kb_read, Permission.kb_review, Permission.try_nlu, Permission.compliance,
+    Role.reviewer: frozenset({Permission.kb_read, Permission.kb_review, Permission.try_nlu, Permission.compliance, Permission.compliance_rules,
                               Permission.conversations, Permission.dashboard}),
     Role.agent: frozenset({Permission.kb_read, Permission.try_nlu, Permission.desk}),
     Role.viewer: frozenset({Permission.kb_read, Permission.dashboard}),
@@ -61,7 +62,8 @@ ROUTES: dict[str, str] = {
     "callbot.kb.scenario_steps": P.kb_read, "callbot.kb.edit_step": P.kb_edit, "callbot.kb.edit_intent": P.kb_edit,
     # NLU
     "callbot.nlu.parse": SERVICE, "callbot.nlu.status": P.kb_read,
-    "callbot.compliance.check": P.compliance,
+    "callbot.compliance.check": P.compliance, "callbot.kb.compliance_rules": P.compliance,
+    "callbot.kb.create_compliance_rule": P.compliance_rules, "callbot.kb.edit_compliance_rule": P.compliance_rules,
     # conversations, inbox, dashboard
     "callbot.conversations.list_conversations": P.conversations, "callbot.conversations.get_conversation": P.conversations,
     "callbot.conversations.close_follow_up": P.conversations, "callbot.conversations.complaints_by_label": P.conversations,
