@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from sqlalchemy import func, select
@@ -57,12 +58,19 @@ class ConversationRecorder:
 
     def note_compliance(self, text: str, rules: list[str], blocked: bool = True) -> None:
         """A bot line the guard blocked (``compliance_blocked``) or let through with a warning for staff to review
-        (``compliance_flagged``)."""
+        (``compliance_flagged``). A line said again in the same conversation (a reprompt, an FAQ answer asked twice)
+        is counted on its first entry (``times``), not listed again: staff review each line once."""
+        entry = {"rules": rules, "text": mask_sensitive(text)}
         with self.store.session("actions") as s:
             conv = s.get(Conversation, self.conversation_id)
-            detail = dict(conv.outcome_detail or {})
+            detail = copy.deepcopy(conv.outcome_detail or {})  # a fresh value, so the JSON column sees the change
             key = "compliance_blocked" if blocked else "compliance_flagged"
-            detail.setdefault(key, []).append({"rules": rules, "text": mask_sensitive(text)})
+            entries = detail.setdefault(key, [])
+            same = next((e for e in entries if e.get("text") == entry["text"] and e.get("rules") == rules), None)
+            if same is None:
+                entries.append(entry)
+            else:
+                same["times"] = int(same.get("times", 1)) + 1
             conv.outcome_detail = detail
 
     def set_complaint_labels(self, labels: list[str]) -> None:

@@ -125,6 +125,13 @@ def test_a_warned_line_is_sent_and_flagged_for_review(action_store: Store) -> No
     with action_store.session() as s:
         detail = s.scalar(select(Conversation).where(Conversation.external_id == "comp-warn")).outcome_detail
     assert detail["compliance_flagged"] == [{"rules": ["T-WARN"], "text": "买这个稳赚，您考虑一下。"}]
+    # The same line said twice more in the conversation is counted, not listed again; another line gets its own entry.
+    _run(_tracker("comp-warn", [{"text": "买这个稳赚，您考虑一下。"}]))
+    _run(_tracker("comp-warn", [{"text": "买这个稳赚，您考虑一下。"}, {"text": "这个也稳赚。"}]))
+    with action_store.session() as s:
+        detail = s.scalar(select(Conversation).where(Conversation.external_id == "comp-warn")).outcome_detail
+    assert detail["compliance_flagged"] == [{"rules": ["T-WARN"], "text": "买这个稳赚，您考虑一下。", "times": 3},
+                                            {"rules": ["T-WARN"], "text": "这个也稳赚。"}]
     assert "compliance_blocked" not in detail
 
 
