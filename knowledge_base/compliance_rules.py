@@ -62,6 +62,9 @@ class ComplianceRuleBook:
             return [_as_dict(r) for r in s.scalars(select(ComplianceRule).order_by(ComplianceRule.rule_id))]
 
     def create(self, body: dict[str, Any], actor: str) -> dict[str, Any]:
+        unknown = sorted(set(body) - {"rule_id", *EDITABLE})
+        if unknown:
+            raise CallbotError(f"Unknown field(s) {', '.join(unknown)}; a rule has rule_id, {', '.join(EDITABLE)}.")
         doc = _validated(body)
         with self.store.session(actor) as s:
             if s.scalar(select(ComplianceRule.id).where(ComplianceRule.rule_id == doc.rule_id)) is not None:

@@ -74,7 +74,7 @@ def test_the_compliance_rule_book_is_edited_by_reviewers_and_applies_on_the_next
                         ({"pattern": "(保本)?", "match_type": "regex"}, "empty text"),
                         ({"pattern": "(保.+)+收益", "match_type": "regex"}, "repeats a group"),
                         ({"pattern": "nonsense", "match_type": "semantic"}, "class of the compliance classifier"),
-                        ({"severity": "maybe"}, "severity"), ({"rule_id": "有 空格"}, "rule_id")):
+                        ({"severity": "maybe"}, "severity"), ({"rule_id": "有 空格"}, "rule_id"), ({"colour": "red"}, "colour")):
         status, refused = http("POST", url + "/kb/compliance-rules", {**rule, "rule_id": "CR-902", **bad}, headers=reviewer)
         assert status == 400 and reason in refused["error"], (bad, refused)
     assert http("POST", url + "/kb/compliance-rules", rule, headers=reviewer)[0] == 400, "the id exists"
