@@ -258,6 +258,7 @@ def test_call_recordings_are_served_to_staff_only_from_the_recordings_folder(web
 def test_a_compliance_officer_adds_a_rule_in_the_console_and_sees_where_it_hits(web: dict[str, Any]) -> None:
     """In a real browser: the reviewer (compliance officer) adds a rule, is shown the published prompts it hits,
     tries a sentence against the rules in force, and switches the rule off; an editor sees the rules, not the form."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -265,10 +266,12 @@ def test_a_compliance_officer_adds_a_rule_in_the_console_and_sees_where_it_hits(
     from tests.conftest import create_staff
 
     url, password = web["url"], "officer passphrase 1"
+    rule_row = "#r-rows tr[data-rule='CR-910']"
     create_staff(web["env"], "officer.e2e", "reviewer", password)
     create_staff(web["env"], "editor.rules", "editor", password)
     with chromium() as browser:
-        wait = WebDriverWait(browser, 120)
+        # the table is redrawn after every save, so a row found a moment ago may be gone: look again
+        wait = WebDriverWait(browser, 120, ignored_exceptions=(StaleElementReferenceException,))
         sign_in(browser, url, "officer.e2e", password)
         wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#tabs button[data-tab=rules]").is_displayed())
         browser.find_element(By.CSS_SELECTOR, "#tabs button[data-tab=rules]").click()
@@ -281,16 +284,16 @@ def test_a_compliance_officer_adds_a_rule_in_the_console_and_sees_where_it_hits(
         wait.until(lambda b: "已保存 CR-910" in b.find_element(By.ID, "r-msg").text)
         affected = browser.find_element(By.ID, "r-affected").text
         assert "命中" in affected and "ipo_allotment_notice/pay_confirm prompt" in affected, affected
-        row = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#r-rows tr[data-rule='CR-910']"))[0]
-        assert "截止时间" in row.text and "提示" in row.text
+        row_text = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, rule_row).text)
+        assert "截止时间" in row_text and "提示" in row_text, row_text
         browser.find_element(By.ID, "r-test").send_keys("这只产品稳赚不赔，您放心买。")
         browser.find_element(By.ID, "r-test-go").click()
         wait.until(lambda b: b.find_element(By.ID, "r-test-msg").text.startswith("违规"))
-        row.find_element(By.TAG_NAME, "button").click()  # edit: switch it off
+        wait.until(lambda b: b.find_element(By.CSS_SELECTOR, f"{rule_row} button").click() or True)  # edit: switch off
         assert browser.find_element(By.ID, "r-id").get_attribute("disabled") is not None, "the id of a rule stays"
         browser.find_element(By.ID, "r-enabled").click()
         browser.find_element(By.ID, "r-save").click()
-        wait.until(lambda b: "已停用" in b.find_element(By.CSS_SELECTOR, "#r-rows tr[data-rule='CR-910']").text)
+        wait.until(lambda b: "已停用" in b.find_element(By.CSS_SELECTOR, rule_row).text)
         browser.find_element(By.ID, "logout").click()
         wait.until(lambda b: "/login" in b.current_url)
         sign_in(browser, url, "editor.rules", password)
