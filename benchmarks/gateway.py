@@ -80,6 +80,9 @@ def _one_call(product: dict[str, str], workdir: Path, lines: list[AudioClip], ou
         placed = httpx.post(product["control"] + "/calls", json={
             "uri": f"sip:13800138000@127.0.0.1:{port}", "scenario": "ipo_allotment_notice", "customer_name": "张先生",
             "variables": IPO_VARS}, timeout=10)
+        if placed.status_code != 202:
+            out.extend({"error": f"refused: {placed.text[:160]}"} for _ in lines)
+            return
         call_id = placed.json()["call_id"]
         greeted = peer.first_loud_after(0.0, timeout=60)
         if greeted is None:
@@ -94,10 +97,15 @@ def _one_call(product: dict[str, str], workdir: Path, lines: list[AudioClip], ou
             answered = peer.first_loud_after(spoke, timeout=30)
             out.append({"first_audio_ms": (answered - spoke) * 1000 if answered else None})
             time.sleep(0.8)  # the caller listens a moment, then asks the next question over the answer
+    except httpx.HTTPError as exc:  # the gateway is gone: the turns not taken count as unanswered
+        out.extend({"error": f"gateway unreachable: {exc.__class__.__name__}"} for _ in range(len(lines) - len(out)))
     finally:
         if call_id:
-            httpx.delete(f"{product['control']}/calls/{call_id}", timeout=10)
-            sipp.wait(timeout=30)
+            try:
+                httpx.delete(f"{product['control']}/calls/{call_id}", timeout=10)
+                sipp.wait(timeout=30)
+            except (httpx.HTTPError, TimeoutError, OSError):
+                pass  # a dead gateway or a stuck sipp: stop() below ends sipp either way; the turns are already counted
         sipp.stop()
         peer.close()
 
@@ -124,7 +132,9 @@ def measure(product: dict[str, str], calls: int, lines: list[list[AudioClip]], w
     turns = [r for rs in results for r in rs]
     latencies = [r["first_audio_ms"] for r in turns if r.get("first_audio_ms") is not None]
     missing = sum(1 for r in turns if r.get("first_audio_ms") is None)
-    return {"calls": calls, "turns": len(turns), "unanswered": missing, **percentiles(latencies),
+    spread = percentiles(latencies) if latencies else {"p50": None, "p95": None}
+    errors = sorted({r["error"] for r in turns if r.get("error")})
+    return {"calls": calls, "turns": len(turns), "unanswered": missing, **spread, "errors": errors[:5],
             "cpu_share_per_call": round(cpu / wall / calls, 3), "rounds": rounds, "rss_idle_mb": round(rss_idle), "rss_peak_mb": round(peak),
             "rss_per_call_mb": round((peak - rss_idle) / calls, 1), "calls_placed": calls_total}
 
@@ -164,11 +174,16 @@ def run(console: Console) -> dict:
     results = []
     model = os.environ.get("CALLBOT_BENCH_MODEL", "auto")
     console.print(f"Starting the product with its SIP gateway (model {model})…")
-    with running_product(model, voice=True) as product:
+    # One gateway process holding every level (voice.max_calls is 4 by default: more calls go to more workers).
+    with running_product(model, voice=True, extra_env={"CALLBOT_VOICE__MAX_CALLS": str(max(levels))}) as product:
         measure(product, 1, lines, workdir)  # warm-up: first synthesis of the answers, caches, JIT
         for n in levels:
             console.print(f"  {n} concurrent call(s)…")
             results.append(measure(product, n, lines, workdir, rounds=max(1, ROUNDS // n)))
+            if results[-1]["p50"] is None:
+                console.print(f"  no turn was answered at {n} calls ({'; '.join(results[-1]['errors']) or 'no reply audio'}): "
+                              "stopping here; see the gateway log under the product's home")
+                break
         parts = breakdown(product)
     # Baseline for decoding at the pause: the same single call with the decoder waiting for the end of the turn.
     with running_product(model, voice=True, extra_env={"CALLBOT_VOICE__ASR_EARLY_MS": "100000"}) as product:
@@ -177,15 +192,21 @@ def run(console: Console) -> dict:
     base = results[0]["p50"] or 1.0
     table = Table("calls", "turns", "p50 ms", "p95 ms", "× one call (p50)", "CPU per call", "RSS per call MB", "unanswered")
     for r in results:
-        table.add_row(str(r["calls"]), str(r["turns"]), f"{r['p50']:.0f}", f"{r['p95']:.0f}", f"{r['p50'] / base:.2f}",
+        answered = r["p50"] is not None
+        table.add_row(str(r["calls"]), str(r["turns"]), f"{r['p50']:.0f}" if answered else "–",
+                      f"{r['p95']:.0f}" if answered else "–", f"{r['p50'] / base:.2f}" if answered else "–",
                       f"{r['cpu_share_per_call']:.2f}", f"{r['rss_per_call_mb']:.0f}", str(r["unanswered"]))
     console.print(table)
     console.print(f"gateway's own median per turn (n = {parts['turns']}): endpointing {parts['endpoint_ms']} ms, ASR {parts['asr_ms']} ms, "
                   f"Rasa {parts['rasa_ms']} ms, TTS {parts['tts_ms']} ms; end of speech → reply handed to RTP {parts['first_audio_ms']} ms; "
                   f"decoded during the pause: {parts['asr_early_share']:.0%} of turns")
-    console.print(f"one call, decoding only after the end of the turn: p50 {waiting['p50']:.0f} ms, p95 {waiting['p95']:.0f} ms "
-                  f"(decoding at the pause: × {results[0]['p50'] / max(waiting['p50'], 1):.2f} at p50)")
-    held = [r["calls"] for r in results if r["p95"] < 1500 and not r["unanswered"]]
+    if waiting["p50"] is not None and results[0]["p50"] is not None:
+        console.print(f"one call, decoding only after the end of the turn: p50 {waiting['p50']:.0f} ms, p95 {waiting['p95']:.0f} ms "
+                      f"(decoding at the pause: × {results[0]['p50'] / max(waiting['p50'], 1):.2f} at p50)")
+    else:
+        console.print("one call, decoding only after the end of the turn: no turn answered "
+                      f"({'; '.join(waiting['errors']) or 'no reply audio'})")
+    held = [r["calls"] for r in results if r["p95"] is not None and r["p95"] < 1500 and not r["unanswered"]]
     most_held = max(held) if held else 0
     # Phone calls are bounded by latency, not by CPU on average: a box takes as many calls as keep p95 under 1.5 s.
     boxes = math.ceil(150 / most_held) if most_held else None

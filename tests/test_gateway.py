@@ -217,6 +217,42 @@ def test_busy_and_unanswered_callees_are_recorded(voice_product: dict[str, Any],
     assert outcomes == {"busy": ("busy", "busy"), "no_answer": ("no_answer", "no_answer")}
 
 
+def test_calls_over_the_workers_limit_are_refused_and_an_unplaceable_call_is_recorded(voice_product: dict[str, Any],
+                                                                                     tmp_path: Path) -> None:
+    """voice.max_calls (4 here) ringing calls fill the worker: the next request gets 503 saying why. A call pjsua
+    cannot place (a malformed URI) ends as rejected, and the gateway outlives its ring timeout: the benchmark once
+    aborted the whole gateway there (pjsua asserts when a call without an id is hung up)."""
+    control = voice_product["control"]
+
+    def place(uri: str) -> tuple[int, dict[str, Any]]:
+        return http("POST", control + "/calls", {"uri": uri, "scenario": "ipo_allotment_notice", "customer_name": "李女士",
+                                                 "variables": IPO_VARS})
+
+    peer, port = RtpPeer(), free_udp_port()
+    sipp = Sipp(unanswered_callee(), tmp_path, port, peer.port, calls=4)
+    try:
+        ringing = [place(f"sip:1390013900{i}@127.0.0.1:{port}") for i in range(4)]
+        assert [status for status, _ in ringing] == [202] * 4, ringing
+        deadline = time.monotonic() + 20
+        while http("GET", control + "/health")[1]["calls"] < 4:
+            assert time.monotonic() < deadline, "the four calls never became active"
+            time.sleep(0.1)
+        status, refused = place(f"sip:13900139009@127.0.0.1:{port}")
+        assert status == 503 and "voice.max_calls = 4" in refused["error"], refused
+        assert [wait_ended(voice_product, p["call_id"], timeout=40)["outcome"] for _, p in ringing] == ["no_answer"] * 4
+        assert sipp.wait(timeout=30) == 0, sipp.errors()
+    finally:
+        sipp.stop()
+        peer.close()
+    status, placed = place("sip:13900139000@127.0.0.1:not-a-port")
+    assert status == 202, placed
+    ended = wait_ended(voice_product, placed["call_id"], timeout=20)
+    assert ended["outcome"] == "rejected" and "could not be placed" in ended["outcome_detail"]["reason"], ended
+    time.sleep(6)  # past the ring timeout (4 s here), where the unplaced call used to be hung up
+    status, health = http("GET", control + "/health")
+    assert status == 200 and health["calls"] == 0, health
+
+
 def test_request_for_a_person_is_bridged_to_the_agent(voice_product: dict[str, Any], speech: Any, agent_port: int,
                                                       tmp_path: Path) -> None:
     peer, agent_peer = RtpPeer(), RtpPeer()

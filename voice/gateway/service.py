@@ -193,6 +193,11 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             except (ValueError, KeyError, TypeError) as exc:
                 self._send(400, {"error": f"bad call request: {exc}; send JSON with uri, scenario, customer_name, variables"})
                 return
+            if gateway.sip.active_calls() >= gateway.sip.max_calls:
+                self._send(503, {"error": f"this gateway worker is at its call limit (voice.max_calls = "
+                                          f"{gateway.sip.max_calls}); retry when a call ends, or add gateway workers "
+                                          "(voice.workers) behind the dispatcher"})
+                return
             call_id = gateway.sip.place(uri, scenario, str(body.get("customer_name") or ""), variables,
                                         str(chosen) if chosen is not None else None)
             self._send(202, {"call_id": call_id})

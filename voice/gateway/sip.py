@@ -26,6 +26,8 @@ from voice.gateway.session import FRAME, RATE, CallSession, Command, HangUp, Tra
 
 log = logging.getLogger(__name__)
 
+PJ_ETOOMANY = 70010  # pjlib's "too many objects": pjsua has no free call slot
+
 # SIP final responses of an outbound call that never connected → its outcome.
 FAILED_CALL_OUTCOMES = {486: "busy", 600: "busy", 408: "no_answer", 480: "no_answer", 487: "no_answer",
                         603: "rejected", 403: "rejected", 404: "rejected", 484: "rejected", 604: "rejected"}
@@ -131,7 +133,8 @@ class SipGateway:
         return call_id
 
     def active_calls(self) -> int:
-        return sum(1 for leg in self._legs.values() if leg.session is not None)
+        # list(): the control port's thread reads this while the SIP thread adds and removes legs
+        return sum(1 for leg in list(self._legs.values()) if leg.session is not None)
 
     # -- the SIP thread --
     def serve(self) -> None:
@@ -212,12 +215,15 @@ class SipGateway:
                 log.error("SIP request failed", extra={"fields": {"request": type(item).__name__, "error": exc.info()[:200]}})
                 leg = self._legs.get(getattr(item, "call_id", ""))
                 if isinstance(item, Transfer) and leg is not None and leg.session is not None:
+                    agent = self._legs.pop(leg.agent_leg or "", None)
+                    leg.agent_leg = None
+                    if agent is not None:
+                        self._graveyard.append(agent.call)
                     leg.session.agent_failed("agent call could not be placed")
                 elif isinstance(item, PlaceCall):
-                    session = self.session_factory(item.call_id, "outbound", self.submit, scenario=item.scenario,
-                                                   customer_name=item.customer_name, variables=item.variables)
-                    session.outcome, session.outcome_detail = "rejected", {"reason": "call could not be placed"}
-                    session.hung_up("call could not be placed")
+                    # pjsua full (PJ_ETOOMANY) is this worker's limit, not the callee's answer: retryable
+                    outcome = "no_answer" if exc.status == PJ_ETOOMANY else "rejected"
+                    self._unplaced(item.call_id, outcome, f"call could not be placed: {exc.reason or exc.info()[:120]}")
 
     def _timeouts(self) -> None:
         now = time.monotonic()
@@ -255,12 +261,29 @@ class SipGateway:
             self._hangup(key)
 
     def _place(self, item: PlaceCall) -> None:
+        full = self.active_calls() >= self.max_calls
         session = self.session_factory(item.call_id, "outbound", self.submit, scenario=item.scenario,
                                        customer_name=item.customer_name, variables=item.variables)
         call = _Call(self, item.call_id, self.account)
         self._legs[item.call_id] = _Leg(call, session)
+        if full:  # the control port refuses this with 503 too; requests queued before it filled end here
+            log.warning("call limit reached", extra={"fields": {"call": item.call_id, "max_calls": self.max_calls}})
+            self._unplaced(item.call_id, "no_answer", f"this gateway worker is at its call limit (voice.max_calls = "
+                                                      f"{self.max_calls}); add gateway workers (voice.workers) or raise it")
+            return
         log.info("placing a call", extra={"fields": {"call": item.call_id, "to": mask_sensitive(item.uri), "scenario": item.scenario}})
         call.makeCall(item.uri, pj.CallOpParam(True))
+
+    def _unplaced(self, call_id: str, outcome: str, reason: str) -> None:
+        """An outbound call that never reached the network: its session ends with ``outcome`` and no SIP call is left
+        behind (a pjsua call without an id must never be hung up: pjsua asserts and the whole gateway aborts)."""
+        leg = self._legs.pop(call_id, None)
+        if leg is None or leg.session is None:
+            return
+        self._graveyard.append(leg.call)
+        if leg.session.outcome is None:
+            leg.session.outcome, leg.session.outcome_detail = outcome, {"reason": reason}
+        leg.session.hung_up(reason)
 
     def _on_incoming(self, pj_call_id: int) -> None:
         key = "call-" + uuid.uuid4().hex[:12]
@@ -348,6 +371,12 @@ class SipGateway:
     def _hangup(self, key: str) -> None:
         leg = self._legs.get(key)
         if leg is None:
+            return
+        if leg.call.getId() < 0:  # never placed (makeCall failed): nothing on the network to end
+            if leg.session is not None:
+                self._unplaced(key, leg.session.outcome or "rejected", "call could not be placed")
+            else:
+                self._graveyard.append(self._legs.pop(key).call)
             return
         prm = pj.CallOpParam()
         prm.statusCode = 487 if not leg.connected and leg.session is not None and leg.session.direction == "outbound" else 603
