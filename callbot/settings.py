@@ -48,7 +48,8 @@ class NluSettings(BaseModel):
     # int8 = dynamic int8 weights for the matching encoder: ALBERT-sim per sentence 1.3–1.7× faster in most
     # runs, vectors at cosine ≥ 0.995 to float32, no measurable loss for the pair-trained students; e5-small
     # loses 2.8 KB points (benchmarks/latency.py; `callbot model verify --quantize int8`). auto = int8 only for
-    # a model whose int8 variant was measured at least as good as e5-small (nlu.model_cache.quantization_for)
+    # a model whose int8 variant was measured at least as good as e5-small and whose float32 was not (on split 12
+    # both passed and int8 was a point lower pooled, three on call facts: nlu.model_cache.quantization_for)
     quantize: Literal["none", "int8", "auto"] = "auto"
     generator: str = "auto"  # model for `nlu expand`: auto = the best verified pair-trained ALBERT-sim
     # Logit bonus for the source's own tokens when generating paraphrases: 3 raised the useful share of

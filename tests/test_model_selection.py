@@ -167,3 +167,7 @@ def test_auto_serves_a_model_whose_int8_weights_met_the_rule_when_float32_did_no
     assert resolve_model(tmp_path, "auto") == e5, "int8 measured on older held-out sets than a failing float32 verdict"
     (release / "verified.int8.json").write_text(json.dumps({**int8, "eval_sets": "new-sets"}))
     assert resolve_model(tmp_path, "auto") == release and quantization_for(release, "auto") == "int8"
+    # Both variants met the rule on the same sets: float32, which measures better, is what auto serves.
+    (release / "verified.json").write_text(json.dumps({**float32, "eval_sets": "new-sets", "better_than_e5": True}))
+    assert resolve_model(tmp_path, "auto") == release and quantization_for(release, "auto") == "none"
+    assert quantization_for(release, "int8") == "int8", "an operator who wants the speed still gets int8"
