@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -222,6 +223,13 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except ValidationError as exc:  # a setting out of range: name it and where settings come from, not a fault
+        err.print(f"[red]configuration error[/red]: {exc.error_count()} setting(s) rejected; nothing was started.")
+        for problem in exc.errors():
+            name = ".".join(str(p) for p in problem["loc"])
+            err.print(f"  {name} = {problem.get('input')!r}: {problem['msg']} (set by CALLBOT_{name.upper().replace('.', '__')} "
+                      "or callbot.yml)", markup=False, highlight=False)
+        sys.exit(78)
     except Exception as exc:  # an unexpected fault: one line, the traceback only on request
         if os.environ.get("CALLBOT_DEBUG"):
             raise

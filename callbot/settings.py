@@ -89,7 +89,11 @@ class VoiceSettings(BaseModel):
     enabled: bool = True
     sip_host: str = "127.0.0.1"
     sip_port: int = 5070
-    max_calls: int = 4  # per gateway process (pjsua2's default call limit); more calls = more workers
+    # Calls per gateway process. The pjsua2 wheel is built with PJSUA_MAX_CALLS = 4: a fifth pjsua call fails
+    # (PJ_ETOOMANY) whatever uaConfig.maxCalls says (measured, twentieth session), and a handed-over call holds two of
+    # the four (its agent leg fails when the worker is full: the caller is told and offered a callback). More calls =
+    # more workers (voice.workers behind Kamailio).
+    max_calls: int = Field(4, ge=1, le=4)
     # More than one: that many gateway workers on UDP ports worker_sip_base, +1, … behind Kamailio's dispatcher on
     # sip_port (voice/gateway/dispatcher.py); their control ports are ports.gateway, +1, …
     workers: int = 1

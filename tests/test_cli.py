@@ -173,3 +173,12 @@ def test_voice_call_names_what_is_wrong_before_dialling(tmp_path: Path) -> None:
             "--var", "risk_level=稳健型", "--var", "expiry_date=12月15日"]
     down = run(args, tmp_path, CALLBOT_PORTS__GATEWAY=str(free_port()))
     assert down.returncode != 0 and "gateway does not answer" in down.stderr and "callbot up" in down.stderr
+
+
+def test_a_setting_out_of_range_is_a_configuration_error_naming_it(tmp_path: Path) -> None:
+    """More calls per gateway worker than pjsua2 holds: refused before anything starts, naming the setting and
+    where it came from, not an 'internal error'."""
+    result = run(["status"], tmp_path, CALLBOT_VOICE__MAX_CALLS="8")
+    assert result.returncode == 78, result.stderr
+    assert "configuration error" in result.stderr and "voice.max_calls = '8'" in result.stderr
+    assert "CALLBOT_VOICE__MAX_CALLS" in result.stderr and "Traceback" not in result.stderr

@@ -143,7 +143,7 @@ class SipGateway:
         cfg = pj.EpConfig()
         cfg.uaConfig.threadCnt = 0
         cfg.uaConfig.mainThreadOnly = True
-        cfg.uaConfig.maxCalls = max(2 * self.max_calls, 4)  # a handed-over call uses two
+        cfg.uaConfig.maxCalls = 4  # PJSUA_MAX_CALLS of the wheel: every slot, for handed-over calls' agent legs
         cfg.uaConfig.userAgent = "callbot-gateway"
         cfg.logConfig.level = 1
         cfg.logConfig.consoleLevel = 1
