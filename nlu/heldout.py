@@ -62,7 +62,11 @@ after dropping lines equal to a dev or KB text. The nineteenth session measured 
 (it failed the FAQ gate), so the twentieth moved it into dev and seven new writers (the same brief; no file of the
 project; two of them topping up greetings and ``deny``, which lost most of their lines to the drop) wrote the current
 test split: 401 caller replies (46 greetings), 136 call-fact questions (30 ``dispute``), 209 FAQ questions over all 55
-FAQ intents and 156 chatter lines, after dropping lines equal to a dev, KB or other test text. A text that is also a question of the knowledge base is
+FAQ intents and 156 chatter lines, after dropping lines equal to a dev, KB or other test text. The twentieth session
+measured the release once on that split (it passed), then wrote knowledge-base wordings from its misses (KB v9), so it
+joined dev and five new writers (the same brief; no file of the project) wrote the current test split, unmeasured when
+committed: 371 caller replies (29 greetings), 131 call-fact questions (27 ``dispute``), 205 FAQ questions over all 55
+FAQ intents and 158 chatter lines, after dropping lines equal to a dev or KB text. A text that is also a question of the knowledge base is
 left out of the measure (it is no longer held out) and counted in ``in_kb``.
 
 When the knowledge base grows an intent, a record may carry ``"also": [intent, …]``: intents that count as right
