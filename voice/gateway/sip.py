@@ -269,7 +269,7 @@ class SipGateway:
         if full:  # the control port refuses this with 503 too; requests queued before it filled end here
             log.warning("call limit reached", extra={"fields": {"call": item.call_id, "max_calls": self.max_calls}})
             self._unplaced(item.call_id, "no_answer", f"this gateway worker is at its call limit (voice.max_calls = "
-                                                      f"{self.max_calls}); add gateway workers (voice.workers) or raise it")
+                                                      f"{self.max_calls}, at most 4 per worker); add gateway workers (voice.workers)")
             return
         log.info("placing a call", extra={"fields": {"call": item.call_id, "to": mask_sensitive(item.uri), "scenario": item.scenario}})
         call.makeCall(item.uri, pj.CallOpParam(True))
