@@ -69,6 +69,9 @@ committed: 371 caller replies (29 greetings), 131 call-fact questions (27 ``disp
 FAQ intents and 158 chatter lines, after dropping lines equal to a dev or KB text. A text that is also a question of the knowledge base is
 left out of the measure (it is no longer held out) and counted in ``in_kb``.
 
+The brief those writers read is printed by ``python -m nlu.writer_brief`` (intents with their standard question, the
+call scripts, the FAQ topics; never an extension question).
+
 When the knowledge base grows an intent, a record may carry ``"also": [intent, …]``: intents that count as right
 besides its own. The fifth session added ``stop_calling`` (do not call me again) and marked the six complaint
 lines of dev and test that ask exactly that (别再打了！); their gold stays ``complain``.

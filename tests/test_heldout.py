@@ -129,3 +129,26 @@ def test_the_eval_sets_digest_moves_when_a_set_changes(tmp_path: Path, monkeypat
     first = model_quality.eval_sets_digest()
     (tmp_path / "faq_questions.test.jsonl").write_text(json.dumps({"text": "怎么销户", "intent": "faq_close_account"}) + "\n")
     assert model_quality.eval_sets_digest() != first, "e5-small's cached figures must be measured again"
+
+
+def test_the_writers_brief_names_every_intent_and_no_extension_question(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """What a held-out writer reads: every intent with its standard question, and not one of the knowledge base's
+    extension questions (a writer who read them would write in the KB's style)."""
+    import yaml
+
+    from nlu.writer_brief import DEMO, main, render
+
+    brief = render()
+    extension, names = set(), set()
+    for path in [*DEMO.glob("*.yml"), *(DEMO / "scenarios").glob("*.yml")]:
+        for intent in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("intents") or []:
+            if path.name in ("out_of_scope.yml", "complaint_labels.yml", "compliance.yml"):
+                continue
+            names.add(intent["name"])
+            extension |= {q for q in intent.get("extension_questions") or [] if len(q) >= 6}
+            extension.discard(intent.get("standard_question"))
+    assert names and all(f"`{n}`" in brief for n in names), sorted(n for n in names if f"`{n}`" not in brief)
+    shown = {line.split("— ", 1)[1].removeprefix("standard question: ") for line in brief.splitlines() if "— " in line}
+    assert not shown & extension, sorted(shown & extension)[:5]
+    assert "step `identity_check`: bot says:" in brief
+    assert main([str(tmp_path)]) == 2, "a folder that is not a knowledge base is refused"
