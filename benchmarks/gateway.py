@@ -165,8 +165,8 @@ def run(console: Console) -> dict:
     from voice.tts import synthesizer_from_settings
 
     most = int(os.environ.get("CALLBOT_BENCH_CALLS", "4"))
-    # One gateway worker holds at most 4 calls (pjsua2's compiled limit; voice.max_calls): 4 calls already miss the
-    # 1.5 s p95 on 2 cores, so more workers on this box would only share the same CPU.
+    # One gateway worker holds at most 4 calls (pjsua2's compiled limit; voice.max_calls): 4 calls are at the 1.5 s
+    # p95 on 2 cores (1357 and 1619 ms in two runs), so more workers on this box would only share the same CPU.
     levels = [n for n in (1, 2, 3, 4) if n <= min(most, 4)] or [1]
     if most > 4:
         console.print("  one gateway worker holds 4 calls (pjsua2's limit); measuring up to 4")

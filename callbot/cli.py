@@ -224,6 +224,12 @@ def main() -> None:
         err.print("interrupted")
         sys.exit(130)
     except ValidationError as exc:  # a setting out of range: name it and where settings come from, not a fault
+        if exc.title != "Settings":  # some other model's validation inside a command: an unexpected fault
+            if os.environ.get("CALLBOT_DEBUG"):
+                raise
+            err.print(f"[red]internal error[/red]: {exc}. Re-run with CALLBOT_DEBUG=1 for the traceback and report it.",
+                      highlight=False)
+            sys.exit(70)
         err.print(f"[red]configuration error[/red]: {exc.error_count()} setting(s) rejected; nothing was started.")
         for problem in exc.errors():
             name = ".".join(str(p) for p in problem["loc"])
