@@ -115,7 +115,7 @@ def _affected(s: Session, rule: ComplianceRule) -> dict[str, Any] | None:
     per sentence; `callbot compliance review` sweeps the knowledge base with it)."""
     if rule.match_type == MatchType.semantic or not rule.enabled:
         return None
-    pattern = re.compile(rule.pattern if rule.match_type == MatchType.regex else re.escape(rule.pattern))
+    pattern = rule.compiled()
     found: list[dict[str, str]] = []
     for code, name, answer in s.execute(select(Scenario.code, Intent.name, Intent.answer).join(Intent.scenario)):
         if answer and (m := pattern.search(answer)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -224,6 +225,11 @@ class ComplianceRule(Timestamped, Base):
     description: Mapped[str] = mapped_column(Text, default="")
     suggestion: Mapped[str] = mapped_column(Text, default="")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    def compiled(self) -> re.Pattern[str]:
+        """The rule as a regular expression (a literal is escaped); raises re.error for a regex that does not compile.
+        One place for the lexicon's scan and the console's "where does it hit" list."""
+        return re.compile(self.pattern if self.match_type == MatchType.regex else re.escape(self.pattern))
 
 
 class ComplaintLabel(Timestamped, Base):

@@ -82,9 +82,8 @@ class RuleLexicon:
             if r.match_type == MatchType.semantic:
                 semantic.setdefault(r.pattern.strip(), info)
                 continue
-            text = r.pattern if r.match_type == MatchType.regex else re.escape(r.pattern)
             try:
-                rules.append(_CompiledRule(info, re.compile(text)))
+                rules.append(_CompiledRule(info, r.compiled()))
             except re.error:
                 log.error("compliance rule does not compile; skipped", extra={"fields": {"rule_id": r.rule_id}})
         self._rules, self.semantic = rules, semantic
