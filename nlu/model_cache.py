@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -129,20 +130,27 @@ def resolve_model(models_dir: Path, name: str, kb_intents: list[str] | None = No
     return path
 
 
+def _verification(path: Path, name: str) -> dict[str, Any]:
+    """One of the model's verification records (``verified.json`` / ``verified.int8.json``); {} when absent or unreadable."""
+    try:
+        record = json.loads((path / name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _met_rule(record: dict[str, Any]) -> bool:
+    return record.get("better_than_e5") is True and record.get("kb_split") == SPLIT_ID and not record.get("kb_heldout_seen", True)
+
+
 def int8_meets_rule(path: Path) -> bool:
     """``verified.int8.json`` says the int8 weights beat e5-small on a current, clean measurement. A model that
     ships because its int8 variant met the rule (float32 failing a gate) is served int8 by `nlu.quantize=auto`."""
-    try:
-        report = json.loads((path / "verified.int8.json").read_text())
-    except (OSError, ValueError):
+    int8, float32 = _verification(path, "verified.int8.json"), _verification(path, "verified.json")
+    # an int8 verdict on older held-out sets must not outlive a newer float32 one that failed
+    if float32.get("eval_sets") and int8.get("eval_sets") != float32.get("eval_sets"):
         return False
-    try:  # an int8 verdict on older held-out sets must not outlive a newer float32 one that failed
-        float32 = json.loads((path / "verified.json").read_text())
-    except (OSError, ValueError):
-        float32 = {}
-    if float32.get("eval_sets") and report.get("eval_sets") != float32.get("eval_sets"):
-        return False
-    return report.get("better_than_e5") is True and report.get("kb_split") == SPLIT_ID and not report.get("kb_heldout_seen", True)
+    return _met_rule(int8)
 
 
 def quantization_for(path: Path, setting: str) -> str:
@@ -157,13 +165,7 @@ def quantization_for(path: Path, setting: str) -> str:
     # Both variants met the rule on the same held-out sets: serve float32, which measured better (split 12: int8
     # pooled 0.921 vs 0.931, call facts 0.897 vs 0.926); float32 already parses well inside the latency target, and
     # `nlu.quantize: int8` still buys the speed for an operator who wants it.
-    try:
-        float32 = json.loads((path / "verified.json").read_text())
-        int8 = json.loads((path / "verified.int8.json").read_text())
-    except (OSError, ValueError):
-        return "int8"
-    same_sets = bool(float32.get("eval_sets")) and float32.get("eval_sets") == int8.get("eval_sets")
-    float32_met = float32.get("better_than_e5") is True and float32.get("kb_split") == SPLIT_ID \
-        and not float32.get("kb_heldout_seen", True)
-    return "none" if same_sets and float32_met else "int8"
+    float32 = _verification(path, "verified.json")
+    same_sets = bool(float32.get("eval_sets")) and float32.get("eval_sets") == _verification(path, "verified.int8.json").get("eval_sets")
+    return "none" if same_sets and _met_rule(float32) else "int8"
 
