@@ -207,16 +207,24 @@ def http(method: str, url: str, body: Any = None, timeout: float = 30, headers: 
 @contextlib.contextmanager
 def running_webapp(env: dict[str, str]) -> Iterator[str]:
     """The web app alone (`python -m callbot.webapp`) with ``env``, on the port in CALLBOT_PORTS__WEB; its URL.
-    Fails the test if it does not answer /health within 3 minutes; stopped afterwards."""
+    Fails the test, with the end of the app's log, if it exits or does not answer /health within 6 minutes (its first
+    start encodes the demo KB's ~7,600 distinct questions with e5-small into an empty vector cache: about 1.5 min on
+    two quiet cores, more when the machine is busy); stopped afterwards."""
     import signal
     import sys
+    import tempfile
 
-    web = subprocess.Popen([sys.executable, "-m", "callbot.webapp"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
+    log = tempfile.NamedTemporaryFile(prefix="callbot-webapp-", suffix=".log", delete=False)  # noqa: SIM115
+    web = subprocess.Popen([sys.executable, "-m", "callbot.webapp"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                           start_new_session=True)
     url = f"http://127.0.0.1:{env['CALLBOT_PORTS__WEB']}"
+
+    def log_tail() -> str:
+        return Path(log.name).read_text(encoding="utf-8", errors="replace")[-3000:]
+
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 360
+        while time.monotonic() < deadline and web.poll() is None:
             try:
                 if http("GET", url + "/health", timeout=2)[0] == 200:
                     break
@@ -224,13 +232,17 @@ def running_webapp(env: dict[str, str]) -> Iterator[str]:
                 pass
             time.sleep(0.5)
         else:
-            pytest.fail("web app did not start within 3 minutes")
+            state = f"exited with {web.returncode}" if web.poll() is not None else "did not answer /health within 6 minutes"
+            pytest.fail(f"web app {state}; its log ends:\n{log_tail()}")
         STAFF_TOKENS[url] = staff_token(env)
         yield url
     finally:
         STAFF_TOKENS.pop(url, None)
-        os.killpg(web.pid, signal.SIGTERM)
-        web.wait(timeout=30)
+        if web.poll() is None:
+            os.killpg(web.pid, signal.SIGTERM)
+            web.wait(timeout=30)
+        log.close()
+        Path(log.name).unlink(missing_ok=True)
 
 
 def demo_webapp_env(tmp_path_factory: pytest.TempPathFactory, e5_model_dir: Path, name: str) -> dict[str, str]:
