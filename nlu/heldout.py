@@ -68,9 +68,11 @@ joined dev and five new writers (the same brief; no file of the project) wrote t
 greetings), 131 call-fact questions (27 ``dispute``), 205 FAQ questions and 158 chatter lines. The twentieth session
 measured the release once on it (it passed); the twenty-first wrote knowledge-base wordings from its misses (KB v10),
 so it joined dev and five new writers (the brief printed by ``nlu.writer_brief``; no file of the project; one for
-each set, two for caller replies) wrote the current test split, unmeasured when committed: 432 caller replies (32
-greetings), 165 call-fact questions (36 ``dispute``), 204 FAQ questions over all 55 FAQ intents and 172 chatter lines,
-after dropping lines equal to a dev or KB text. A text that is also a question of the knowledge base is
+each set, two for caller replies) wrote the next: 432 caller replies, 165 call-fact questions, 204 FAQ questions and 172
+chatter lines. The twenty-first session measured the release once on it (int8 passed, float32 missed the KB fifth by
+one SE), so it joined dev and five more new writers (the same brief) wrote the current test split, unmeasured when
+committed: 445 caller replies (27 greetings), 154 call-fact questions (34 ``dispute``), 202 FAQ questions over all 55
+FAQ intents and 173 chatter lines, after dropping lines equal to a dev or KB text. A text that is also a question of the knowledge base is
 left out of the measure (it is no longer held out) and counted in ``in_kb``.
 
 The brief those writers read is printed by ``python -m nlu.writer_brief`` (intents with their standard question, the
