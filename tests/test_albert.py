@@ -466,6 +466,22 @@ def test_finetune_command_reports_and_calibrates_the_scenario_model(tiny_trained
     assert missing.returncode != 0 and "Scenario 'nope' does not exist" in missing.stderr, missing.stderr
 
 
+def test_training_command_leaves_the_test_split_unmeasured_unless_asked(tiny_trained: Path, e5_model_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    """Every look at the test split spends it: `model train` says how to compare on dev instead of measuring."""
+    import subprocess
+
+    env, callbot, root, cache = demo_home_with(tiny_trained, e5_model_dir, tmp_path)
+    result = subprocess.run([callbot, "model", "train", "--pairs", "", "--epochs", "0.02", "--batch-size", "8",
+                             "--source", str(cache / "models" / "albert-sim-trained"), "--name", "albert-sim-kbstage"],
+                            cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    out = cache / "models" / "albert-sim-kbstage"
+    assert (out / "model.safetensors").is_file() and not (out / "verified.json").exists()
+    text = " ".join(result.stdout.split())
+    assert "Not measured" in text and "nlu.devcheck" in text and "callbot model verify albert-sim-kbstage" in text
+
+
 def test_generation_loss_paths_agree() -> None:
     from nlu.losses.generation import generation_loss_from_hidden
 
