@@ -201,6 +201,7 @@ def _register_services() -> None:
         compliance_cli,
         model_cli,
         nlu_cli,
+        refresh_cli,
         release_cli,
         services_cli,
         user_cli,

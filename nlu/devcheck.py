@@ -7,12 +7,19 @@ final comparison (`callbot model verify`).
 
     python -m nlu.devcheck e5-small-v1 albert-sim-candidate …   (model directory names in the model cache)
     CALLBOT_NLU__INTENT_HEAD_WEIGHT=0.03 python -m nlu.devcheck albert-sim-release   (with the intent head)
+    python -m nlu.devcheck albert-sim-release --misses var/dev_misses.jsonl   (every wrong judgement, for curating)
+
+The misses file lists each wrong out-of-fold judgement as a JSON line (model, set, mode, text, gold intent,
+decision, top two intents, top score): what a KB writer reads to add wordings *of the same kinds* — never the
+sentences themselves.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,7 +54,14 @@ def pooled(judged: list[heldout.Judged]) -> dict[str, Any]:
             "chatter_rejected": round(float(np.mean(ood)), 4) if ood else None, **{k: summary[k] for k in keys}}
 
 
-def main(names: list[str]) -> None:
+def miss_record(model: str, j: heldout.Judged) -> dict[str, Any]:
+    u = j.utterance
+    return {"model": model, "set": u.set_name, "mode": j.mode, "scenario": u.scenario, "text": u.text,
+            "intent": u.intent, "predicted": j.predicted, "decision": j.decision, "top": j.top, "second": j.second,
+            "top_score": round(j.top_score, 4)}
+
+
+def main(names: list[str], misses: Path | None = None) -> None:
     from callbot.context import get_settings, get_store
     from nlu.encoders.sentence_encoder import SentenceEncoder
     from nlu.matcher import Matcher
@@ -62,7 +76,13 @@ def main(names: list[str]) -> None:
                           intent_head_weight=settings.nlu.intent_head_weight)
         matcher.refresh(force=True)
         matcher.wait_for_intent_head()
-        rows[name] = pooled(crossfit(matcher, utterances))
+        judged = crossfit(matcher, utterances)
+        rows[name] = pooled(judged)
+        if misses is not None:
+            with misses.open("a", encoding="utf-8") as out:
+                for j in judged:
+                    if (not j.correct) if j.utterance.intent is not None else j.predicted is not None:
+                        out.write(json.dumps(miss_record(name, j), ensure_ascii=False) + "\n")
         print(name, rows[name], flush=True)
     keys = sorted({k for r in rows.values() for k in r})
     print("\n| measure | " + " | ".join(rows) + " |\n| --- |" + " --- |" * len(rows))
@@ -74,8 +94,18 @@ if __name__ == "__main__":
     if not sys.argv[1:] or sys.argv[1] in ("-h", "--help"):
         print(__doc__)
         sys.exit(0 if sys.argv[1:] else 2)
+    args = sys.argv[1:]
+    misses_path = None
+    if "--misses" in args:
+        i = args.index("--misses")
+        if i + 1 >= len(args):
+            sys.exit("devcheck: --misses needs a file path, e.g. --misses var/dev_misses.jsonl")
+        misses_path = Path(args[i + 1])
+        misses_path.parent.mkdir(parents=True, exist_ok=True)
+        misses_path.write_text("", encoding="utf-8")
+        del args[i:i + 2]
     try:
-        main(sys.argv[1:])
+        main(args, misses_path)
     except Exception as exc:  # ModelFilesMissing and the like: say which model and how to fix it, no traceback
         from knowledge_base.errors import CallbotError
 

@@ -147,8 +147,8 @@ def render_card(model_dir: Path, recipe: Any, summary: dict[str, Any]) -> str:
         *recipe.commands(),
         "```",
         "",
-        f"Seed {summary.get('seed')}. Wall time of each step on the 2-core reference machine (minutes): "
-        + ", ".join(f"{k} {v / 60:.1f}" for k, v in seconds.items()) + ".",
-        "",
     ]
+    if seconds:
+        lines += [f"Seed {summary.get('seed')}. Wall time of each step on the 2-core reference machine (minutes): "
+                  + ", ".join(f"{k} {v / 60:.1f}" for k, v in seconds.items()) + ".", ""]
     return "\n".join(lines)

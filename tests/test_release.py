@@ -232,3 +232,60 @@ def test_the_committed_release_is_what_auto_serves_on_the_demo_knowledge_base(tm
     kb.import_files([demo_file])
     assert resolve_model(models, "auto", kb.store.intent_keys()) == installed
     assert quantization_for(installed, "auto") in ("int8", "none")
+
+
+def test_refresh_takes_the_largest_blend_share_that_keeps_general_paraphrase_skill() -> None:
+    from callbot.refresh_cli import choose_alpha, parse_alphas
+
+    assert parse_alphas("0.5, 0.25,0.375,0.25") == [0.25, 0.375, 0.5]
+    for bad in ("", "0", "1.5", "a,b"):
+        with pytest.raises(CallbotError, match="--alphas"):
+            parse_alphas(bad)
+    ok = {"lcqmc": {"ok": True}, "bq": {"ok": True}}
+    gates = {0.25: ok, 0.375: ok, 0.5: {"lcqmc": {"ok": False}, "bq": {"ok": True}}}
+    assert choose_alpha(gates) == 0.375
+    assert choose_alpha({0.5: gates[0.5]}) is None
+
+
+def test_ship_refuses_an_unmeasured_or_failing_candidate_and_ships_a_measured_one(tiny_model: Path, tmp_path: Path) -> None:
+    """`callbot model ship NAME`, as staff run it after `model refresh` and `model verify`."""
+    import subprocess
+    import sys
+
+    from nlu.model_quality import eval_sets_digest
+
+    bindir = Path(sys.executable).parent
+    tree, cache = tmp_path / "tree", tmp_path / "cache"
+    env = {**os.environ, "CALLBOT_CACHE_DIR": str(cache), "CALLBOT_HOME": str(tmp_path / "home"), "CALLBOT_RELEASE_DIR": str(tree)}
+    version = subprocess.run([str(bindir / "python"), "-c", "from callbot.context import get_store; s = get_store(); "
+                              "s.migrate(); print(s.kb_version())"], env=env, capture_output=True, text=True, timeout=120)
+    assert version.returncode == 0, version.stderr
+    candidate = release.export_release(tiny_model, cache / "models" / "albert-sim-refresh-test")
+
+    def ship() -> subprocess.CompletedProcess:
+        return subprocess.run([str(bindir / "callbot"), "model", "ship", candidate.name], env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    unmeasured = ship()
+    assert unmeasured.returncode != 0 and "callbot model verify albert-sim-refresh-test" in unmeasured.stderr + unmeasured.stdout
+    assert "Traceback" not in unmeasured.stderr and not (tree / release.RELEASE_NAME).exists()
+    record = {"eval_sets": eval_sets_digest(), "kb_version": int(version.stdout.split()[-1]), "better_than_e5": False,
+              "quality": {"kb_heldout_top1": 0.9}}
+    (candidate / "verified.json").write_text(json.dumps(record))
+    (candidate / "verified.int8.json").write_text(json.dumps({**record, "quantize": "int8"}))
+    failing = ship()
+    assert failing.returncode != 0 and "neither float32 nor int8 meets the shipping rule" in failing.stderr + failing.stdout
+    assert not (tree / release.RELEASE_NAME).exists()
+    (candidate / "verified.json").write_text(json.dumps({**record, "kb_version": -1, "better_than_e5": True}))
+    stale = ship()
+    assert stale.returncode != 0 and "measured on KB v-1" in stale.stderr + stale.stdout
+    (candidate / "verified.json").write_text(json.dumps({**record, "better_than_e5": True}))
+    (candidate / "refresh_run.json").write_text(json.dumps({"source": "albert-sim-release", "kb_version": 7, "alpha": 0.375,
+                                                             "gates": {"0.25": {}, "0.375": {}}}))
+    shipped = ship()
+    assert shipped.returncode == 0, shipped.stderr + shipped.stdout
+    out = tree / release.RELEASE_NAME
+    assert release.sha256(out / "model.safetensors") == release.sha256(candidate / "model.safetensors")
+    card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "callbot model refresh --source albert-sim-release --alphas 0.25,0.375" in card and "LCQMC and BQ" in card
+    assert release.sha256(cache / "models" / release.RELEASE_NAME / "model.safetensors") == release.read_sums(out)["model.safetensors"]
