@@ -157,7 +157,9 @@ def _spearman_diff_se(mine: list[float], theirs: list[float], labels: np.ndarray
     for _ in range(BOOTSTRAP_ROUNDS):
         idx = rng.integers(0, len(a), len(a))
         diffs.append(spearman100(a[idx], labels[idx]) - spearman100(b[idx], labels[idx]))
-    return float(np.std(diffs))
+    # A resample with one label only has no Spearman (NaN): possible on a handful of pairs, never on the 1,000 dev pairs.
+    finite = [d for d in diffs if np.isfinite(d)]
+    return float(np.std(finite)) if finite else 0.0
 
 
 def ship_verdict(mine: dict[str, Any], e5: dict[str, Any], mine_detail: dict[str, Any], e5_detail: dict[str, Any],

@@ -289,3 +289,20 @@ def test_ship_refuses_an_unmeasured_or_failing_candidate_and_ships_a_measured_on
     card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "callbot model refresh --source albert-sim-release --alphas 0.25,0.375" in card and "LCQMC and BQ" in card
     assert release.sha256(cache / "models" / release.RELEASE_NAME / "model.safetensors") == release.read_sums(out)["model.safetensors"]
+
+
+def test_the_refresh_gate_compares_general_paraphrase_skill_with_e5_on_the_same_pairs(tiny_model: Path, e5_model_dir: Path) -> None:
+    from callbot.refresh_cli import general_gate
+    from nlu.data.corpora import Pair
+    from nlu.encoders.sentence_encoder import SentenceEncoder
+    from nlu.similarity_eval import encoder_scores
+
+    pairs = [Pair("怎么开户", "如何开户", 1), Pair("怎么开户", "今天天气不错", 0), Pair("手续费多少", "佣金是多少", 1),
+             Pair("手续费多少", "我要投诉", 0), Pair("密码忘了", "忘记密码怎么办", 1), Pair("密码忘了", "股票涨了", 0),
+             Pair("什么时候到账", "多久能到账", 1), Pair("什么时候到账", "你是谁", 0)]
+    dev = {"lcqmc": pairs}
+    e5 = {"lcqmc": encoder_scores(SentenceEncoder(e5_model_dir), pairs)}
+    same = general_gate(e5_model_dir, e5, dev)["lcqmc"]
+    assert same["ok"] and same["mine"] == same["e5"] and same["allowed"] == 0.0
+    tiny = general_gate(tiny_model, e5, dev)["lcqmc"]
+    assert tiny["e5"] == same["e5"] and tiny["allowed"] >= 0.0 and tiny["ok"] == (tiny["mine"] >= tiny["e5"] - tiny["allowed"] - 1e-9)
