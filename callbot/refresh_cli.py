@@ -176,9 +176,11 @@ class RefreshCommands:
         from callbot.release_cli import ReleaseRecipe
 
         alphas = ",".join(str(k) for k in self.run.get("gates", {})) or "0.25,0.375,0.5"
-        return [*ReleaseRecipe().commands(),
-                f"# then, on the knowledge base of v{self.run.get('kb_version')} (the source was the release in models/ at that time):",
-                f"callbot model refresh --source {self.run.get('source')} --alphas {alphas}  # chose {self.run.get('alpha')}"]
+        recipe = ReleaseRecipe()
+        base = recipe.names()["blend"]
+        return [*recipe.commands(),
+                f"# then, on the knowledge base the release was refreshed on (its source, {self.run.get('source')}, was this base):",
+                f"callbot model refresh --source {base} --alphas {alphas}  # chose {self.run.get('alpha')}"]
 
 
 def ship_problems(candidate: Path, store: Any) -> list[str]:

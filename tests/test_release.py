@@ -287,7 +287,7 @@ def test_ship_refuses_an_unmeasured_or_failing_candidate_and_ships_a_measured_on
     out = tree / release.RELEASE_NAME
     assert release.sha256(out / "model.safetensors") == release.sha256(candidate / "model.safetensors")
     card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
-    assert "callbot model refresh --source albert-sim-release --alphas 0.25,0.375" in card and "LCQMC and BQ" in card
+    assert "callbot model refresh --source albert-sim-rel-blend75 --alphas 0.25,0.375" in card and "LCQMC and BQ" in card
     assert release.sha256(cache / "models" / release.RELEASE_NAME / "model.safetensors") == release.read_sums(out)["model.safetensors"]
 
 
