@@ -138,7 +138,10 @@ def test_a_warn_rule_blocks_when_the_classifier_is_sure(guard: ComplianceGuard) 
     # 翻番 and 赶紧买 are `warn` rules (fair talk uses the words too); said as a promise, a classifier sure of the
     # violation blocks them. This session's small head is less sure than the shipped one: the bar is set just under
     # its own score, which must still be a violation by its cross-validated threshold.
+    # Whether it blocks follows the severity of the semantic rule of the class the head picks (promised_return blocks,
+    # exaggeration only warns; "肯定翻番" sits between the two and small heads pick either): at least one must block.
     assert guard.head is not None
+    blocked = 0
     for text in ("这只票下周一定翻番，机不可失赶紧买！", "跟着我们买，这只股今年肯定翻番，错过就没机会了。"):
         v = guard.verdict(text)
         assert not v.blocking() or guard.block_confidence <= min(h.score for h in v.hits)
@@ -146,11 +149,16 @@ def test_a_warn_rule_blocks_when_the_classifier_is_sure(guard: ComplianceGuard) 
         assert p_violation >= guard.head.threshold, v.as_dict()
         guard.block_confidence = p_violation - 1e-3
         sure = guard.verdict(text)
-        assert sure.blocking() and {h.source for h in sure.blocking()} == {"classifier"}, sure.as_dict()
+        semantic = [h for h in sure.hits if h.source == "classifier"]
+        severity = {r.rule_id: r.severity for r in guard.lexicon.semantic.values()}  # loaded by the first check
+        assert len(semantic) == 1 and semantic[0].severity == severity[semantic[0].rule_id], sure.as_dict()
+        assert {h.source for h in sure.blocking()} <= {"classifier"}, sure.as_dict()
+        blocked += bool(sure.blocking())
         assert [h.rule_id for h in sure.hits if h.source == "lexicon"] == [h.rule_id for h in v.hits if h.source == "lexicon"]
         guard.block_confidence = min(1.0, p_violation + 1e-3)
         assert not guard.verdict(text).blocking(), "below the bar the warn rules only warn"
         guard.block_confidence = 0.9
+    assert blocked >= 1, "a sure classifier never turned a warn rule into a block"
     fair = guard.verdict("有的股票一年翻番，也有的腰斩，请理性看待，不要追涨杀跌。")
     assert not fair.blocking(), fair.as_dict()
 
