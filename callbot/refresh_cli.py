@@ -78,7 +78,6 @@ def model_refresh(
     from nlu.albert.soup import interpolate
     from nlu.albert.train import TrainConfig
     from nlu.encoders.sentence_encoder import SentenceEncoder
-    from nlu.matcher import Matcher
     from nlu.model_cache import e5_dir, ensure_base_model, resolve_model
     from nlu.model_quality import dev_sets
     from nlu.release import export_release
@@ -142,11 +141,7 @@ def model_refresh(
     utterances = heldout.load("dev")
     dev_rows = {}
     for path in (src, chosen):
-        matcher = Matcher(store, SentenceEncoder(path), s.cache_dir / "vectors" / "devcheck",
-                          intent_head_weight=s.nlu.intent_head_weight)
-        matcher.refresh(force=True)
-        matcher.wait_for_intent_head()
-        dev_rows[path.name] = devcheck.pooled(devcheck.crossfit(matcher, utterances))
+        dev_rows[path.name] = devcheck.pooled(devcheck.judge_model(path, store, s, utterances))
         out.print(f"  {path.name}: {json.dumps(dev_rows[path.name])}")
     better = dev_rows[chosen.name]["pooled_accuracy"] > dev_rows[src.name]["pooled_accuracy"]
     summary = {"source": src.name, "kb_version": kb_version, "alpha": alpha, "gates": {str(k): v for k, v in gates.items()},

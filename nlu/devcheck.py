@@ -61,22 +61,27 @@ def miss_record(model: str, j: heldout.Judged) -> dict[str, Any]:
             "top_score": round(j.top_score, 4)}
 
 
-def main(names: list[str], misses: Path | None = None) -> None:
-    from callbot.context import get_settings, get_store
+def judge_model(path: Path, store: Any, settings: Any, utterances: list[heldout.HeldoutUtterance]) -> list[heldout.Judged]:
+    """Cross-fitted judgements of the model at ``path`` on ``utterances``, as served (intent head per the settings)."""
     from nlu.encoders.sentence_encoder import SentenceEncoder
     from nlu.matcher import Matcher
+
+    matcher = Matcher(store, SentenceEncoder(path), settings.cache_dir / "vectors" / "devcheck",
+                      intent_head_weight=settings.nlu.intent_head_weight)
+    matcher.refresh(force=True)
+    matcher.wait_for_intent_head()
+    return crossfit(matcher, utterances)
+
+
+def main(names: list[str], misses: Path | None = None) -> None:
+    from callbot.context import get_settings, get_store
 
     settings = get_settings()
     store = get_store()
     utterances = heldout.load("dev")
     rows = {}
     for name in names:
-        path = settings.models_dir / name
-        matcher = Matcher(store, SentenceEncoder(path), settings.cache_dir / "vectors" / "devcheck",
-                          intent_head_weight=settings.nlu.intent_head_weight)
-        matcher.refresh(force=True)
-        matcher.wait_for_intent_head()
-        judged = crossfit(matcher, utterances)
+        judged = judge_model(settings.models_dir / name, store, settings, utterances)
         rows[name] = pooled(judged)
         if misses is not None:
             with misses.open("a", encoding="utf-8") as out:
