@@ -10,14 +10,29 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from actions.time_expressions import names_a_time
+from actions.time_expressions import names_a_time, parse_callback_time
 
 END = "end"
 RETURN_PREFIX_KEY = "utter_return_to_script"
 DO_NOT_CALL_STEP = "do_not_call_close"  # a scenario's closing for callers who ask not to be called again  # a domain response: "那我们继续刚才的话题。"
 
+# Answers to "when may we call back?" that are not meant as a time: a refusal, a goodbye, a wish to stop, a
+# person, a complaint, or that it was not them (dispute): taken as they are, never asked again for a time.
+NOT_A_TIME_ANSWER = frozenset({"deny", "goodbye", "stop_calling", "request_human", "complain", "dispute", "silence"})
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
+
+def _local_now(state: CallState) -> datetime:
+    """The caller's wall-clock time: the call's `timezone` variable (campaigns pass theirs), else China's."""
+    try:
+        zone = ZoneInfo(str(state.variables.get("timezone") or DEFAULT_TIMEZONE))
+    except (KeyError, ValueError):  # ZoneInfoNotFoundError is a KeyError: an unknown name in a customer file
+        zone = ZoneInfo(DEFAULT_TIMEZONE)
+    return datetime.now(zone).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,7 @@ class CallState:
     confirmed: bool = False  # the caller affirmed a confirm step
     offered_human: bool = False
     marked_outcome: str | None = None  # from a non-terminal step with an outcome (the dispute path)
+    time_asked: bool = False  # "when may we call back?" was asked again because no time could be read
 
 
 @dataclass
@@ -102,7 +118,24 @@ class ScriptEngine:
             detail["final_step_outcome"] = declared
         if declared == "callback":
             detail["callback_time"] = user_text
+            when = parse_callback_time(user_text, _local_now(state))
+            if when is not None:  # the dialer dates it again in the campaign's time zone when it settles the call
+                detail["callback_at"] = when.isoformat(timespec="minutes")
         return TurnResult(say, state, ended=True, outcome=outcome, outcome_detail=detail, handoff=declared == "handed_over")
+
+    def asks_for_a_time(self, step: Step) -> bool:
+        """A step whose free-text answer ends the call with a callback: "when may we call back?"."""
+        target = step.transitions.get("nlu_fallback")
+        return target is not None and target in self.steps and self.steps[target].outcome == "callback"
+
+    def _time_unread(self, state: CallState, step: Step, intent: str, user_text: str) -> bool:
+        if state.time_asked or not self.asks_for_a_time(step) or intent in NOT_A_TIME_ANSWER:
+            return False
+        if intent in self.answers and not names_a_time(user_text):
+            return False  # a side question (who are you?): answered below, then the step is asked again
+        free_text = intent not in step.transitions and intent not in ("silence", "greet") or names_a_time(user_text)
+        callback = step.transitions.get(intent) == step.transitions["nlu_fallback"] or free_text
+        return callback and parse_callback_time(user_text, _local_now(state)) is None
 
     def turn(self, state: CallState, intent: str, user_text: str = "", faq_answer: str | None = None) -> TurnResult:
         step = self.steps[state.step]
@@ -129,6 +162,11 @@ class ScriptEngine:
             state.confirmed = True
         if intent == "deny":
             state.denials += 1
+        if self._time_unread(state, step, intent, user_text):
+            # "好的" / "改天吧" to "when may we call back?": no time to call at. Ask once more (the step's
+            # reprompt); a second answer without one is taken, and the dialer's back-off picks the time.
+            state.time_asked = True
+            return TurnResult([Say(fill(step.reprompt or step.prompt, state.variables))], state)
         if intent in step.transitions:
             target = step.transitions[intent]
             if intent == "deny" and state.denials >= 2 and "refuse_close" in self.steps and not self.steps[target].terminal:

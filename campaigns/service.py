@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func, insert, select
 
+from actions.time_expressions import parse_callback_time
 from campaigns.customers import CustomerFileError, iter_customers, neutralise_formula
 from knowledge_base.db import Store
 from knowledge_base.errors import CallbotError
@@ -206,8 +207,10 @@ class Campaigns:
                 attempt = CallAttempt(campaign_id=campaign.id, contact_id=contact.id, call_id=call_id, driver=driver, worker=worker)
                 s.add(attempt)
                 s.flush()
+                # The call reads the caller's times ("两点", "明天上午") on the campaign's clock.
+                variables = {"timezone": campaign.timezone, **(contact.variables or {})}
                 claims.append(Claim(attempt.id, contact.id, campaign.id, call_id, scenario.code, contact.customer_name,
-                                    contact.phone, dict(contact.variables or {})))
+                                    contact.phone, variables))
         return claims
 
     def finish(self, attempt_id: int, outcome: str, now: datetime | None = None) -> str:
@@ -246,19 +249,16 @@ class Campaigns:
 
     @staticmethod
     def _callback_time(s: Any, call_id: str, campaign: Campaign, now: datetime) -> datetime:
-        """When the customer asked to be called back (下周一上午), from the call's record; else the back-off."""
+        """When the customer asked to be called back (下周一上午), from the call's record, on the campaign's clock;
+        the back-off when the words name no time that can be dated (the call asked twice)."""
         conv = s.scalar(select(Conversation).where(Conversation.external_id == call_id))
         said = str(((conv.outcome_detail or {}) if conv else {}).get("callback_time") or "")
         if said:
-            try:
-                import jionlp
-
-                found = jionlp.parse_time(said, time_base=now.replace(tzinfo=ZoneInfo("UTC")).astimezone(
-                    ZoneInfo(campaign.timezone)).replace(tzinfo=None))
-                start = datetime.strptime(found["time"][0], "%Y-%m-%d %H:%M:%S").replace(tzinfo=ZoneInfo(campaign.timezone))
-                return start.astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
-            except Exception:  # noqa: BLE001 - jionlp raises plain errors on text it cannot read: use the back-off
-                pass
+            zone = ZoneInfo(campaign.timezone)
+            local_now = now.replace(tzinfo=ZoneInfo("UTC")).astimezone(zone).replace(tzinfo=None)
+            when = parse_callback_time(said, local_now)
+            if when is not None:
+                return when.replace(tzinfo=zone).astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
         return now + timedelta(seconds=campaign.retry_after_s)
 
     def unsettled(self, worker: str) -> list[tuple[int, str]]:

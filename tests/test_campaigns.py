@@ -254,3 +254,37 @@ def test_a_customer_who_asks_not_to_be_called_is_never_dialled_again_by_any_camp
     assert campaigns.status(b["id"])[0]["contacts"] == {"skipped": 1, "done": 1}
     with pytest.raises(CustomerFileError, match="line 2: the number is on the do-not-call list"):
         campaigns.create("ipo_allotment_notice", first)
+
+
+def test_a_callback_is_dialled_at_the_time_the_customer_named_on_the_campaigns_clock(campaigns: Campaigns, tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text(IPO_HEADER + ipo_row("张三", "13800001111") + ipo_row("李四", "13800002222") + ipo_row("王五", "13800003333"))
+    made = campaigns.create("ipo_allotment_notice", path, retries=2, retry_after="3h")
+    campaigns.change(made["id"], "start")
+    calls = ScriptedCalls({"13800001111": ["callback", "confirmed"], "13800002222": ["callback", "confirmed"],
+                           "13800003333": ["callback", "confirmed"]})
+    dialer = Dialer(campaigns, calls, "w1")
+    noon = datetime(2026, 12, 2, 4, 0)  # 12:00 in Shanghai, a Wednesday
+    dialer.tick(noon)
+    assert all(c.variables["timezone"] == "Asia/Shanghai" for c in calls.placed), "the call reads times on the campaign's clock"
+    said = {"13800001111": "两点以后再打吧", "13800002222": "下周一上午十点", "13800003333": "改天吧"}
+    with campaigns.store.session() as s:  # what each call recorded (the script asked twice when no time was said)
+        for claim in calls.placed:
+            s.add(Conversation(external_id=claim.call_id, channel="voice", outcome=Outcome.callback,
+                               outcome_detail={"callback_time": said[claim.phone]}))
+    dialer.tick(noon + timedelta(seconds=1))
+    with campaigns.store.session() as s:
+        due = {c.phone: c.next_attempt_at for c in s.scalars(select(CampaignContact))}
+    assert due["13800001111"] == datetime(2026, 12, 2, 6, 0), "两点 said at noon is 14:00 Shanghai, not 02:00"
+    assert due["13800002222"] == datetime(2026, 12, 7, 2, 0), "next Monday 10:00 Shanghai"
+    assert due["13800003333"] == noon + timedelta(seconds=1) + timedelta(hours=3), "no time named: the back-off"
+    dialer.tick(datetime(2026, 12, 2, 5, 59))
+    assert len(calls.placed) == 3
+    dialer.tick(datetime(2026, 12, 2, 6, 0, 30))
+    assert [c.phone for c in calls.placed[3:]] == ["13800001111"]
+    dialer.tick(datetime(2026, 12, 2, 7, 1))  # 15:01: the back-off of 改天吧 is due
+    assert [c.phone for c in calls.placed[3:]] == ["13800001111", "13800003333"]
+    dialer.tick(datetime(2026, 12, 7, 1, 59))
+    assert len(calls.placed) == 5
+    dialer.tick(datetime(2026, 12, 7, 2, 0, 30))
+    assert calls.placed[-1].phone == "13800002222"

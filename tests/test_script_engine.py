@@ -65,6 +65,34 @@ def test_busy_records_the_callback_time(ipo) -> None:  # type: ignore[no-untyped
     assert r.ended and r.outcome == "callback" and r.outcome_detail["callback_time"] == "明天下午三点吧"
 
 
+@pytest.mark.parametrize("first", [("affirm", "好的好的"), ("nlu_fallback", "改天吧"), ("nlu_fallback", "你们看着办")])
+def test_no_time_in_the_answer_asks_once_more_then_takes_what_is_said(ipo, first: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
+    e, s = ipo
+    e.turn(s, "busy")
+    r = e.turn(s, *first)
+    assert not r.ended and s.step == "busy_close" and texts(r) == [e.steps["busy_close"].reprompt], "asked again for a time"
+    r = e.turn(s, "nlu_fallback", "都行吧")
+    assert r.ended and r.outcome == "callback" and r.outcome_detail["callback_time"] == "都行吧"
+    assert "callback_at" not in r.outcome_detail, "nothing to date: the dialer's back-off decides"
+
+
+def test_a_time_after_the_second_ask_is_dated_on_the_calls_clock(ipo) -> None:  # type: ignore[no-untyped-def]
+    e, s = ipo
+    s.variables["timezone"] = "Asia/Shanghai"
+    e.turn(s, "busy")
+    e.turn(s, "affirm", "行")
+    r = e.turn(s, "nlu_fallback", "后天上午十点吧")
+    assert r.ended and r.outcome == "callback" and r.outcome_detail["callback_at"].endswith("T10:00")
+
+
+@pytest.mark.parametrize(("intent", "text"), [("deny", "不方便"), ("goodbye", "再见"), ("complain", "你们老打电话烦死了")])
+def test_a_refusal_or_goodbye_is_not_asked_for_a_time(ipo, intent: str, text: str) -> None:  # type: ignore[no-untyped-def]
+    e, s = ipo
+    e.turn(s, "busy")
+    r = e.turn(s, intent, text)
+    assert s.step != "busy_close" or r.ended, "the answer was taken, not asked again"
+
+
 @pytest.mark.parametrize(("intent", "outcome"), [("wrong_person", "wrong_person"), ("request_human", "handed_over")])
 def test_closing_branches(ipo, intent: str, outcome: str) -> None:  # type: ignore[no-untyped-def]
     e, s = ipo
@@ -144,6 +172,26 @@ def test_names_a_time(text: str, is_time: bool) -> None:
     from actions.time_expressions import names_a_time
 
     assert names_a_time(text) is is_time
+
+
+# Friday 2026-12-04, 10:00 and 15:00 on the caller's clock.
+@pytest.mark.parametrize(("text", "at_ten", "at_three"), [
+    ("两点以后再打吧", "12-04 14:00", "12-05 14:00"),  # a bare hour from one to eight is the afternoon
+    ("早上九点", "12-05 09:00", "12-05 09:00"),  # gone by today: tomorrow
+    ("明天两点", "12-05 14:00", "12-05 14:00"),
+    ("下周一上午十点", "12-07 10:00", "12-07 10:00"),
+    ("周三", "12-09 00:00", "12-09 00:00"),  # this week's Wednesday went by: next week's
+    ("今天晚上", "12-04 18:00", "12-04 18:00"),
+    ("喂，你好", None, None), ("好的", None, None), ("改天吧", None, None), ("今天早上九点", None, None),
+])
+def test_parse_callback_time_means_the_next_such_time(text: str, at_ten: str | None, at_three: str | None) -> None:
+    from datetime import datetime
+
+    from actions.time_expressions import parse_callback_time
+
+    for hour, expected in ((10, at_ten), (15, at_three)):
+        found = parse_callback_time(text, datetime(2026, 12, 4, hour, 0))
+        assert (found.strftime("%m-%d %H:%M") if found else None) == expected, (text, hour)
 
 
 def test_repeated_deny_closes_politely_as_refused(ipo) -> None:  # type: ignore[no-untyped-def]
