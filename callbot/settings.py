@@ -34,6 +34,10 @@ class Ports(BaseModel):
 
 
 class NluSettings(BaseModel):
+    def heads(self) -> dict[str, float]:
+        """The matcher's head weights as served: what every measuring path builds its matcher with."""
+        return {"intent_head_weight": self.intent_head_weight, "lexical_head_weight": self.lexical_head_weight}
+
     model: str = "auto"  # auto = best ALBERT-sim in the cache, else e5-small
     exact_index_limit: int = 50_000  # above this many questions use an approximate FAISS index
     top_k: int = 5
@@ -45,6 +49,9 @@ class NluSettings(BaseModel):
     # Weight of the linear intent head's log-probability when ordering candidates (nlu/intent_head.py): 0.03 gained
     # about one point on dev caller replies and FAQ questions; 0 (off) until a test split confirms it.
     intent_head_weight: float = 0.0
+    # Weight of the character n-gram classifier's log-probability added to each candidate's cosine; the sum is what
+    # the thresholds judge, so a model's thresholds.json must be calibrated with the same weight (nlu/lexical_head.py).
+    lexical_head_weight: float = 0.0
     # int8 = dynamic int8 weights for the matching encoder: ALBERT-sim per sentence 1.3–1.7× faster in most
     # runs, vectors at cosine ≥ 0.995 to float32, no measurable loss for the pair-trained students; e5-small
     # loses 2.8 KB points (benchmarks/latency.py; `callbot model verify --quantize int8`). auto = int8 only for

@@ -77,4 +77,5 @@ async def status(_request: Request) -> HTTPResponse:
     m = get_matcher()
     return json({"model": m.encoder.name, "kb_version": m.kb_version, "scenarios": m.scenarios(),
                  "thresholds": vars(m.thresholds), "last_refresh": m.last_refresh, "parses": _served["parses"],
-                 "intent_head": {"weight": m.intent_head_weight, "ready": m.head_ready.is_set()}})
+                 "intent_head": {"weight": m.intent_head_weight, "ready": m.head_ready.is_set()},
+                 "lexical_head": {"weight": m.lexical_head_weight}})

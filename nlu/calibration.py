@@ -21,6 +21,7 @@ Temperature: minimises the negative log-likelihood of the right intent.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict
@@ -30,7 +31,26 @@ from typing import Any
 import numpy as np
 
 from nlu.data.corpora import package_sentences, sample
+from nlu.lexical_head import LexicalHead
 from nlu.matcher import ALL, FAQ_SCENARIO, OUT_OF_SCOPE, Matcher, QuestionEntry, Thresholds, kind_of
+from nlu.text import normalise
+
+
+def _fold(text: str) -> int:
+    return hashlib.md5(text.encode("utf-8")).digest()[0] % 2
+
+
+def _lexical_folds(matcher: Matcher) -> dict[int, LexicalHead] | None:
+    """Two lexical heads, each fitted on the half of the KB's questions the other leaves out, so that a
+    leave-one-out query is scored by a head that never saw it (the served head has seen every question)."""
+    if matcher.lexical_head_weight <= 0:
+        return None
+    texts, labels = matcher.head_training_set()
+    folds = {}
+    for fold in (0, 1):
+        keep = [i for i, t in enumerate(texts) if _fold(t) != fold]
+        folds[fold] = LexicalHead.fit([texts[i] for i in keep], [labels[i] for i in keep])
+    return folds
 
 
 def _leave_one_out(matcher: Matcher, max_queries: int, only: Callable[[QuestionEntry], bool] | None = None,
@@ -42,6 +62,7 @@ def _leave_one_out(matcher: Matcher, max_queries: int, only: Callable[[QuestionE
     scopes = {k: v for k, v in matcher._scopes.items() if k != ALL and "@" not in k}
     queries = [(name, i) for name, scope in scopes.items() for i, e in enumerate(scope.entries)
                if not e.is_standard and e.intent != OUT_OF_SCOPE and (only is None or only(e))]
+    folds = _lexical_folds(matcher)
     for name, i in sample(queries, max_queries, seed=3):
         e = scopes[name].entries[i]
         query = matcher._cache(matcher.encoder_for(name)).vectors[e.text][None, :]
@@ -62,6 +83,9 @@ def _leave_one_out(matcher: Matcher, max_queries: int, only: Callable[[QuestionE
                 key = f"{other.scenario}/{other.intent}"
                 best[key] = max(best.get(key, -1.0), float(s))
                 top_kind[key] = kind_of(other)
+        if folds:  # scored as served, by a lexical head that never saw this question
+            bonus = matcher.lexical_bonus(e.text, [k.split("/", 1)[1] for k in best], head=folds[_fold(e.text)])
+            best = {k: v + bonus[k.split("/", 1)[1]] for k, v in best.items()}
         ranked = sorted(best.items(), key=lambda kv: -kv[1])
         gold = f"{e.scenario}/{e.intent}"
         keys = [k for k, _ in ranked]
@@ -179,10 +203,15 @@ def calibrate(matcher: Matcher, max_queries: int = CALIBRATION_QUERIES, ood_coun
     ood_texts = [s for s in package_sentences(max_chars=20) if len(s) >= 4]
     ood_texts = sample(ood_texts, ood_count, seed=5)
     scope = matcher._scopes[ALL]
-    vecs = matcher.encoder.encode(ood_texts)
-    scores, idx = scope.index.search(vecs.astype(np.float32), 1)
-    ood_list = [float(x) for x in scores[:, 0]]
-    ood_kinds = [kind_of(scope.entries[int(i)]) if i >= 0 else "faq" for i in idx[:, 0]]
+    if matcher.lexical_head_weight > 0:  # scored as served: the head moves every score
+        ranked = [matcher._rank(normalise(t), [ALL], 5) for t in ood_texts]
+        ood_list = [r[0].score if r else 0.0 for r in ranked]
+        ood_kinds = [kind_of(r[0]) if r else "faq" for r in ranked]
+    else:
+        vecs = matcher.encoder.encode(ood_texts)
+        scores, idx = scope.index.search(vecs.astype(np.float32), 1)
+        ood_list = [float(x) for x in scores[:, 0]]
+        ood_kinds = [kind_of(scope.entries[int(i)]) if i >= 0 else "faq" for i in idx[:, 0]]
     dev_in, dev_ood, dev_in_kinds, dev_ood_kinds = _dev_queries(matcher, dev) if dev else ([], [], [], [])
     ind += dev_in
     ood_list += dev_ood
@@ -228,6 +257,7 @@ def calibrate(matcher: Matcher, max_queries: int = CALIBRATION_QUERIES, ood_coun
     ood_fallback_of = np.where(out_kinds == "dialogue", fallback_dialogue if fallback_dialogue is not None else best_t, best_t)
     report = {
         "model": matcher.encoder.name, "kb_version": matcher.kb_version, "thresholds": asdict(th),
+        "lexical_head_weight": matcher.lexical_head_weight,
         "in_domain_queries": len(ind), "out_of_domain_queries": len(ood_top),
         "dev_in_domain_queries": len(dev_in), "dev_out_of_domain_queries": len(dev_ood),
         "leave_one_out_top1": round(float(correct.mean()), 4),

@@ -7,6 +7,7 @@ final comparison (`callbot model verify`).
 
     python -m nlu.devcheck e5-small-v1 albert-sim-candidate …   (model directory names in the model cache)
     CALLBOT_NLU__INTENT_HEAD_WEIGHT=0.03 python -m nlu.devcheck albert-sim-release   (with the intent head)
+    CALLBOT_NLU__LEXICAL_HEAD_WEIGHT=0 python -m nlu.devcheck albert-sim-release   (without the lexical head)
     python -m nlu.devcheck albert-sim-release --misses var/dev_misses.jsonl   (every wrong judgement, for curating)
 
 The misses file lists each wrong out-of-fold judgement as a JSON line (model, set, mode, text, gold intent,
@@ -62,12 +63,12 @@ def miss_record(model: str, j: heldout.Judged) -> dict[str, Any]:
 
 
 def judge_model(path: Path, store: Any, settings: Any, utterances: list[heldout.HeldoutUtterance]) -> list[heldout.Judged]:
-    """Cross-fitted judgements of the model at ``path`` on ``utterances``, as served (intent head per the settings)."""
+    """Cross-fitted judgements of the model at ``path`` on ``utterances``, as served (heads per the settings)."""
     from nlu.encoders.sentence_encoder import SentenceEncoder
     from nlu.matcher import Matcher
 
     matcher = Matcher(store, SentenceEncoder(path), settings.cache_dir / "vectors" / "devcheck",
-                      intent_head_weight=settings.nlu.intent_head_weight)
+                      **settings.nlu.heads())
     matcher.refresh(force=True)
     matcher.wait_for_intent_head()
     return crossfit(matcher, utterances)

@@ -6,7 +6,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,6 +18,7 @@ from knowledge_base.db import Store
 from knowledge_base.errors import CallbotError, NotFound
 from knowledge_base.models import ExtensionQuestion, Intent, ReviewStatus, Scenario
 from nlu.intent_head import IntentHead
+from nlu.lexical_head import LexicalHead, load_or_fit
 from nlu.text import normalise
 from nlu.vector_cache import VectorCache
 
@@ -116,10 +117,14 @@ class IntentScore:
     score: float
     question: str
     standard_question: str
+    cosine: float | None = None  # the closest question's cosine when the lexical head moved `score` off it
 
     def as_dict(self) -> dict[str, Any]:
-        return {"intent_id": self.intent_id, "intent": self.intent, "kind": self.kind, "scenario": self.scenario,
-                "score": round(self.score, 4), "question": self.question, "standard_question": self.standard_question}
+        out = {"intent_id": self.intent_id, "intent": self.intent, "kind": self.kind, "scenario": self.scenario,
+               "score": round(self.score, 4), "question": self.question, "standard_question": self.standard_question}
+        if self.cosine is not None:
+            out["cosine"] = round(self.cosine, 4)
+        return out
 
 
 @dataclass
@@ -173,7 +178,7 @@ class Matcher:
     def __init__(self, store: Store, encoder: Encoder, cache_dir: Path, thresholds: Thresholds | None = None,
                  exact_index_limit: int = 50_000, refresh_interval_s: float = 0.5,
                  scope_encoders: dict[str, Encoder] | None = None, search_threads: int | None = 1,
-                 intent_head_weight: float = 0.0):
+                 intent_head_weight: float = 0.0, lexical_head_weight: float = 0.0):
         # Threads for each FAISS search (see NluSettings.search_threads for why one); None = leave as is.
         self.search_threads = search_threads
         self.store = store
@@ -197,6 +202,10 @@ class Matcher:
         # Orders candidates by cosine + weight × log p(intent) of a linear head (nlu.intent_head); 0 = off.
         self.intent_head_weight = intent_head_weight
         self._head: tuple[int, IntentHead] | None = None  # (KB version it was fitted on, head)
+        # Adds weight × log p(intent) of a character n-gram classifier (nlu.lexical_head) to each candidate's
+        # cosine; the sum is the score the thresholds judge. 0 = off.
+        self.lexical_head_weight = lexical_head_weight
+        self._lexical: tuple[int, LexicalHead] | None = None
         self.head_ready = threading.Event()
 
     # -- keeping up with the knowledge base -------------------------------------------------
@@ -247,36 +256,52 @@ class Matcher:
                                  "seconds": round(time.monotonic() - started, 3),
                                  "scope_encoders": {k: v.name for k, v in self.scope_encoders.items()}}
             log.info("NLU index rebuilt", extra={"fields": self.last_refresh})
-            if self.intent_head_weight > 0:
+            if self.intent_head_weight > 0 or self.lexical_head_weight > 0:
                 self._start_head_fit(version, scopes)
             return True
 
-    def _start_head_fit(self, version: int, scopes: dict[str, list[QuestionEntry]]) -> None:
-        """Fit the intent head on every question the main encoder serves, in the background: until it is done
-        the matcher ranks by the neighbours alone (a stale head would not know an intent added since)."""
-        self.head_ready.clear()
+    def head_training_set(self, scopes: dict[str, list[QuestionEntry]] | None = None) -> tuple[list[str], list[str]]:
+        """(question texts, intent names) the heads learn from: every question the main encoder serves, once."""
         seen: dict[str, str] = {}
-        for name, es in scopes.items():
+        for name, es in (scopes if scopes is not None else {k: v.entries for k, v in self._scopes.items()}).items():
             if "@" in name or name in self.scope_encoders:
                 continue
             for e in es:
                 seen.setdefault(e.text, e.intent)
+        return list(seen), list(seen.values())
+
+    def _start_head_fit(self, version: int, scopes: dict[str, list[QuestionEntry]]) -> None:
+        """Fit the heads on every question the main encoder serves, in the background. Until the intent head is
+        done the matcher orders by the neighbours alone (a stale head would not know an intent added since); the
+        lexical head's scores are what the thresholds were calibrated on, so the first one is fitted (or loaded
+        from its cache) before the matcher serves, and later a stale one serves until the new one is ready."""
+        self.head_ready.clear()
+        texts, labels = self.head_training_set(scopes)
+        seen = dict(zip(texts, labels, strict=True))
         cache = self._cache(self.encoder)
-        texts = list(seen)
         vectors = cache.matrix(texts)
+        if self.lexical_head_weight > 0 and self._lexical is None:
+            try:
+                self._lexical = (version, load_or_fit(self.cache_dir / "lexical", texts, labels))
+            except ValueError as exc:
+                log.warning("lexical head not fitted", extra={"fields": {"reason": str(exc)}})
 
         def fit() -> None:
             started = time.monotonic()
             try:
-                head = IntentHead.fit(vectors, [seen[t] for t in texts])
+                if self.lexical_head_weight > 0 and (self._lexical is None or self._lexical[0] != version):
+                    lexical = load_or_fit(self.cache_dir / "lexical", texts, [seen[t] for t in texts])
+                    if self._version == version:
+                        self._lexical = (version, lexical)
+                if self.intent_head_weight > 0:
+                    head = IntentHead.fit(vectors, [seen[t] for t in texts])
+                    if self._version == version:
+                        self._head = (version, head)
             except ValueError as exc:  # one intent only: nothing to tell apart
-                log.warning("intent head not fitted", extra={"fields": {"reason": str(exc)}})
+                log.warning("intent heads not fitted", extra={"fields": {"reason": str(exc)}})
             else:
-                if self._version == version:
-                    self._head = (version, head)
-                log.info("intent head fitted", extra={"fields": {"kb_version": version, "questions": len(texts),
-                                                                 "intents": len(head.classes),
-                                                                 "seconds": round(time.monotonic() - started, 1)}})
+                log.info("intent heads fitted", extra={"fields": {"kb_version": version, "questions": len(texts),
+                                                                  "seconds": round(time.monotonic() - started, 1)}})
             finally:
                 if self._version == version:
                     self.head_ready.set()
@@ -286,7 +311,7 @@ class Matcher:
     def wait_for_intent_head(self, timeout_s: float = 1800.0) -> None:
         """Block until the intent head of the current KB version is fitted (no-op when the head is off); for
         measuring, where ranking without the head would measure something else than what is served."""
-        if self.intent_head_weight > 0 and not self.head_ready.wait(timeout_s):
+        if (self.intent_head_weight > 0 or self.lexical_head_weight > 0) and not self.head_ready.wait(timeout_s):
             raise CallbotError(f"the intent head did not finish fitting within {timeout_s:.0f} s; "
                                "set nlu.intent_head_weight to 0 to measure without it")
 
@@ -388,13 +413,30 @@ class Matcher:
                 key = (e.intent, "") if name == ALL and e.kind == "dialogue" else (e.intent, e.scenario)
                 if key not in best or score > best[key].score:
                     best[key] = IntentScore(e.intent_id, e.intent, e.kind, e.scenario, float(score), e.text, e.standard_question)
+        own_encoder = any(n in self.scope_encoders for n in scope_names)  # a fine-tuned scenario model: its calibration
+        if not own_encoder and best:
+            bonus = self.lexical_bonus(text, [r.intent for r in best.values()])
+            if bonus:
+                best = {key: replace(r, score=r.score + bonus[r.intent], cosine=r.score) for key, r in best.items()}
         head = self._head
         main = self.encoder.name
-        if head is not None and head[0] == self._version and main in queries and not any(n in self.scope_encoders for n in scope_names):
+        if head is not None and head[0] == self._version and main in queries and not own_encoder:
             lp = head[1].log_proba(queries[main], [r.intent for r in best.values()])
             floor = min(lp.values(), default=0.0)  # an intent the head does not know yet ranks as its least likely
             return sorted(best.values(), key=lambda r: -(r.score + self.intent_head_weight * lp.get(r.intent, floor)))[:k]
         return sorted(best.values(), key=lambda r: -r.score)[:k]
+
+    def lexical_bonus(self, text: str, intents: list[str], head: LexicalHead | None = None) -> dict[str, float]:
+        """weight × log p(intent | characters) for each of ``intents`` (normalised over them; an intent the head
+        does not know gets the least likely one's), or {} with the head off or not fitted yet. A head fitted on the
+        previous KB version serves while the new one is fitted: it still knows every older intent."""
+        if head is None:
+            if self.lexical_head_weight <= 0 or self._lexical is None:
+                return {}
+            head = self._lexical[1]
+        lp = head.log_proba(text, intents)
+        floor = min(lp.values(), default=0.0)
+        return {name: self.lexical_head_weight * lp.get(name, floor) for name in intents}
 
     def _search(self, index: faiss.Index, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Search with ``search_threads`` OpenMP threads, then restore the count. OpenMP thread counts are

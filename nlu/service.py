@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 from functools import lru_cache
 from pathlib import Path
 
@@ -10,6 +12,8 @@ from callbot.context import get_store
 from callbot.settings import get_settings
 from nlu.matcher import Matcher, Thresholds
 from nlu.model_cache import quantization_for, resolve_model
+
+log = logging.getLogger(__name__)
 
 
 def load_encoder(name: str):  # type: ignore[no-untyped-def]
@@ -38,9 +42,24 @@ def get_matcher(model: str | None = None) -> Matcher:
             scope_encoders[scenario] = SentenceEncoder(ft.parent, quantize=quantization_for(ft.parent, settings.nlu.quantize))
     matcher = Matcher(get_store(), encoder, vector_dir(settings.db_url), Thresholds.for_model(Path(path)),
                       exact_index_limit=settings.nlu.exact_index_limit, scope_encoders=scope_encoders,
-                      search_threads=settings.nlu.search_threads, intent_head_weight=settings.nlu.intent_head_weight)
+                      search_threads=settings.nlu.search_threads, **settings.nlu.heads())
+    _warn_if_calibrated_otherwise(Path(path), settings.nlu.lexical_head_weight)
     matcher.refresh(force=True)
     return matcher
+
+
+def _warn_if_calibrated_otherwise(model_dir: Path, weight: float) -> None:
+    """The lexical head moves the scores the thresholds judge: thresholds calibrated with another weight reject
+    or accept the wrong share of messages. Say so, and how to fix it."""
+    path = model_dir / "thresholds.json"
+    try:
+        calibrated = float((json.loads(path.read_text()).get("calibration") or {}).get("lexical_head_weight") or 0.0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return  # no or unreadable thresholds: Thresholds.for_model has said so
+    if abs(calibrated - weight) > 1e-9:
+        log.warning("thresholds were calibrated with another lexical head weight",
+                    extra={"fields": {"model": model_dir.name, "calibrated": calibrated, "served": weight,
+                                      "fix": f"callbot model verify {model_dir.name} (or set nlu.lexical_head_weight to {calibrated})"}})
 
 
 @lru_cache(maxsize=1)

@@ -284,3 +284,57 @@ def test_intent_head_orders_candidates_but_leaves_their_cosines(kb: KnowledgeBas
     kb.add_question(intent["id"], "闲钱放哪能多赚点利息呢", author="t")
     assert headed.refresh() is True
     assert headed.head_ready.wait(600) and headed._head[0] == headed.kb_version
+
+
+def test_lexical_head_reads_the_characters_a_short_reply_turns_on() -> None:
+    from nlu.lexical_head import LexicalHead
+
+    texts = ["好的没问题", "可以的", "行，知道了", "嗯对", "不用了", "不行", "不需要", "没兴趣", "我在开会", "正忙着呢", "在开车"]
+    labels = ["affirm"] * 4 + ["deny"] * 4 + ["busy"] * 3
+    head = LexicalHead.fit(texts, labels)
+    lp = head.log_proba("不用了谢谢", ["affirm", "deny", "busy"])
+    assert np.isclose(np.exp(list(lp.values())).sum(), 1.0) and max(lp, key=lp.get) == "deny"
+    assert max(head.log_proba("开会呢", ["affirm", "deny", "busy"]).items(), key=lambda kv: kv[1])[0] == "busy"
+    assert head.log_proba("不用了", ["never_seen"]) == {}
+    with pytest.raises(ValueError, match="two intents"):
+        LexicalHead.fit(texts[:4], labels[:4])
+
+
+def test_lexical_head_moves_the_judged_score_and_is_cached_by_the_kb_texts(kb: KnowledgeBase, demo_file: Path,
+                                                                            e5: SentenceEncoder, shared_vectors: Path) -> None:
+    from nlu.lexical_head import load_or_fit
+
+    kb.import_files([demo_file])
+    plain = Matcher(kb.store, e5, shared_vectors, refresh_interval_s=0.0)
+    plain.refresh(force=True)
+    lexical = Matcher(kb.store, e5, shared_vectors, refresh_interval_s=0.0, lexical_head_weight=0.05)
+    lexical.refresh(force=True)
+    assert lexical._lexical is not None, "the first head is there before the matcher serves"
+    folder = shared_vectors / "lexical"
+    cached = list(folder.glob("lexical-head-*.pkl"))
+    assert len(cached) == 1
+    for text, scenario in [("嗯嗯行吧就这样", None), ("不用了不用了", "ipo_allotment_notice"), ("今天天气不错啊", None)]:
+        a, b = plain.match(text, scenario, k=5), lexical.match(text, scenario, k=5)
+        bonus = lexical.lexical_bonus(normalise_for_test(text), [r.intent for r in b.ranking])
+        first = b.ranking[0]
+        for r in b.ranking:  # score = cosine + weight × log p; p normalised over every candidate, so compare differences
+            assert r.cosine is not None and r.score <= r.cosine + 1e-6, "a log-probability is never positive"
+            assert (r.score - r.cosine) - (first.score - first.cosine) == pytest.approx(bonus[r.intent] - bonus[first.intent], abs=1e-5)
+        assert [r.score for r in b.ranking] == sorted((r.score for r in b.ranking), reverse=True)
+        assert "cosine" in b.as_dict()["ranking"][0] and "cosine" not in a.as_dict()["ranking"][0]
+    # A restart on the same KB loads the head instead of fitting it; an edit fits a new one and replaces the file.
+    texts, labels = lexical.head_training_set()
+    assert load_or_fit(folder, texts, labels).classes == lexical._lexical[1].classes
+    cached[0].write_bytes(b"not a pickle")  # a damaged cache file is fitted again, not a crash
+    assert load_or_fit(folder, texts, labels).classes == lexical._lexical[1].classes
+    intent = next(i for i in kb.intents("faq") if i["name"] == "faq_reverse_repo_how_to")
+    kb.add_question(intent["id"], "闲钱放哪能多赚点利息呢", author="t")
+    assert lexical.refresh() is True
+    assert lexical.head_ready.wait(600) and lexical._lexical[0] == lexical.kb_version
+    assert len(list(folder.glob("lexical-head-*.pkl"))) == 1, "replaced, not accumulated"
+
+
+def normalise_for_test(text: str) -> str:
+    from nlu.text import normalise
+
+    return normalise(text)
