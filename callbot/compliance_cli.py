@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -108,13 +109,14 @@ def _guard(lexicon_only: bool):  # type: ignore[no-untyped-def]
 def compliance_check(
     input: Annotated[Path, typer.Option("--input", help="One text per line (UTF-8 or GBK); - for stdin.")],
     lexicon_only: Annotated[bool, typer.Option(help="The rule lexicon alone (no classifier).")] = False,
+    speaker: Annotated[Optional[str], typer.Option(help="Who said the lines: customer (tagged, never a violation), agent, bot…")] = None,
 ) -> None:
     """One JSON line per input line, in order: {"text", "violation", "hits": [{"rule", "severity", "start", "end", "score"}], "tags"}."""
     guard = _guard(lexicon_only)
     batch: list[str] = []
 
     def flush() -> None:
-        for verdict in guard.verdicts(batch):
+        for verdict in guard.verdicts(batch, speakers=[speaker] * len(batch)):
             out.print(json.dumps(verdict.as_dict(), ensure_ascii=False), markup=False, highlight=False, soft_wrap=True)
         batch.clear()
 
@@ -135,8 +137,12 @@ def _scores(pred: list[bool], truth: list[bool]) -> dict[str, Any]:
 
 
 def evaluate(guard: Any, lexicon: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Scores as served — each row's ``speaker`` passed to the guard, as the product does (a customer's words are
+    tagged, never the firm's violation) — and speaker-blind (every line judged as the firm's), for the guard and
+    for the lexicon alone, in the same run."""
     texts = [str(r["text"]) for r in rows]
     truth = [bool(r["violation"]) for r in rows]
+    speakers = [str(r["speaker"]) if r.get("speaker") else None for r in rows]
     # Timed first, one text at a time, before anything is in the guard's score cache (the batch below fills it):
     # the time a reply never seen before takes, as in front of a live call.
     timings = []
@@ -145,21 +151,29 @@ def evaluate(guard: Any, lexicon: Any, rows: list[dict[str, Any]]) -> dict[str, 
         guard.verdict(t)
         timings.append((time.perf_counter() - start) * 1000)
     timings.sort()
-    verdicts = guard.verdicts(texts)
-    baseline = lexicon.verdicts(texts)
+    verdicts = guard.verdicts(texts, speakers=speakers)
+    blind = guard.verdicts(texts)
+    baseline = lexicon.verdicts(texts, speakers=speakers)
     pred = [v.violation for v in verdicts]
     misses = [{"text": t, "expected": "violation" if y else "compliant", "category": r.get("category"),
-               "hits": [h.rule_id for h in v.hits]} for t, y, v, r in zip(texts, truth, verdicts, rows, strict=True) if v.violation != y]
-    return {"n": len(rows), "violations": sum(truth), "guard": _scores(pred, truth),
-            "lexicon_only": _scores([v.violation for v in baseline], truth),
-            "p50_ms_per_text": round(timings[len(timings) // 2], 2) if timings else None, "misses": misses}
+               "speaker": r.get("speaker"), "hits": [h.rule_id for h in v.hits]}
+              for t, y, v, r in zip(texts, truth, verdicts, rows, strict=True) if v.violation != y]
+    report = {"n": len(rows), "violations": sum(truth), "guard": _scores(pred, truth),
+              "lexicon_only": _scores([v.violation for v in baseline], truth)}
+    if any(speakers):
+        report["speakers"] = dict(sorted(Counter(s or "unknown" for s in speakers).items()))
+        report["guard_speaker_blind"] = _scores([v.violation for v in blind], truth)
+        report["lexicon_only_speaker_blind"] = _scores([v.violation for v in lexicon.verdicts(texts)], truth)
+        report["customer_lines_tagged"] = sum("customer_mention" in v.tags for v in verdicts)
+    return {**report, "p50_ms_per_text": round(timings[len(timings) // 2], 2) if timings else None, "misses": misses}
 
 
 @compliance_app.command("eval")
 def compliance_eval(
-    test: Annotated[Path, typer.Option("--test", help='JSON lines {"text", "violation"} (other fields ignored).')],
+    test: Annotated[Path, typer.Option("--test", help='JSON lines {"text", "violation"}, optional "speaker" (customer, agent, bot…).')],
 ) -> None:
-    """Precision, recall and F1 of the guard and of the lexicon alone on the same sentences, p50 latency, the misses."""
+    """Precision, recall and F1 of the guard and of the lexicon alone on the same sentences, p50 latency, the misses.
+    With speakers in the file: as served (a customer's words are tagged, not flagged) and speaker-blind, side by side."""
     from nlu.compliance.guard import ComplianceGuard
 
     rows = []
@@ -209,10 +223,12 @@ def compliance_review(
                 continue
             scanned += 1
             found = []
-            for turn, verdict in zip(turns, guard.verdicts([t.text for t in turns]), strict=True):
+            for turn, verdict in zip(turns, guard.verdicts([t.text for t in turns], speakers=[t.speaker for t in turns]),
+                                     strict=True):
                 if verdict.hits or verdict.tags:
                     found.append({"seq": turn.seq, "speaker": turn.speaker, "rules": [h.rule_id for h in verdict.hits],
                                   "severity": [h.severity for h in verdict.hits], "tags": verdict.tags,
+                                  "mentions": [h.rule_id for h in verdict.mentions],
                                   "customer": turn.speaker == "user"})
             if any(f["rules"] and not f["customer"] for f in found):
                 flagged += 1

@@ -52,6 +52,23 @@ def test_block_warn_regex_literal_and_disabled_rules(rules_kb: KnowledgeBase) ->
     assert guard.check("收益高") == [], "a disabled rule is not applied"
 
 
+def test_a_customers_words_are_tagged_never_the_firms_violation(rules_kb: KnowledgeBase) -> None:
+    guard = ComplianceGuard(rules_kb.store)
+    texts = ["客户经理当时跟我说这个是保本的", "客户经理当时跟我说这个是保本的", "这款产品零风险", "你好"]
+    firm, customer, bot, plain = guard.verdicts(texts, speakers=[None, "customer", "bot", "customer"])
+    assert firm.violation and [h.rule_id for h in firm.hits] == ["T-REGEX"]
+    assert not customer.violation and customer.hits == [] and "customer_mention" in customer.tags
+    assert [h.rule_id for h in customer.mentions] == ["T-REGEX"], "what would be blamed on the firm is kept as a mention"
+    shown = customer.as_dict()
+    assert shown["speaker"] == "customer" and shown["mentions"][0]["rule"] == "T-REGEX" and shown["violation"] is False
+    assert texts[1][shown["mentions"][0]["start"]:shown["mentions"][0]["end"]] == "保本"
+    assert bot.violation and bot.speaker == "bot", "the bot's words are the firm's"
+    assert not plain.violation and plain.tags == [] and "mentions" not in plain.as_dict()
+    assert guard.verdict("你们能保本吗", speaker="user").tags == ["customer_mention"], "a transcript's user is the customer"
+    with pytest.raises(ValueError, match="speakers"):
+        guard.verdicts(["a", "b"], speakers=["customer"])
+
+
 def test_a_rule_edit_is_applied_on_the_next_check(rules_kb: KnowledgeBase) -> None:
     guard = ComplianceGuard(rules_kb.store)
     assert guard.check("收益高") == []

@@ -212,12 +212,18 @@ def test_cli_check_and_eval(guard: ComplianceGuard, head_dir: Path, tmp_path: Pa
     assert {"rule", "severity", "start", "end", "score"} <= set(first) and rows[0]["text"][first["start"]:first["end"]] == "零风险"
     test = tmp_path / "test.jsonl"
     test.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in (
-        {"text": "保证年化8%，亏了算我的。", "violation": True}, {"text": "本产品不保本。", "violation": False},
-        {"text": "跟存银行定期一样稳当。", "violation": True})), encoding="utf-8")
+        {"text": "保证年化8%，亏了算我的。", "violation": True, "speaker": "agent"},
+        {"text": "本产品不保本。", "violation": False, "speaker": "agent"},
+        {"text": "跟存银行定期一样稳当。", "violation": True, "speaker": "agent"},
+        {"text": "这款产品零风险。", "violation": False, "speaker": "customer"})), encoding="utf-8")
     done = subprocess.run([CALLBOT, "compliance", "eval", "--test", str(test)], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.splitlines()[0])
-    assert report["n"] == 3 and set(report["guard"]) >= {"precision", "recall", "f1"} and "lexicon_only" in report
+    assert report["n"] == 4 and set(report["guard"]) >= {"precision", "recall", "f1"} and "lexicon_only" in report
+    # As served, the customer's 零风险 is tagged, not flagged; speaker-blind it is a false positive of both.
+    assert report["speakers"] == {"agent": 3, "customer": 1} and report["customer_lines_tagged"] == 1
+    assert report["guard"]["fp"] == 0 and report["guard_speaker_blind"]["fp"] == 1
+    assert report["lexicon_only"]["fp"] == 0 and report["lexicon_only_speaker_blind"]["fp"] == 1
     binary = tmp_path / "x.txt"
     binary.write_bytes(b"\x00\x01\x02")
     bad = subprocess.run([CALLBOT, "compliance", "check", "--input", str(binary)], cwd=ROOT, env=env, capture_output=True, text=True)

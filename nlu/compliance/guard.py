@@ -17,6 +17,10 @@ For each sentence of a text (nlu/compliance/clauses.py):
      blocked. A vetted knowledge-base answer that the classifier merely doubts must not turn into a safe line;
      the lexicon's rules and confident findings block;
    - the most likely class ``question`` → tagged ``customer_question`` (not a violation).
+4. the speaker, where the product knows it: a customer's words are never the firm's violation. What would have been
+   a hit is kept as a ``mention`` and the verdict is tagged ``customer_mention`` (a question about loss, a promise the
+   customer retells: 客户经理当时跟我说保本 — evidence for a complaint, worth a look by staff, but not blocked or blamed).
+   Bot replies, knowledge-base texts and agents' lines are the firm's; transcripts know each turn's side.
 Without a trained head (`callbot compliance train`) the guard is the lexicon alone, and says so once in the log.
 """
 
@@ -50,6 +54,8 @@ class Verdict:
     tags: list[str] = field(default_factory=list)
     overruled: list[str] = field(default_factory=list)  # lexicon rules the classifier judged compliant in context
     truncated: bool = False
+    speaker: str | None = None  # who said it, when the caller knows: customer | agent | bot | notice …
+    mentions: list[Hit] = field(default_factory=list)  # a customer's words that would be a violation from the firm
 
     @property
     def violation(self) -> bool:
@@ -63,8 +69,15 @@ class Verdict:
                 "hits": [{"rule": h.rule_id, "name": h.description, "severity": h.severity, "start": h.start, "end": h.end,
                           "matched": h.matched, "score": round(h.score, 4), "source": h.source} for h in self.hits],
                 "tags": self.tags, **({"overruled": self.overruled} if self.overruled else {}),
-                **({"truncated": True} if self.truncated else {})}
+                **({"truncated": True} if self.truncated else {}),
+                **({"speaker": self.speaker} if self.speaker else {}),
+                **({"mentions": [{"rule": h.rule_id, "name": h.description, "start": h.start, "end": h.end,
+                                  "matched": h.matched, "score": round(h.score, 4)} for h in self.mentions]}
+                   if self.mentions else {})}
 
+
+# Speakers whose words are never the firm's violation (the transcripts' "user" is the customer).
+CUSTOMER_SPEAKERS = frozenset({"customer", "user", "caller", "客户"})
 
 SCORE_CACHE_SIZE = 4096  # sentences; a bot's script and FAQ answers fit many times over
 
@@ -91,9 +104,13 @@ class ComplianceGuard:
     def uses_classifier(self) -> bool:
         return self.head is not None
 
-    def verdicts(self, texts: list[str], lexicon: RuleLexicon | None = None) -> list[Verdict]:
+    def verdicts(self, texts: list[str], lexicon: RuleLexicon | None = None,
+                 speakers: list[str | None] | None = None) -> list[Verdict]:
         """One verdict per text, in order; all sentences of all texts are encoded in one batch. ``lexicon``: other
-        rules than the store's (an import's own transaction)."""
+        rules than the store's (an import's own transaction). ``speakers``: who said each text, where known (a
+        customer's words are tagged, never the firm's violation); None = the firm's."""
+        if speakers is not None and len(speakers) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(speakers)} speakers")
         lexicon = lexicon or self.lexicon
         lexicon.refresh()  # once for the batch; each sentence is scanned without asking the database again
         prepared = []
@@ -116,11 +133,17 @@ class ComplianceGuard:
             for h in verdict.hits:
                 unique.setdefault((h.rule_id, h.start, h.end), h)
             verdict.hits = list(unique.values())
+            speaker = speakers[len(out)] if speakers is not None else None
+            if speaker:
+                verdict.speaker = speaker
+                if speaker in CUSTOMER_SPEAKERS and verdict.hits:
+                    verdict.mentions, verdict.hits = verdict.hits, []
+                    verdict.tags.append("customer_mention")
             out.append(verdict)
         return out
 
-    def verdict(self, text: str) -> Verdict:
-        return self.verdicts([text])[0]
+    def verdict(self, text: str, speaker: str | None = None) -> Verdict:
+        return self.verdicts([text], speakers=[speaker])[0]
 
     # The action and older callers ask for a list of hits.
     def check(self, text: str) -> list[Hit]:
