@@ -62,8 +62,8 @@ class LexicalHead:
         if not known:
             return {}
         cols = [index[n] for n in known]
-        row = self.vectorizer.transform([text])
-        logits = np.asarray(row @ self.coef[:, cols]).ravel() + self.intercept[cols]
+        row = self.vectorizer.transform([text])  # sparse: a few dozen n-grams, so only their rows of coef are read
+        logits = (np.asarray(row @ self.coef).ravel() + self.intercept)[cols]
         logits = logits - logits.max()
         log_z = np.log(np.exp(logits).sum())
         return {n: float(v - log_z) for n, v in zip(known, logits, strict=True)}

@@ -284,6 +284,10 @@ def test_a_lexicon_hit_is_overruled_only_where_the_sentence_could_be_a_mention()
     # 不过 is "however", not a negation: the concession before it does not make 零风险 a mention
     assert not mention_cue("确实有平仓线，不过照我说的做，基本上是零风险的", [(19, 22)])
     assert mention_cue("不过，没有任何产品是零风险的", [(10, 13)]), "the 没 still is"
+    # Reporting and enforcement words: the practice is named to be stopped
+    assert mention_cue("如有人以我司名义承诺年化百分之二十的收益，请直接拨打客服电话举报。", [(8, 10)])
+    assert mention_cue("某营业部因员工承诺保底收益，被证监局出具警示函。", [(7, 11)])
+    assert not mention_cue("这个产品保底收益，您放心买", [(4, 8)])
 
 
 def test_a_repeated_bot_line_is_scored_once_and_judged_the_same(guard: ComplianceGuard) -> None:
