@@ -1,4 +1,4 @@
-"""Run benchmarks: `python -m benchmarks [similarity retrieval latency parse expansion mining dialogue callers voice tts gateway load complaints compliance web asr_window]` (all by default)."""
+"""Run benchmarks: `python -m benchmarks [similarity retrieval latency parse expansion mining dialogue callers voice tts gateway load complaints compliance web asr_window endpoint]` (all by default)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from benchmarks import (
     complaints,
     compliance,
     dialogue,
+    endpoint,
     expansion,
     gateway,
     latency,
@@ -28,7 +29,8 @@ from benchmarks import (
 SUITES = {"similarity": similarity.run, "retrieval": retrieval.run, "latency": latency.run, "parse": parse.run,
           "expansion": expansion.run, "mining": mining.run,
           "dialogue": dialogue.run, "callers": callers.run, "voice": voice.run, "tts": tts.run, "gateway": gateway.run,
-          "load": load.run, "complaints": complaints.run, "compliance": compliance.run, "web": web.run, "asr_window": asr_window.run}
+          "load": load.run, "complaints": complaints.run, "compliance": compliance.run, "web": web.run, "asr_window": asr_window.run,
+          "endpoint": endpoint.run}
 
 
 def main() -> None:
