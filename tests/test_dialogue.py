@@ -73,6 +73,18 @@ def test_busy_caller_gets_a_callback(product: dict[str, Any]) -> None:
     say(product, "ipo-busy", "明天下午三点以后吧")
     record = conversation(product, "ipo-busy")
     assert record["outcome"] == "callback" and record["outcome_detail"]["callback_time"] == "明天下午三点以后吧"
+    assert record["outcome_detail"]["callback_at"].endswith("T15:00"), "dated on the call's clock"
+
+
+def test_a_callback_answer_with_no_time_is_asked_once_more(product: dict[str, Any]) -> None:
+    start_call(product, "ipo-busy-vague")
+    ask_time = texts(say(product, "ipo-busy-vague", "在开会，等会儿再打"))
+    again = texts(say(product, "ipo-busy-vague", "好的好的"))
+    assert again and "方便" in again[0] and again[0] != ask_time[0], "asked again, in other words"
+    assert conversation(product, "ipo-busy-vague")["ended_at"] is None
+    say(product, "ipo-busy-vague", "那就后天上午十点")
+    record = conversation(product, "ipo-busy-vague")
+    assert record["outcome"] == "callback" and record["outcome_detail"]["callback_at"].endswith("T10:00")
 
 
 def test_wrong_person(product: dict[str, Any]) -> None:
