@@ -277,7 +277,6 @@ class Matcher:
         from its cache) before the matcher serves, and later a stale one serves until the new one is ready."""
         self.head_ready.clear()
         texts, labels = self.head_training_set(scopes)
-        seen = dict(zip(texts, labels, strict=True))
         cache = self._cache(self.encoder)
         vectors = cache.matrix(texts)
         if self.lexical_head_weight > 0 and self._lexical is None:
@@ -290,11 +289,11 @@ class Matcher:
             started = time.monotonic()
             try:
                 if self.lexical_head_weight > 0 and (self._lexical is None or self._lexical[0] != version):
-                    lexical = load_or_fit(self.cache_dir / "lexical", texts, [seen[t] for t in texts])
+                    lexical = load_or_fit(self.cache_dir / "lexical", texts, labels)
                     if self._version == version:
                         self._lexical = (version, lexical)
                 if self.intent_head_weight > 0:
-                    head = IntentHead.fit(vectors, [seen[t] for t in texts])
+                    head = IntentHead.fit(vectors, labels)
                     if self._version == version:
                         self._head = (version, head)
             except ValueError as exc:  # one intent only: nothing to tell apart
@@ -312,8 +311,8 @@ class Matcher:
         """Block until the intent head of the current KB version is fitted (no-op when the head is off); for
         measuring, where ranking without the head would measure something else than what is served."""
         if (self.intent_head_weight > 0 or self.lexical_head_weight > 0) and not self.head_ready.wait(timeout_s):
-            raise CallbotError(f"the intent head did not finish fitting within {timeout_s:.0f} s; "
-                               "set nlu.intent_head_weight to 0 to measure without it")
+            raise CallbotError(f"the intent heads did not finish fitting within {timeout_s:.0f} s; set "
+                               "nlu.intent_head_weight and nlu.lexical_head_weight to 0 to measure without them")
 
     def encoder_for(self, scope: str) -> Encoder:
         owner = scope.split("@", 1)[1] if "@" in scope else scope
