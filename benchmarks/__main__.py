@@ -1,4 +1,4 @@
-"""Run benchmarks: `python -m benchmarks [similarity retrieval latency parse expansion mining dialogue callers voice tts gateway load complaints compliance web asr_window endpoint]` (all by default)."""
+"""Run benchmarks: `python -m benchmarks [similarity retrieval latency parse expansion mining dialogue callers voice tts gateway load complaints compliance web asr_window endpoint lexical_head]` (all by default)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from benchmarks import (
     expansion,
     gateway,
     latency,
+    lexical_head,
     load,
     mining,
     parse,
@@ -30,7 +31,8 @@ SUITES = {"similarity": similarity.run, "retrieval": retrieval.run, "latency": l
           "expansion": expansion.run, "mining": mining.run,
           "dialogue": dialogue.run, "callers": callers.run, "voice": voice.run, "tts": tts.run, "gateway": gateway.run,
           "load": load.run, "complaints": complaints.run, "compliance": compliance.run, "web": web.run, "asr_window": asr_window.run,
-          "endpoint": endpoint.run}
+          "endpoint": endpoint.run,
+          "lexical_head": lexical_head.run}
 
 
 def main() -> None:
