@@ -73,7 +73,8 @@ def compliance_train(
     out.print(f"Compliance classifier written to {target}: {m['labelled']} labelled sentences"
               + (f", {m['pseudo']['kept']} pseudo-labelled of {m['pseudo']['pool']} (k = {m['pseudo']['clusters']})" if "pseudo" in m else "")
               + f"; the guard's cross-validated F1 {m['cv_f1']:.3f} (precision {m['cv_precision']:.3f}, recall "
-              f"{m['cv_recall']:.3f}) at threshold {trained.threshold}, lexicon overruled below {m['override_below']}; {m['seconds']} s.")
+              f"{m['cv_recall']:.3f}{'' if m.get('recall_floor_met', True) else ', below the recall floor ' + str(m.get('recall_floor'))}) "
+              f"at threshold {trained.threshold}, lexicon overruled below {m['override_below']}; {m['seconds']} s.")
 
 
 def _stamp(paths: list[Path], cfg: Any, pseudo: bool, encoder_id: str) -> str:
@@ -85,8 +86,9 @@ def _stamp(paths: list[Path], cfg: Any, pseudo: bool, encoder_id: str) -> str:
     from sqlalchemy import select
 
     from knowledge_base.models import ComplianceRule
+    from nlu.compliance.classifier import RECALL_FLOOR
 
-    digest = hashlib.sha256(json.dumps([asdict(cfg), pseudo, encoder_id]).encode())
+    digest = hashlib.sha256(json.dumps([asdict(cfg), pseudo, encoder_id, RECALL_FLOOR]).encode())
     for p in paths:
         digest.update(p.read_bytes())
     with get_store().session() as s:

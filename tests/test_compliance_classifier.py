@@ -308,3 +308,28 @@ def test_a_repeated_bot_line_is_scored_once_and_judged_the_same(guard: Complianc
     again = guard.verdicts([line, "好的，请您在周五前完成缴款。"])
     assert again[0].as_dict() == first
     assert encoded[2:] == ["好的，请您在周五前完成缴款。"], "only the new sentence is encoded"
+
+
+def test_the_operating_point_keeps_recall_at_the_floor_and_is_then_as_precise_as_it_can_be() -> None:
+    import numpy as np
+
+    from nlu.compliance.classifier import guard_thresholds
+
+    rng = np.random.default_rng(0)
+    truth = np.r_[np.ones(200, bool), np.zeros(200, bool)]
+    # Violations score high with a tail of low ones; compliant lines mostly low with some high: no point has both.
+    scores = np.r_[np.clip(rng.normal(0.75, 0.2, 200), 0, 1), np.clip(rng.normal(0.25, 0.2, 200), 0, 1)]
+    lexical = np.zeros(400, bool)
+
+    def at(t: float) -> tuple[float, float]:
+        pred = scores >= t
+        return (pred & truth).sum() / max(pred.sum(), 1), (pred & truth).sum() / truth.sum()
+
+    t_f1, _, by_f1 = guard_thresholds(scores, lexical, truth, recall_floor=1.01)  # unreachable: the best F1
+    assert by_f1["recall_floor_met"] is False and by_f1["cv_recall"] < 0.97
+    t, _, chosen = guard_thresholds(scores, lexical, truth)
+    assert chosen["recall_floor_met"] and chosen["cv_recall"] >= 0.97 and t < t_f1, "recall bought with a lower threshold"
+    assert (chosen["cv_precision"], chosen["cv_recall"]) == pytest.approx(at(t), abs=1e-4)
+    # Nothing on the grid with recall at the floor is more precise.
+    grid = [round(x, 3) for x in np.arange(0.2, 0.81, 0.025)]
+    assert all(at(x)[0] <= chosen["cv_precision"] + 1e-9 for x in grid if at(x)[1] >= 0.97)

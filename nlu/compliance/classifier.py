@@ -245,24 +245,33 @@ def out_of_fold_scores(x: np.ndarray, y: np.ndarray, texts: list[str], cfg: Head
     return scores
 
 
-def guard_thresholds(scores: np.ndarray, lexical: np.ndarray, truth: np.ndarray,
-                     cue: np.ndarray | None = None) -> tuple[float, float, dict[str, float]]:
-    """(threshold, override_below) with the best F1 of the guard's rule on out-of-fold scores: a sentence the lexicon
-    matches is a violation unless its score is below ``override_below`` and it has a mention ``cue``
-    (nlu.compliance.mention; every lexicon match counts as having one when ``cue`` is None); any other sentence is
-    one when its score reaches ``threshold``."""
+# A missed violation is spoken to a customer; a false flag costs an answer handed to a person. So the operating point
+# is the most precise one whose cross-validated recall reaches this floor (the best F1 when none does). On the
+# twenty-fourth session's data the F1 optimum had CV recall 0.956 and held-out recall fell to 0.947 on set r.
+RECALL_FLOOR = 0.97
+
+
+def guard_thresholds(scores: np.ndarray, lexical: np.ndarray, truth: np.ndarray, cue: np.ndarray | None = None,
+                     recall_floor: float = RECALL_FLOOR) -> tuple[float, float, dict[str, float]]:
+    """(threshold, override_below) for the guard's rule on out-of-fold scores: a sentence the lexicon matches is a
+    violation unless its score is below ``override_below`` and it has a mention ``cue`` (nlu.compliance.mention;
+    every lexicon match counts as having one when ``cue`` is None); any other sentence is one when its score reaches
+    ``threshold``. Chosen: the best precision (then F1) among points with recall ≥ ``recall_floor``, else the best F1."""
     cue = np.ones(len(scores), dtype=bool) if cue is None else cue
-    best = (-1.0, 0.5, 0.15, {})
+    points = []
     for override in np.arange(0.05, OVERRIDE_CEILING + 0.001, 0.05):
         for t in np.arange(0.2, 0.81, 0.025):
             pred = np.where(lexical, (scores >= override) | ~cue, scores >= t)
             tp, fp, fn = (pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()
             prec, rec = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
             f1 = 2 * prec * rec / max(prec + rec, 1e-9)
-            if f1 > best[0]:
-                best = (f1, float(round(t, 3)), float(round(override, 3)),
-                        {"cv_precision": round(float(prec), 4), "cv_recall": round(float(rec), 4), "cv_f1": round(float(f1), 4)})
-    return best[1], best[2], best[3]
+            points.append((float(prec), float(rec), float(f1), float(round(t, 3)), float(round(override, 3))))
+    floor_met = [p for p in points if p[1] >= recall_floor]
+    # max() keeps the first of equals: the grid's order (lower override, then lower threshold) breaks ties.
+    prec, rec, f1, t, override = (max(floor_met, key=lambda p: (p[0], p[2])) if floor_met
+                                  else max(points, key=lambda p: p[2]))
+    return t, override, {"cv_precision": round(prec, 4), "cv_recall": round(rec, 4), "cv_f1": round(f1, 4),
+                         "recall_floor": recall_floor, "recall_floor_met": bool(floor_met)}
 
 
 def unlabelled_pool(texts: list[str], size: int, seed: int) -> list[str]:
