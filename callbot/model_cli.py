@@ -272,3 +272,45 @@ def model_finetune(
     save_thresholds(path, thresholds, calibration)
     out.print(f"Scenario model written to {path} (thresholds: fallback {thresholds.fallback}, ambiguous margin "
               f"{thresholds.ambiguous_margin}); `callbot up` uses it for scenario {scenario}.")
+
+
+@model_app.command("tune-lexical")
+def model_tune_lexical(
+    name: Annotated[str, typer.Argument(help="Model directory name in the cache, e.g. albert-sim-release or e5-small-v1.")],
+    grid: Annotated[str, typer.Option(help="Lexical head weights to try, comma-separated (0 is always tried).")] = "0,0.02,0.05,0.08",
+) -> None:
+    """Choose the model's lexical head weight on the dev split (cross-fitted) and calibrate its thresholds at it."""
+    from rich.table import Table
+
+    from nlu import heldout
+    from nlu.calibration import save_thresholds
+    from nlu.encoders.sentence_encoder import SentenceEncoder
+    from nlu.lexical_weight import tune
+    from nlu.matcher import Matcher
+
+    s = get_settings()
+    path = s.models_dir / name
+    if not (path / "callbot_encoder.json").is_file() and not (path / "config.json").is_file():
+        raise CallbotError(f"{path} is not a model directory; `callbot model list` shows what is in the cache.")
+    try:
+        weights = [float(w) for w in grid.split(",") if w.strip()]
+    except ValueError as exc:
+        raise CallbotError(f"--grid {grid!r}: give numbers separated by commas, e.g. 0,0.02,0.05") from exc
+    matcher = Matcher(get_store(), SentenceEncoder(path), s.cache_dir / "vectors" / "devcheck",
+                      intent_head_weight=s.nlu.intent_head_weight)
+    choice, thresholds, report = tune(matcher, heldout.load("dev"), weights, progress=lambda msg: out.print(f"  {msg}"))
+    columns = ("caller_replies_open_accuracy", "caller_replies_call_accuracy", "call_facts_call_accuracy",
+               "faq_questions_open_accuracy", "chatter_rejected")
+    table = Table("weight", "pooled", "callers open", "callers in call", "call facts", "FAQ", "chatter rejected",
+                  "eligible", title=f"{name}: lexical head weight, cross-fitted on dev")
+    for w, row in choice.rows.items():
+        table.add_row(f"{w:g}{' ←' if w == choice.weight else ''}", str(row["pooled_accuracy"]),
+                      *(str(row.get(k, "")) for k in columns), "yes" if choice.eligible(w) else "no")
+    out.print(table)
+    save_thresholds(path, thresholds, report)
+    out.print(f"Saved weight {choice.weight:g} and its thresholds in {path / 'thresholds.json'} (chatter floor "
+              f"{choice.chatter_floor}). Its verified figures were measured at another weight: measure it again, once, "
+              f"with `callbot model verify {name}`.")
+    if s.nlu.lexical_head_weight is not None and s.nlu.lexical_head_weight != choice.weight:
+        out.print(f"[yellow]nlu.lexical_head_weight is set to {s.nlu.lexical_head_weight}: it overrides this choice "
+                  "for every model; unset it to serve each model's own.[/]")

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from nlu.data.corpora import package_sentences, sample
-from nlu.lexical_head import LexicalHead
+from nlu.lexical_head import LexicalHead, load_or_fit
 from nlu.matcher import ALL, FAQ_SCENARIO, OUT_OF_SCOPE, Matcher, QuestionEntry, Thresholds, kind_of
 from nlu.text import normalise
 
@@ -49,7 +49,9 @@ def _lexical_folds(matcher: Matcher) -> dict[int, LexicalHead] | None:
     folds = {}
     for fold in (0, 1):
         keep = [i for i, t in enumerate(texts) if _fold(t) != fold]
-        folds[fold] = LexicalHead.fit([texts[i] for i in keep], [labels[i] for i in keep])
+        # Cached like the served head (one file per fold folder): tuning and cross-fitting calibrate many times.
+        folds[fold] = load_or_fit(matcher.cache_dir / "lexical-folds" / str(fold), [texts[i] for i in keep],
+                                  [labels[i] for i in keep])
     return folds
 
 
@@ -252,7 +254,8 @@ def calibrate(matcher: Matcher, max_queries: int = CALIBRATION_QUERIES, ood_coun
         if nll and np.mean(nll) < best_nll:
             best_tau, best_nll = tau, float(np.mean(nll))
 
-    th = Thresholds(fallback=best_t, ambiguous_margin=best_m, temperature=best_tau, fallback_dialogue=fallback_dialogue)
+    th = Thresholds(fallback=best_t, ambiguous_margin=best_m, temperature=best_tau, fallback_dialogue=fallback_dialogue,
+                    lexical_head_weight=matcher.lexical_head_weight)
     accepted = top1 >= fallback_of
     ood_fallback_of = np.where(out_kinds == "dialogue", fallback_dialogue if fallback_dialogue is not None else best_t, best_t)
     report = {

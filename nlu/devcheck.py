@@ -68,7 +68,7 @@ def judge_model(path: Path, store: Any, settings: Any, utterances: list[heldout.
     from nlu.matcher import Matcher
 
     matcher = Matcher(store, SentenceEncoder(path), settings.cache_dir / "vectors" / "devcheck",
-                      **settings.nlu.heads())
+                      **settings.nlu.heads(path))
     matcher.refresh(force=True)
     matcher.wait_for_intent_head()
     return crossfit(matcher, utterances)

@@ -71,6 +71,9 @@ class Thresholds:
     # A call's spoken replies (嗯呐, 在开车呢回头说) score lower against their intents than written FAQ questions
     # do against theirs: a top match on a dialogue intent has its own fallback threshold (None: use `fallback`).
     fallback_dialogue: float | None = 0.922
+    # The lexical head's weight the thresholds were calibrated with (nlu.lexical_weight chooses it per model on
+    # dev): the head moves every judged score, so a model's thresholds only hold at this weight. 0 = head off.
+    lexical_head_weight: float = 0.0
 
     def fallback_for(self, kind: str) -> float:
         return self.fallback_dialogue if kind == "dialogue" and self.fallback_dialogue is not None else self.fallback

@@ -35,10 +35,10 @@ MEASURE_VERSION = 2
 BOOTSTRAP_ROUNDS = 400
 
 
-def _heads() -> dict[str, float]:
+def head_weights(model_dir: Path) -> dict[str, float]:
     from callbot.settings import get_settings
 
-    return get_settings().nlu.heads()
+    return get_settings().nlu.heads(model_dir)
 
 
 def _measure(path: Path, store: Store, cache_dir: Path, dev: dict[str, list], quantize: str = "none",
@@ -55,7 +55,7 @@ def _measure(path: Path, store: Store, cache_dir: Path, dev: dict[str, list], qu
     say = progress or (lambda _msg: None)
     enc = SentenceEncoder(path, quantize=quantize)
     # Measured as served: with the intent and lexical heads the settings turn on (nlu/intent_head.py, lexical_head.py).
-    matcher = Matcher(store, enc, cache_dir, **_heads())
+    matcher = Matcher(store, enc, cache_dir, **head_weights(path))
     matcher.refresh(force=True)
     matcher.wait_for_intent_head()
     say(f"{path.name}: knowledge-base held-out fifth")
@@ -115,7 +115,7 @@ def verify_albert(model_dir: Path, e5_dir: Path, store: Store, cache_dir: Path, 
     e5_saved = json.loads(e5_file.read_text()) if e5_file.is_file() else None
     # e5's figures are cached per knowledge-base version, measure and held-out sets: any edit can move them.
     stamp = {"kb_version": store.kb_version(), "kb_split": SPLIT_ID, "eval_sets": eval_sets_digest(),
-             "corpora": sorted(dev), "measure_version": MEASURE_VERSION, **_heads()}
+             "corpora": sorted(dev), "measure_version": MEASURE_VERSION, **head_weights(e5_dir)}
     if e5_saved is None or {k: e5_saved.get(k) for k in stamp} != stamp:
         e5_q, e5_heldout = _measure(e5_dir, store, cache_dir, dev, progress=progress)
         e5_saved = {"quality": e5_q, "heldout": e5_heldout, **stamp}

@@ -40,10 +40,11 @@ def get_matcher(model: str | None = None) -> Matcher:
         for ft in sorted(settings.models_dir.glob("albert-sim-ft-*/callbot_encoder.json")):
             scenario = ft.parent.name.removeprefix("albert-sim-ft-")
             scope_encoders[scenario] = SentenceEncoder(ft.parent, quantize=quantization_for(ft.parent, settings.nlu.quantize))
+    heads = settings.nlu.heads(Path(path))
     matcher = Matcher(get_store(), encoder, vector_dir(settings.db_url), Thresholds.for_model(Path(path)),
                       exact_index_limit=settings.nlu.exact_index_limit, scope_encoders=scope_encoders,
-                      search_threads=settings.nlu.search_threads, **settings.nlu.heads())
-    _warn_if_calibrated_otherwise(Path(path), settings.nlu.lexical_head_weight)
+                      search_threads=settings.nlu.search_threads, **heads)
+    _warn_if_calibrated_otherwise(Path(path), heads["lexical_head_weight"])
     matcher.refresh(force=True)
     return matcher
 
@@ -53,7 +54,8 @@ def _warn_if_calibrated_otherwise(model_dir: Path, weight: float) -> None:
     or accept the wrong share of messages. Say so, and how to fix it."""
     path = model_dir / "thresholds.json"
     try:
-        calibrated = float((json.loads(path.read_text()).get("calibration") or {}).get("lexical_head_weight") or 0.0)
+        data = json.loads(path.read_text())
+        calibrated = float(data.get("lexical_head_weight", (data.get("calibration") or {}).get("lexical_head_weight")) or 0.0)
     except (OSError, ValueError, TypeError, AttributeError):
         return  # no or unreadable thresholds: Thresholds.for_model has said so
     if abs(calibrated - weight) > 1e-9:

@@ -696,7 +696,7 @@ def test_verify_measures_on_never_trained_questions_and_refuses_leaked_models(
     zero = {k: 0.0 for k in ("kb_heldout_top1", *heldout.GATED, *heldout.OOD_KEYS)}
     (e5 / "quality.json").write_text(json.dumps({"quality": zero, "heldout": {}, "kb_version": kb.store.kb_version(),
                                                  "kb_split": SPLIT_ID, "eval_sets": quality.eval_sets_digest(), "corpora": [],
-                                                 "measure_version": quality.MEASURE_VERSION, "intent_head_weight": 0.0}))
+                                                 "measure_version": quality.MEASURE_VERSION, **quality.head_weights(e5)}))
     report = quality.verify_albert(tiny_trained, e5, kb.store, tmp_path / "vectors")
     assert 250 <= report["kb_queries"] <= quality.KB_QUERIES, "the held-out fifth of FAQ and dialogue questions"
     # The utterances written apart from the KB are measured too, per set and per intent.

@@ -1,0 +1,87 @@
+"""Choosing the lexical head's weight per model, on the dev split, together with its thresholds.
+
+The lexical head (nlu.lexical_head) adds weight × log p(intent | characters) to each candidate's cosine. What a
+weight does depends on how the encoder spreads its cosines: the release's sit over 0.3–1, e5-small's over 0.85–1,
+so the weight that helps one lets the character model overrule the other (split 18: e5-small + 0.05 understood
+more callers but rejected 5 points less chatter). So each model gets its own weight, chosen here:
+
+- for every weight of the grid, the model is calibrated on one half of dev and judged on the other, both ways
+  (nlu.devcheck's cross-fitting: a fair figure, the test split untouched);
+- a weight is eligible when its out-of-fold chatter rejection is at most one standard error below the head-off
+  figure ("the fallback rate on out-of-domain chatter kept where it is");
+- among those, the highest pooled in-domain accuracy wins (the smaller weight on a tie);
+- the thresholds are then calibrated on the whole of dev at that weight and saved with it in thresholds.json,
+  where the service reads it (nlu.lexical_head_weight unset).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from nlu import heldout
+from nlu.matcher import Matcher, Thresholds
+
+GRID = (0.0, 0.02, 0.05, 0.08)
+
+
+@dataclass(frozen=True)
+class WeightChoice:
+    weight: float
+    rows: dict[float, dict[str, Any]]  # weight → cross-fitted dev figures (nlu.devcheck.pooled)
+    chatter_floor: float  # the least chatter rejection an eligible weight may have
+
+    def eligible(self, weight: float) -> bool:
+        chatter = self.rows[weight].get("chatter_rejected")
+        return chatter is None or chatter >= self.chatter_floor - 1e-9
+
+
+def set_weight(matcher: Matcher, weight: float) -> None:
+    """Serve ``weight`` from now on, with the lexical head fitted (from its disk cache when it exists)."""
+    matcher.lexical_head_weight = weight
+    matcher.refresh(force=True)
+    matcher.wait_for_intent_head()
+
+
+def choose(matcher: Matcher, dev: list[heldout.HeldoutUtterance], grid: Iterable[float] = GRID,
+           progress: Callable[[str], None] | None = None) -> WeightChoice:
+    from nlu.devcheck import crossfit, pooled
+
+    say = progress or (lambda _msg: None)
+    weights = sorted({0.0, *(float(w) for w in grid)})
+    if any(w < 0 for w in weights):
+        raise ValueError(f"lexical head weights must be ≥ 0, got {weights}")
+    rows: dict[float, dict[str, Any]] = {}
+    for w in weights:
+        say(f"weight {w:g}: cross-fitting on dev")
+        set_weight(matcher, w)
+        rows[w] = pooled(crossfit(matcher, dev))
+        say(f"weight {w:g}: pooled {rows[w]['pooled_accuracy']}, chatter rejected {rows[w]['chatter_rejected']}")
+    return pick(rows, n_chatter=sum(1 for u in dev if u.intent is None))
+
+
+def pick(rows: dict[float, dict[str, Any]], n_chatter: int) -> WeightChoice:
+    """The rule of the module's docstring over cross-fitted ``rows`` (weight → figures; 0 must be among them)."""
+    base = rows[0.0].get("chatter_rejected")
+    floor = base - math.sqrt(base * (1 - base) / n_chatter) if base is not None and n_chatter else 0.0
+    choice = WeightChoice(0.0, rows, round(floor, 4))
+    best = max((w for w in rows if choice.eligible(w)), key=lambda w: (rows[w]["pooled_accuracy"], -w))
+    return WeightChoice(best, rows, choice.chatter_floor)
+
+
+def tune(matcher: Matcher, dev: list[heldout.HeldoutUtterance], grid: Iterable[float] = GRID,
+         progress: Callable[[str], None] | None = None) -> tuple[WeightChoice, Thresholds, dict[str, Any]]:
+    """Choose the weight (see the module's docstring), then calibrate the thresholds on the whole of dev at it.
+    Returns (choice, thresholds, calibration report); the caller saves them (nlu.calibration.save_thresholds)."""
+    from nlu.calibration import calibrate
+    from nlu.data.kb_split import is_clean_query
+
+    choice = choose(matcher, dev, grid, progress)
+    set_weight(matcher, choice.weight)
+    (progress or (lambda _msg: None))(f"weight {choice.weight:g} chosen: calibrating on the whole dev split")
+    thresholds, report = calibrate(matcher, only=lambda e: is_clean_query(e.text), dev=dev)
+    report["lexical_weight_choice"] = {"grid": {str(w): r for w, r in choice.rows.items()},
+                                       "chatter_floor": choice.chatter_floor, "chosen": choice.weight}
+    return choice, thresholds, report

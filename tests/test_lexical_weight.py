@@ -1,0 +1,60 @@
+"""Choosing the lexical head's weight per model on dev (nlu.lexical_weight) and serving the stored one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from callbot.settings import NluSettings
+from knowledge_base.service import KnowledgeBase
+from nlu.encoders.sentence_encoder import SentenceEncoder
+from nlu.lexical_weight import pick, tune
+from nlu.matcher import Matcher, Thresholds
+
+
+def test_the_weight_with_most_understood_wins_unless_it_gives_up_chatter() -> None:
+    rows = {0.0: {"pooled_accuracy": 0.90, "chatter_rejected": 0.95},
+            0.02: {"pooled_accuracy": 0.93, "chatter_rejected": 0.947},   # within one SE (n 1,000: 0.0069)
+            0.05: {"pooled_accuracy": 0.96, "chatter_rejected": 0.90},    # understands more, lets chatter through
+            0.08: {"pooled_accuracy": 0.93, "chatter_rejected": 0.96}}    # ties 0.02: the smaller weight wins
+    choice = pick(rows, n_chatter=1000)
+    assert choice.weight == 0.02 and choice.chatter_floor == pytest.approx(0.95 - 0.0069, abs=1e-4)
+    assert [w for w in rows if choice.eligible(w)] == [0.0, 0.02, 0.08]
+    # With far fewer chatter lines one SE is wide enough to let 0.05 in.
+    assert pick(rows, n_chatter=15).weight == 0.05
+    # Nothing beats the head off: it stays off.
+    assert pick({0.0: {"pooled_accuracy": 0.9, "chatter_rejected": 0.95},
+                 0.05: {"pooled_accuracy": 0.89, "chatter_rejected": 0.95}}, 1000).weight == 0.0
+
+
+def test_thresholds_carry_their_weight_and_the_settings_serve_it(tmp_path: Path) -> None:
+    model = tmp_path / "albert-sim-x"
+    model.mkdir()
+    assert NluSettings().heads(model)["lexical_head_weight"] == 0.0, "a model never tuned serves the head off"
+    (model / "thresholds.json").write_text(json.dumps({"fallback": 0.6, "ambiguous_margin": 0.01, "temperature": 0.02,
+                                                       "fallback_dialogue": 0.65, "lexical_head_weight": 0.05}))
+    assert Thresholds.for_model(model).lexical_head_weight == 0.05
+    assert NluSettings().heads(model)["lexical_head_weight"] == 0.05, "unset: the model's own weight"
+    assert NluSettings(lexical_head_weight=0.0).heads(model)["lexical_head_weight"] == 0.0, "a number overrides it"
+
+
+def test_tune_cross_fits_each_weight_and_calibrates_at_the_chosen_one(kb: KnowledgeBase, demo_file: Path,
+                                                                      e5_model_dir: Path, tmp_path: Path) -> None:
+    from nlu import heldout
+
+    kb.import_files([demo_file])
+    # A small slice of dev keeps this quick: a fixed sixth of the caller replies and chatter.
+    dev = [u for u in heldout.load("dev", ("caller_replies", "out_of_domain"))][::6]
+    assert sum(u.intent is None for u in dev) >= 50 and sum(u.intent is not None for u in dev) >= 200
+    matcher = Matcher(kb.store, SentenceEncoder(e5_model_dir), tmp_path / "vectors", refresh_interval_s=0.0)
+    said: list[str] = []
+    choice, thresholds, report = tune(matcher, dev, grid=(0.05,), progress=said.append)
+    assert set(choice.rows) == {0.0, 0.05} and choice.weight in choice.rows and choice.eligible(choice.weight)
+    off, on = choice.rows[0.0], choice.rows[0.05]
+    assert on != off, "the head moved the cross-fitted judgements"
+    assert choice.weight == (0.05 if on["pooled_accuracy"] > off["pooled_accuracy"] and choice.eligible(0.05) else 0.0)
+    assert thresholds.lexical_head_weight == choice.weight == matcher.lexical_head_weight
+    assert report["lexical_head_weight"] == choice.weight and report["lexical_weight_choice"]["chosen"] == choice.weight
+    assert any("cross-fitting" in s for s in said)
