@@ -284,6 +284,7 @@ def model_tune_lexical(
 
     from nlu import heldout
     from nlu.calibration import save_thresholds
+    from nlu.encoders.memo import MemoEncoder
     from nlu.encoders.sentence_encoder import SentenceEncoder
     from nlu.lexical_weight import tune
     from nlu.matcher import Matcher
@@ -296,7 +297,7 @@ def model_tune_lexical(
         weights = [float(w) for w in grid.split(",") if w.strip()]
     except ValueError as exc:
         raise CallbotError(f"--grid {grid!r}: give numbers separated by commas, e.g. 0,0.02,0.05") from exc
-    matcher = Matcher(get_store(), SentenceEncoder(path), s.cache_dir / "vectors" / "devcheck",
+    matcher = Matcher(get_store(), MemoEncoder(SentenceEncoder(path)), s.cache_dir / "vectors" / "devcheck",
                       intent_head_weight=s.nlu.intent_head_weight)
     choice, thresholds, report = tune(matcher, heldout.load("dev"), weights, progress=lambda msg: out.print(f"  {msg}"))
     columns = ("caller_replies_open_accuracy", "caller_replies_call_accuracy", "call_facts_call_accuracy",

@@ -64,10 +64,12 @@ def miss_record(model: str, j: heldout.Judged) -> dict[str, Any]:
 
 def judge_model(path: Path, store: Any, settings: Any, utterances: list[heldout.HeldoutUtterance]) -> list[heldout.Judged]:
     """Cross-fitted judgements of the model at ``path`` on ``utterances``, as served (heads per the settings)."""
+    from nlu.encoders.memo import MemoEncoder
     from nlu.encoders.sentence_encoder import SentenceEncoder
     from nlu.matcher import Matcher
 
-    matcher = Matcher(store, SentenceEncoder(path), settings.cache_dir / "vectors" / "devcheck",
+    # Cross-fitting encodes each dev sentence in both folds: remembered once.
+    matcher = Matcher(store, MemoEncoder(SentenceEncoder(path)), settings.cache_dir / "vectors" / "devcheck",
                       **settings.nlu.heads(path))
     matcher.refresh(force=True)
     matcher.wait_for_intent_head()

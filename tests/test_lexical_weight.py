@@ -58,3 +58,30 @@ def test_tune_cross_fits_each_weight_and_calibrates_at_the_chosen_one(kb: Knowle
     assert thresholds.lexical_head_weight == choice.weight == matcher.lexical_head_weight
     assert report["lexical_head_weight"] == choice.weight and report["lexical_weight_choice"]["chosen"] == choice.weight
     assert any("cross-fitting" in s for s in said)
+
+
+def test_the_memo_encoder_encodes_each_sentence_once_and_returns_the_same_rows() -> None:
+    import numpy as np
+
+    from nlu.encoders.memo import MemoEncoder
+
+    class Counting:
+        name, dim, cache_id = "fake", 3, "fake-123"
+
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+            self.seen += texts
+            return np.array([[len(t), ord(t[0]), 1.0] for t in texts], dtype=np.float32) if texts else np.zeros((0, 3))
+
+    inner = Counting()
+    memo = MemoEncoder(inner, max_items=3)
+    first = memo.encode(["好的", "不用了", "好的"])
+    assert inner.seen == ["好的", "不用了"] and first.shape == (3, 3) and (first[0] == first[2]).all()
+    again = memo.encode(["不用了", "在开会"])
+    assert inner.seen == ["好的", "不用了", "在开会"], "only the new sentence is encoded"
+    assert (again == inner.encode(["不用了", "在开会"])).all()
+    full = memo.encode(["转人工", "好的"])  # over max_items: served, not remembered
+    assert (full[1] == first[0]).all() and "转人工" not in memo._rows
+    assert memo.cache_id == "fake-123" and memo.dim == 3 and memo.encode([]).shape[0] == 0
