@@ -1,4 +1,4 @@
-"""Run benchmarks: `python -m benchmarks [similarity retrieval latency parse expansion mining dialogue callers voice tts gateway load complaints compliance web asr_window endpoint lexical_head]` (all by default)."""
+"""Run benchmarks: `python -m benchmarks [similarity retrieval latency parse expansion mining dialogue callers voice tts gateway load complaints compliance web asr_window endpoint lexical_head asr_numbers]` (all by default)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from rich.console import Console
 
 from benchmarks import (
+    asr_numbers,
     asr_window,
     callers,
     complaints,
@@ -32,7 +33,7 @@ SUITES = {"similarity": similarity.run, "retrieval": retrieval.run, "latency": l
           "dialogue": dialogue.run, "callers": callers.run, "voice": voice.run, "tts": tts.run, "gateway": gateway.run,
           "load": load.run, "complaints": complaints.run, "compliance": compliance.run, "web": web.run, "asr_window": asr_window.run,
           "endpoint": endpoint.run,
-          "lexical_head": lexical_head.run}
+          "lexical_head": lexical_head.run, "asr_numbers": asr_numbers.run}
 
 
 def main() -> None:

@@ -22,6 +22,14 @@ def _demo_intents(demo_file: Path) -> dict[str, set[str]]:
     return {sc["code"]: {it["name"] for it in sc.get("intents", [])} for sc in doc["scenarios"]}
 
 
+def _demo_texts(demo_file: Path) -> list[str]:
+    import yaml
+
+    doc = yaml.safe_load(demo_file.read_text(encoding="utf-8"))
+    return [q if isinstance(q, str) else q["text"] for sc in doc["scenarios"] for it in sc.get("intents", [])
+            for q in [it.get("standard_question"), *(it.get("extension_questions") or [])] if q]
+
+
 def test_the_sets_are_large_enough_and_name_real_intents(demo_file: Path) -> None:
     intents = _demo_intents(demo_file)
     known = set().union(*intents.values())
@@ -152,3 +160,23 @@ def test_the_writers_brief_names_every_intent_and_no_extension_question(tmp_path
     assert not shown & extension, sorted(shown & extension)[:5]
     assert "step `identity_check`: bot says:" in brief
     assert main([str(tmp_path)]) == 2, "a folder that is not a knowledge base is refused"
+
+
+def test_the_asr_number_set_carries_digits_and_names_real_intents(demo_file: Path) -> None:
+    """benchmarks/asr_numbers.py measures voice/normalize.py on it: each line must be what it says it is."""
+    import json
+    import re
+
+    intents = _demo_intents(demo_file)
+    known = set().union(*intents.values())
+    path = Path(__file__).resolve().parent.parent / "voice" / "eval_sets" / "asr_numbers.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(rows) >= 150 and len({r["text"] for r in rows}) == len(rows)
+    for r in rows:
+        assert re.search(r"\d", r["text"]), f"no digit in {r['text']!r}"
+        assert r["intent"] in known, r
+        if "scenario" in r:
+            assert r["intent"] in intents[r["scenario"]], r
+    kb = {heldout._key(t) for t in _demo_texts(demo_file)}
+    assert len(kb) > 1000, "the demo KB's questions were read"
+    assert not [r["text"] for r in rows if heldout._key(r["text"]) in kb], "held out: none is a KB question"
