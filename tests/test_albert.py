@@ -680,13 +680,13 @@ def test_verify_measures_on_never_trained_questions_and_refuses_leaked_models(
 
     full_load = heldout.load
 
-    def a_third_of_dev(split: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def a_fifth_of_dev(split: str, *args, **kwargs):  # type: ignore[no-untyped-def]
         # Calibration reads the whole dev split (17,000 utterances) on every verify; a fixed fifth of it exercises the
         # same code in a fifth of the time (this test verifies four times). The test split is measured whole.
         rows = full_load(split, *args, **kwargs)
         return rows if split != "dev" else [u for u in rows if hashlib.md5(u.text.encode()).digest()[0] % 5 == 0]
 
-    monkeypatch.setattr(heldout, "load", a_third_of_dev)
+    monkeypatch.setattr(heldout, "load", a_fifth_of_dev)
     e5 = tmp_path / "e5"  # e5's files, linked, so its quality.json is this test's own
     e5.mkdir()
     for f in e5_model_dir.iterdir():
