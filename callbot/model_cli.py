@@ -282,12 +282,7 @@ def model_tune_lexical(
     """Choose the model's lexical head weight on the dev split (cross-fitted) and calibrate its thresholds at it."""
     from rich.table import Table
 
-    from nlu import heldout
-    from nlu.calibration import save_thresholds
-    from nlu.encoders.memo import MemoEncoder
-    from nlu.encoders.sentence_encoder import SentenceEncoder
-    from nlu.lexical_weight import tune
-    from nlu.matcher import Matcher
+    from nlu.lexical_weight import tune_model
 
     s = get_settings()
     path = s.models_dir / name
@@ -297,9 +292,8 @@ def model_tune_lexical(
         weights = [float(w) for w in grid.split(",") if w.strip()]
     except ValueError as exc:
         raise CallbotError(f"--grid {grid!r}: give numbers separated by commas, e.g. 0,0.02,0.05") from exc
-    matcher = Matcher(get_store(), MemoEncoder(SentenceEncoder(path)), s.cache_dir / "vectors" / "devcheck",
-                      intent_head_weight=s.nlu.intent_head_weight)
-    choice, thresholds, report = tune(matcher, heldout.load("dev"), weights, progress=lambda msg: out.print(f"  {msg}"))
+    choice = tune_model(path, get_store(), s.cache_dir / "vectors" / "devcheck", s.nlu.intent_head_weight, weights,
+                        progress=lambda msg: out.print(f"  {msg}"))
     columns = ("caller_replies_open_accuracy", "caller_replies_call_accuracy", "call_facts_call_accuracy",
                "faq_questions_open_accuracy", "chatter_rejected")
     table = Table("weight", "pooled", "callers open", "callers in call", "call facts", "FAQ", "chatter rejected",
@@ -308,7 +302,6 @@ def model_tune_lexical(
         table.add_row(f"{w:g}{' ←' if w == choice.weight else ''}", str(row["pooled_accuracy"]),
                       *(str(row.get(k, "")) for k in columns), "yes" if choice.eligible(w) else "no")
     out.print(table)
-    save_thresholds(path, thresholds, report)
     out.print(f"Saved weight {choice.weight:g} and its thresholds in {path / 'thresholds.json'} (chatter floor "
               f"{choice.chatter_floor}). Its verified figures were measured at another weight: measure it again, once, "
               f"with `callbot model verify {name}`.")

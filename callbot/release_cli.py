@@ -10,7 +10,8 @@ interrupted one resumes from its last checkpoint):
 4. a weight-space blend of 3 with the pair-stage model it started from, 0.25 × pairs + 0.75 × KB (WiSE-FT,
    `nlu/albert/soup.py`): the KB stage fits the KB's own style and costs LCQMC (77.2 → 76.2 Spearman for seed 13);
    the blend keeps most of its gain on callers and LCQMC at e5-small's level (chosen on the dev split, fifth session);
-5. float16 export, then `model verify` (float32 and int8) on what would ship: the KB held-out fifth,
+5. float16 export, the lexical head's weight chosen on dev (`callbot model tune-lexical`; e5-small's too, once per
+   machine), then `model verify` (float32 and int8) on what would ship: the KB held-out fifth,
    the held-out test utterances, LCQMC/BQ dev — beside e5-small and the release in the tree.
 
 With ``--ship`` (the default) the candidate replaces ``models/albert-sim-release`` only when it meets the
@@ -225,6 +226,7 @@ def model_release(
     from rich.table import Table
 
     from nlu.albert.pipeline import default_corpora
+    from nlu.lexical_weight import tune_model, tuned_choice
     from nlu.model_cache import e5_dir, ensure_base_model
     from nlu.model_card import render_card
     from nlu.model_quality import verify_albert
@@ -261,6 +263,13 @@ def model_release(
         (candidate_dir / "callbot_encoder.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2))
         progress = lambda msg: out.print(f"  measuring {msg}")  # noqa: E731
         t0 = time.monotonic()
+        # The lexical head's weight is chosen per model on dev (nlu.lexical_weight): the candidate's, and e5-small's
+        # once per machine, so the comparison is of each at its own operating point.
+        for model in (e5_dir(s.models_dir), candidate_dir):
+            if tuned_choice(model) is None and s.nlu.lexical_head_weight is None:
+                out.print(f"  choosing the lexical head weight of {model.name} on dev")
+                tune_model(model, store, s.cache_dir / "vectors" / "devcheck", s.nlu.intent_head_weight,
+                           progress=lambda msg: out.print(f"    {msg}"))
         report = verify_albert(candidate_dir, e5_dir(s.models_dir), store, s.cache_dir / "vectors" / "quality", progress=progress)
         report8 = verify_albert(candidate_dir, e5_dir(s.models_dir), store, s.cache_dir / "vectors" / "quality", "int8",
                                 progress=progress)

@@ -85,3 +85,31 @@ def tune(matcher: Matcher, dev: list[heldout.HeldoutUtterance], grid: Iterable[f
     report["lexical_weight_choice"] = {"grid": {str(w): r for w, r in choice.rows.items()},
                                        "chatter_floor": choice.chatter_floor, "chosen": choice.weight}
     return choice, thresholds, report
+
+
+def tuned_choice(model_dir: Any) -> dict[str, Any] | None:
+    """How the model's stored weight was chosen, or None when it never was (thresholds.json's calibration record)."""
+    import json
+    from pathlib import Path
+
+    path = Path(model_dir) / "thresholds.json"
+    try:
+        return (json.loads(path.read_text()).get("calibration") or {}).get("lexical_weight_choice")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def tune_model(model_dir: Any, store: Any, cache_dir: Any, intent_head_weight: float = 0.0, grid: Iterable[float] = GRID,
+               progress: Callable[[str], None] | None = None) -> WeightChoice:
+    """Tune the model at ``model_dir`` on today's dev split and save the weight with its thresholds."""
+    from pathlib import Path
+
+    from nlu.calibration import save_thresholds
+    from nlu.encoders.memo import MemoEncoder
+    from nlu.encoders.sentence_encoder import SentenceEncoder
+
+    matcher = Matcher(store, MemoEncoder(SentenceEncoder(Path(model_dir))), Path(cache_dir),
+                      intent_head_weight=intent_head_weight)
+    choice, thresholds, report = tune(matcher, heldout.load("dev"), grid, progress)
+    save_thresholds(Path(model_dir), thresholds, report)
+    return choice

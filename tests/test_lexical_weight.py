@@ -85,3 +85,16 @@ def test_the_memo_encoder_encodes_each_sentence_once_and_returns_the_same_rows()
     full = memo.encode(["转人工", "好的"])  # over max_items: served, not remembered
     assert (full[1] == first[0]).all() and "转人工" not in memo._rows
     assert memo.cache_id == "fake-123" and memo.dim == 3 and memo.encode([]).shape[0] == 0
+
+
+def test_a_recalibration_at_the_tuned_weight_keeps_the_record_of_the_choice(tmp_path: Path) -> None:
+    from nlu.calibration import save_thresholds
+    from nlu.lexical_weight import tuned_choice
+
+    assert tuned_choice(tmp_path) is None, "never tuned"
+    choice = {"grid": {}, "chatter_floor": 0.94, "chosen": 0.05}
+    save_thresholds(tmp_path, Thresholds(lexical_head_weight=0.05), {"lexical_weight_choice": choice})
+    save_thresholds(tmp_path, Thresholds(fallback=0.7, lexical_head_weight=0.05), {"model": "x"})  # model verify
+    assert tuned_choice(tmp_path) == choice and Thresholds.for_model(tmp_path).fallback == 0.7
+    save_thresholds(tmp_path, Thresholds(lexical_head_weight=0.0), {"model": "x"})  # calibrated at another weight
+    assert tuned_choice(tmp_path) is None, "the record no longer describes what is served"
