@@ -690,8 +690,11 @@ def test_verify_measures_on_never_trained_questions_and_refuses_leaked_models(
     e5 = tmp_path / "e5"  # e5's files, linked, so its quality.json is this test's own
     e5.mkdir()
     for f in e5_model_dir.iterdir():
-        if f.name != "quality.json":  # a cached measure in the user's cache must not be written through the link
-            (e5 / f.name).symlink_to(f)
+        if f.name in ("quality.json", "thresholds.json"):  # written by verify: never through a link into the user's cache
+            if f.name == "thresholds.json":
+                shutil.copy(f, e5 / f.name)
+            continue
+        (e5 / f.name).symlink_to(f)
     # A cached e5 measurement for this KB version that any model beats...
     zero = {k: 0.0 for k in ("kb_heldout_top1", *heldout.GATED, *heldout.OOD_KEYS)}
     (e5 / "quality.json").write_text(json.dumps({"quality": zero, "heldout": {}, "kb_version": kb.store.kb_version(),
