@@ -16,9 +16,11 @@ more callers but rejected 5 points less chatter). So each model gets its own wei
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nlu import heldout
@@ -89,9 +91,6 @@ def tune(matcher: Matcher, dev: list[heldout.HeldoutUtterance], grid: Iterable[f
 
 def tuned_choice(model_dir: Any) -> dict[str, Any] | None:
     """How the model's stored weight was chosen, or None when it never was (thresholds.json's calibration record)."""
-    import json
-    from pathlib import Path
-
     path = Path(model_dir) / "thresholds.json"
     try:
         return (json.loads(path.read_text()).get("calibration") or {}).get("lexical_weight_choice")
@@ -102,8 +101,6 @@ def tuned_choice(model_dir: Any) -> dict[str, Any] | None:
 def tune_model(model_dir: Any, store: Any, cache_dir: Any, intent_head_weight: float = 0.0, grid: Iterable[float] = GRID,
                progress: Callable[[str], None] | None = None) -> WeightChoice:
     """Tune the model at ``model_dir`` on today's dev split and save the weight with its thresholds."""
-    from pathlib import Path
-
     from nlu.calibration import save_thresholds
     from nlu.encoders.memo import MemoEncoder
     from nlu.encoders.sentence_encoder import SentenceEncoder
