@@ -279,11 +279,10 @@ def calibrate(matcher: Matcher, max_queries: int = CALIBRATION_QUERIES, ood_coun
 
 
 def save_thresholds(model_dir: Path, th: Thresholds, report: dict[str, Any]) -> Path:
+    from nlu.lexical_weight import tuned_choice
+
     path = model_dir / "thresholds.json"
-    try:  # a recalibration at the tuned weight keeps the record of how that weight was chosen (nlu.lexical_weight)
-        before = (json.loads(path.read_text()).get("calibration") or {}).get("lexical_weight_choice")
-    except (OSError, ValueError, AttributeError):
-        before = None
+    before = tuned_choice(model_dir)  # a recalibration at the tuned weight keeps the record of how it was chosen
     if before and "lexical_weight_choice" not in report and before.get("chosen") == th.lexical_head_weight:
         report = {**report, "lexical_weight_choice": before}
     path.write_text(json.dumps({**asdict(th), "calibration": report}, ensure_ascii=False, indent=2))

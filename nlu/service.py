@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from functools import lru_cache
 from pathlib import Path
@@ -44,20 +43,17 @@ def get_matcher(model: str | None = None) -> Matcher:
     matcher = Matcher(get_store(), encoder, vector_dir(settings.db_url), Thresholds.for_model(Path(path)),
                       exact_index_limit=settings.nlu.exact_index_limit, scope_encoders=scope_encoders,
                       search_threads=settings.nlu.search_threads, **heads)
-    _warn_if_calibrated_otherwise(Path(path), heads["lexical_head_weight"])
+    _warn_if_calibrated_otherwise(Path(path), matcher.thresholds, heads["lexical_head_weight"])
     matcher.refresh(force=True)
     return matcher
 
 
-def _warn_if_calibrated_otherwise(model_dir: Path, weight: float) -> None:
+def _warn_if_calibrated_otherwise(model_dir: Path, thresholds: Thresholds, weight: float) -> None:
     """The lexical head moves the scores the thresholds judge: thresholds calibrated with another weight reject
     or accept the wrong share of messages. Say so, and how to fix it."""
-    path = model_dir / "thresholds.json"
-    try:
-        data = json.loads(path.read_text())
-        calibrated = float(data.get("lexical_head_weight", (data.get("calibration") or {}).get("lexical_head_weight")) or 0.0)
-    except (OSError, ValueError, TypeError, AttributeError):
-        return  # no or unreadable thresholds: Thresholds.for_model has said so
+    if not (model_dir / "thresholds.json").is_file():
+        return  # no thresholds: Thresholds.for_model has said so
+    calibrated = thresholds.lexical_head_weight
     if abs(calibrated - weight) > 1e-9:
         log.warning("thresholds were calibrated with another lexical head weight",
                     extra={"fields": {"model": model_dir.name, "calibrated": calibrated, "served": weight,
