@@ -1,4 +1,4 @@
-"""Run benchmarks: `python -m benchmarks [similarity retrieval latency parse expansion mining dialogue callers voice tts gateway load complaints compliance web asr_window endpoint lexical_head asr_numbers]` (all by default)."""
+"""Run benchmarks: `python -m benchmarks [similarity retrieval latency parse expansion mining dialogue callers voice tts gateway load campaign complaints compliance web asr_window endpoint lexical_head asr_numbers]` (all by default)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from benchmarks import (
     asr_numbers,
     asr_window,
     callers,
+    campaign,
     complaints,
     compliance,
     dialogue,
@@ -31,7 +32,7 @@ from benchmarks import (
 SUITES = {"similarity": similarity.run, "retrieval": retrieval.run, "latency": latency.run, "parse": parse.run,
           "expansion": expansion.run, "mining": mining.run,
           "dialogue": dialogue.run, "callers": callers.run, "voice": voice.run, "tts": tts.run, "gateway": gateway.run,
-          "load": load.run, "complaints": complaints.run, "compliance": compliance.run, "web": web.run, "asr_window": asr_window.run,
+          "load": load.run, "campaign": campaign.run, "complaints": complaints.run, "compliance": compliance.run, "web": web.run, "asr_window": asr_window.run,
           "endpoint": endpoint.run,
           "lexical_head": lexical_head.run, "asr_numbers": asr_numbers.run}
 

@@ -152,7 +152,8 @@ class CampaignSettings(BaseModel):
     # Where the gateway dials a campaign's numbers: sip:{phone}@{sip_trunk} (a carrier trunk or a PBX).
     sip_trunk: str = "127.0.0.1:5090"
     poll_s: float = 1.0
-    text_answer_timeout_s: float = 600.0  # text driver: a conversation with no reply this long is a no_answer
+    text_answer_timeout_s: float = 600.0  # text driver: a conversation with no reply this long is a no_answer …
+    text_abandoned_after_s: float = 3600.0  # … and one the customer replied to but left without an outcome, dropped
     # gateway driver: a gateway unreachable this long has lost its calls; they are settled (dropped → retried)
     gateway_lost_after_s: float = Field(90.0, gt=0)
 

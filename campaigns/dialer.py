@@ -78,7 +78,8 @@ def run_dialer(driver_name: str, worker: str, until_idle: bool = False, **option
         driver: CallDriver = GatewayDriver(settings.url("gateway"), options.get("trunk") or settings.campaigns.sip_trunk, campaigns,
                                            settings.campaigns.gateway_lost_after_s)
     elif driver_name == "text":
-        driver = TextDriver(settings.url("rasa"), campaigns, float(options.get("answer_timeout_s") or settings.campaigns.text_answer_timeout_s))
+        driver = TextDriver(settings.url("rasa"), campaigns, float(options.get("answer_timeout_s") or settings.campaigns.text_answer_timeout_s),
+                            settings.campaigns.text_abandoned_after_s)
     else:
         raise CallbotError(f"--driver {driver_name!r}: gateway (phone calls) or text (conversations only).")
     dialer = Dialer(campaigns, driver, worker, settings.campaigns.poll_s)

@@ -4,8 +4,9 @@
   ``sip:{phone}@{trunk}``; ended when the gateway says so, with the outcome it or the dialogue recorded.
 - ``TextDriver``: no telephony. The call is the Rasa conversation itself: the dialer starts it with
   `EXTERNAL_start_call` (the call id as sender) and the customer's replies arrive on the REST channel under that
-  sender (a chat, an SMS bridge, a test); it ends when the conversation records an outcome, or as ``no_answer``
-  after ``answer_timeout_s`` with no reply.
+  sender (a chat, an SMS bridge, a test); it ends when the conversation records an outcome, as ``no_answer``
+  after ``answer_timeout_s`` with no reply, or as ``dropped`` (retried) when a customer who replied leaves the
+  conversation unfinished for ``abandoned_after_s``.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class TextDriver:
     rasa_url: str
     campaigns: Campaigns
     answer_timeout_s: float = 600.0
+    abandoned_after_s: float = 3600.0
     name: str = "text"
     _started: dict[str, float] = field(default_factory=dict)
 
@@ -92,8 +94,11 @@ class TextDriver:
         self._started[claim.call_id] = time.monotonic()
 
     def outcome(self, claim: Claim) -> str | None:
-        recorded = self.campaigns.recorded_outcome(claim.call_id)
+        recorded, replied = self.campaigns.call_progress(claim.call_id)
         if recorded is not None:
             return recorded
         started = self._started.setdefault(claim.call_id, time.monotonic())  # a restart gives it a fresh wait
-        return "no_answer" if time.monotonic() - started > self.answer_timeout_s else None
+        waited = time.monotonic() - started
+        if not replied:  # the timeout is for a customer who never answers, not for a long conversation
+            return "no_answer" if waited > self.answer_timeout_s else None
+        return "dropped" if waited > self.abandoned_after_s else None  # answered, then gone: retried like a dropped line

@@ -25,7 +25,16 @@ from actions.time_expressions import parse_callback_time
 from campaigns.customers import CustomerFileError, iter_customers, neutralise_formula
 from knowledge_base.db import Store
 from knowledge_base.errors import CallbotError
-from knowledge_base.models import CallAttempt, Campaign, CampaignContact, Conversation, DoNotCall, Scenario, utcnow
+from knowledge_base.models import (
+    CallAttempt,
+    Campaign,
+    CampaignContact,
+    Conversation,
+    ConversationTurn,
+    DoNotCall,
+    Scenario,
+    utcnow,
+)
 
 # Outcomes after which the customer is called again (with back-off) while attempts remain.
 RETRY_OUTCOMES = frozenset({"no_answer", "busy", "dropped", "answering_machine"})
@@ -268,9 +277,17 @@ class Campaigns:
                 CallAttempt.worker == worker, CallAttempt.outcome.is_(None)))]
 
     def recorded_outcome(self, call_id: str) -> str | None:
+        return self.call_progress(call_id)[0]
+
+    def call_progress(self, call_id: str) -> tuple[str | None, bool]:
+        """(the outcome the conversation recorded or None, whether the customer has said anything yet)."""
         with self.store.session("campaigns") as s:
             conv = s.scalar(select(Conversation).where(Conversation.external_id == call_id))
-            return conv.outcome.value if conv is not None and conv.outcome is not None else None
+            if conv is None:
+                return None, False
+            replied = s.scalar(select(ConversationTurn.id).where(ConversationTurn.conversation_id == conv.id,
+                                                                 ConversationTurn.speaker == "user").limit(1)) is not None
+            return (conv.outcome.value if conv.outcome is not None else None), replied
 
     # -- reports --
     def status(self, campaign_id: int | None = None) -> list[dict[str, Any]]:

@@ -245,13 +245,29 @@ def running_webapp(env: dict[str, str]) -> Iterator[str]:
         Path(log.name).unlink(missing_ok=True)
 
 
+# What `callbot model verify` / `tune-lexical` write beside a model: a fresh clone's e5-small has none of them.
+E5_RECORDS = ("thresholds.json", "quality.json")
+
+
+def link_fresh_e5(models_dir: Path, e5_model_dir: Path) -> Path:
+    """e5-small as `callbot model base` builds it on a fresh machine, in ``models_dir``: the cached weights, linked,
+    without the calibration records a developer's verify or tune-lexical runs leave in the cache (a tuned lexical
+    head weight and its thresholds change what short replies match, and CI shares this machine's cache), and
+    nothing a test writes there reaches the user's cache."""
+    folder = models_dir / e5_model_dir.name
+    folder.mkdir(parents=True)
+    for item in e5_model_dir.iterdir():
+        if item.name not in E5_RECORDS:
+            (folder / item.name).symlink_to(item)
+    return folder
+
+
 def demo_webapp_env(tmp_path_factory: pytest.TempPathFactory, e5_model_dir: Path, name: str) -> dict[str, str]:
     """The environment of a web app alone on the demo knowledge base (SQLite in its own home, e5-small), loaded."""
     import sys
 
     tmp = tmp_path_factory.mktemp(name)
-    (tmp / "cache" / "models").mkdir(parents=True)
-    (tmp / "cache" / "models" / "e5-small-v1").symlink_to(e5_model_dir)
+    link_fresh_e5(tmp / "cache" / "models", e5_model_dir)
     env = {**os.environ, "CALLBOT_CACHE_DIR": str(tmp / "cache"), "CALLBOT_HOME": str(tmp / "home"),
            "CALLBOT_NLU__MODEL": "e5-small", "CALLBOT_NLU__USE_SCENARIO_MODELS": "false", "CALLBOT_PORTS__WEB": str(free_port())}
     done = subprocess.run([str(Path(sys.executable).parent / "callbot"), "kb", "demo"], cwd=ROOT, env=env, capture_output=True, text=True)
@@ -264,6 +280,9 @@ def running_product(tmp_path_factory: pytest.TempPathFactory, extra_env: dict[st
     ``extra_env`` adds settings (CALLBOT_DATABASE_URL for a product on PostgreSQL)."""
     import sys
 
+    from callbot.settings import get_settings
+    from nlu.model_cache import e5_dir
+
     callbot = str(Path(sys.executable).parent / "callbot")
     home = tmp_path_factory.mktemp("home")
     ports = {"web": free_port(), "rasa": free_port(), "actions": free_port()}
@@ -271,7 +290,8 @@ def running_product(tmp_path_factory: pytest.TempPathFactory, extra_env: dict[st
            # Pin the encoder: what a developer has trained into the cache must not change test outcomes. A fresh clone
            # serves the released ALBERT-sim (`auto`, models/albert-sim-release); CALLBOT_TEST_NLU_MODEL=albert-sim-release
            # (or auto, or another model name) runs the same tests against it once `callbot model base` has installed it.
-           "CALLBOT_NLU__MODEL": os.environ.get("CALLBOT_TEST_NLU_MODEL", "e5-small"),
+           "CALLBOT_NLU__MODEL": os.environ.get("CALLBOT_TEST_NLU_MODEL")
+           or str(link_fresh_e5(tmp_path_factory.mktemp("models"), e5_dir(get_settings().models_dir))),
            "CALLBOT_NLU__USE_SCENARIO_MODELS": "false",
            # The SIP gateway (Whisper + a TTS worker) only where a test calls it: tests/test_gateway.py.
            "CALLBOT_VOICE__ENABLED": "false",

@@ -374,10 +374,12 @@ def demo_home_with(trained: Path, e5_model_dir: Path, tmp_path: Path) -> tuple[d
     import subprocess
     import sys
 
+    from tests.conftest import link_fresh_e5
+
     cache = tmp_path / "cache"
     (cache / "models").mkdir(parents=True)
     shutil.copytree(trained, cache / "models" / "albert-sim-trained")
-    (cache / "models" / "e5-small-v1").symlink_to(e5_model_dir)
+    link_fresh_e5(cache / "models", e5_model_dir)
     env = {**os.environ, "CALLBOT_CACHE_DIR": str(cache), "CALLBOT_HOME": str(tmp_path / "home")}
     callbot = str(Path(sys.executable).parent / "callbot")
     root = Path(__file__).resolve().parent.parent
@@ -502,13 +504,13 @@ def generator_webapp(tiny_trained: Path, e5_model_dir: Path, tmp_path_factory: p
     import subprocess
     import sys
 
-    from tests.conftest import free_port, running_webapp
+    from tests.conftest import free_port, link_fresh_e5, running_webapp
 
     tmp_path = tmp_path_factory.mktemp("generator-webapp")
     cache = tmp_path / "cache"
     (cache / "models").mkdir(parents=True)
     shutil.copytree(tiny_trained, cache / "models" / "albert-sim-trained")
-    (cache / "models" / "e5-small-v1").symlink_to(e5_model_dir)
+    link_fresh_e5(cache / "models", e5_model_dir)
     port = free_port()
     env = {**os.environ, "CALLBOT_CACHE_DIR": str(cache), "CALLBOT_HOME": str(tmp_path / "home"), "CALLBOT_PORTS__WEB": str(port),
            "CALLBOT_NLU__MODEL": "e5-small"}

@@ -288,3 +288,27 @@ def test_a_callback_is_dialled_at_the_time_the_customer_named_on_the_campaigns_c
     assert len(calls.placed) == 5
     dialer.tick(datetime(2026, 12, 7, 2, 0, 30))
     assert calls.placed[-1].phone == "13800002222"
+
+
+def test_the_text_driver_times_out_silence_not_a_conversation_still_going(campaigns: Campaigns) -> None:
+    from campaigns.drivers import TextDriver
+    from knowledge_base.models import ConversationTurn
+
+    def claim(call_id: str) -> Claim:
+        return Claim(0, 0, 0, call_id, "ipo_allotment_notice", "张先生", "13900000001", {})
+
+    with campaigns.store.session() as s:
+        talking = Conversation(external_id="text-talking", channel="outbound")
+        s.add_all([talking, Conversation(external_id="text-silent", channel="outbound")])
+        s.flush()
+        s.add_all([ConversationTurn(conversation_id=talking.id, seq=0, speaker="bot", text="您好，请问是张先生吗？"),
+                   ConversationTurn(conversation_id=talking.id, seq=1, speaker="user", text="是我")])
+    driver = TextDriver("http://127.0.0.1:9", campaigns, answer_timeout_s=0.0, abandoned_after_s=3600.0)
+    assert driver.outcome(claim("text-silent")) == "no_answer", "no reply within the answer time-out"
+    assert driver.outcome(claim("text-talking")) is None, "the customer replied: the call goes on past the answer time-out"
+    assert campaigns.call_progress("text-talking") == (None, True)
+    gone = TextDriver("http://127.0.0.1:9", campaigns, answer_timeout_s=0.0, abandoned_after_s=0.0)
+    assert gone.outcome(claim("text-talking")) == "dropped", "replied, then left without an outcome: retried"
+    with campaigns.store.session() as s:
+        s.scalar(select(Conversation).where(Conversation.external_id == "text-talking")).outcome = Outcome.confirmed
+    assert gone.outcome(claim("text-talking")) == "confirmed"

@@ -16,7 +16,7 @@ from knowledge_base.service import KnowledgeBase
 from nlu.compliance.classifier import DATA_DIR, TRAIN_FILES, HeadConfig, load_examples, save_head, train_head
 from nlu.compliance.clauses import split_clauses
 from nlu.compliance.guard import ComplianceGuard
-from tests.conftest import ROOT
+from tests.conftest import ROOT, link_fresh_e5
 
 CALLBOT = str(Path(sys.executable).parent / "callbot")
 
@@ -195,7 +195,7 @@ def test_a_head_trained_on_another_encoders_vectors_is_not_used(encoder, head_di
 def test_cli_check_and_eval(guard: ComplianceGuard, head_dir: Path, tmp_path: Path, e5_model_dir: Path) -> None:
     home, cache = tmp_path / "home", tmp_path / "cache"
     (cache / "models").mkdir(parents=True)
-    (cache / "models" / "e5-small-v1").symlink_to(e5_model_dir)
+    link_fresh_e5(cache / "models", e5_model_dir)
     if guard.encoder.path.name != "e5-small-v1":
         (cache / "models" / guard.encoder.path.name).symlink_to(guard.encoder.path)
     (cache / "compliance").symlink_to(head_dir)

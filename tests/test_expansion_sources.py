@@ -19,6 +19,7 @@ from nlu.expansion import MIXED_SOURCES, Candidate, canonical, expand_with, filt
 from nlu.matcher import Matcher
 from nlu.rewrites import load_thesaurus, spoken_rewrites, thesaurus_path, thesaurus_swaps
 from nlu.text import EmptyText
+from tests.conftest import link_fresh_e5
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {"beam", "sample", "rewrite", "thesaurus"}
@@ -197,7 +198,7 @@ def tiny_home(tiny_kb_file: Path, e5_model_dir: Path, tmp_path_factory: pytest.T
     """A home with the small KB and a model cache holding e5-small only (no generator)."""
     tmp = tmp_path_factory.mktemp("expand-home")
     (tmp / "cache" / "models").mkdir(parents=True)
-    (tmp / "cache" / "models" / "e5-small-v1").symlink_to(e5_model_dir)
+    link_fresh_e5(tmp / "cache" / "models", e5_model_dir)
     env = {**os.environ, "CALLBOT_CACHE_DIR": str(tmp / "cache"), "CALLBOT_HOME": str(tmp / "home"), "CALLBOT_NLU__MODEL": "e5-small",
            "CALLBOT_NLU__USE_SCENARIO_MODELS": "false"}
     callbot = str(Path(sys.executable).parent / "callbot")

@@ -322,6 +322,15 @@ def test_lexical_head_moves_the_judged_score_and_is_cached_by_the_kb_texts(kb: K
             assert (r.score - r.cosine) - (first.score - first.cosine) == pytest.approx(bonus[r.intent] - bonus[first.intent], abs=1e-5)
         assert [r.score for r in b.ranking] == sorted((r.score for r in b.ranking), reverse=True)
         assert "cosine" in b.as_dict()["ranking"][0] and "cosine" not in a.as_dict()["ranking"][0]
+    # A reply that is word for word a KB question keeps that question's intent however heavy the head: 好 is an
+    # affirm wording, and the head alone reads 好 as greet (你好, 您好).
+    heavy = Matcher(kb.store, e5, shared_vectors, refresh_interval_s=0.0, lexical_head_weight=1.0)
+    heavy.refresh(force=True)
+    texts, labels = heavy.head_training_set()
+    assert "好" in [t for t, label in zip(texts, labels, strict=True) if label == "affirm"]
+    assert heavy.lexical_bonus("好", ["affirm", "greet"])["greet"] > heavy.lexical_bonus("好", ["affirm", "greet"])["affirm"]
+    assert heavy.match("好", "ipo_allotment_notice").ranking[0].intent == "affirm"
+    assert heavy.match("好", None).ranking[0].cosine is None, "no head on an exact wording"
     # A restart on the same KB loads the head instead of fitting it; an edit fits a new one and replaces the file.
     texts, labels = lexical.head_training_set()
     assert load_or_fit(folder, texts, labels).classes == lexical._lexical[1].classes

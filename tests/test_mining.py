@@ -19,7 +19,7 @@ from knowledge_base.service import KnowledgeBase
 from nlu.encoders.sentence_encoder import SentenceEncoder
 from nlu.matcher import Matcher
 from nlu.mining import caller_utterances, has_personal_data, mine
-from tests.conftest import http
+from tests.conftest import http, link_fresh_e5
 
 ROOT = Path(__file__).resolve().parent.parent
 NEW_WORDING = "请问我那个新股中了没有"  # faq_ipo_allotment_query, not in the demo KB
@@ -90,7 +90,7 @@ def test_mining_proposes_new_wordings_only(matcher: Matcher, kb: KnowledgeBase) 
 def test_mine_command_queues_pending_questions_once(e5_model_dir: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     (cache / "models").mkdir(parents=True)
-    (cache / "models" / "e5-small-v1").symlink_to(e5_model_dir)
+    link_fresh_e5(cache / "models", e5_model_dir)
     home = tmp_path / "home"
     env = {**os.environ, "CALLBOT_CACHE_DIR": str(cache), "CALLBOT_HOME": str(home), "CALLBOT_NLU__MODEL": "e5-small"}
     callbot = str(Path(sys.executable).parent / "callbot")

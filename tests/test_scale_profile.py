@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, text
 
 from benchmarks.common import free_block
 from benchmarks.load import IPO_VARS, REPLIES, drive, recorded
-from tests.conftest import ROOT
+from tests.conftest import ROOT, link_fresh_e5
 
 CALLBOT = str(Path(sys.executable).parent / "callbot")
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ def scaled(e5_model_dir: Path) -> Iterator[dict[str, Any]]:
     tmp = Path(tempfile.mkdtemp(prefix="callbot-scale-"))
     tmp.chmod(0o755)  # the postgres user reaches its cluster below
     (tmp / "cache" / "models").mkdir(parents=True)
-    (tmp / "cache" / "models" / "e5-small-v1").symlink_to(e5_model_dir)
+    link_fresh_e5(tmp / "cache" / "models", e5_model_dir)
     base = free_block(40)
     env = {**os.environ, "CALLBOT_HOME": str(tmp / "home"), "CALLBOT_CACHE_DIR": str(tmp / "cache"),
            "CALLBOT_SCALE__POSTGRES_DIR": str(tmp / "pg"), "CALLBOT_VOICE__ENABLED": "false", "CALLBOT_CAMPAIGNS__DIALER": "false",
