@@ -278,6 +278,7 @@ def model_finetune(
 def model_tune_lexical(
     name: Annotated[str, typer.Argument(help="Model directory name in the cache, e.g. albert-sim-release or e5-small-v1.")],
     grid: Annotated[str, typer.Option(help="Lexical head weights to try, comma-separated (0 is always tried).")] = "0,0.02,0.05,0.08",
+    min_chars: Annotated[str, typer.Option(help="Shortest replies the head may read, tried at the chosen weight (0 = all).")] = "0,2,3,4,5",
 ) -> None:
     """Choose the model's lexical head weight on the dev split (cross-fitted) and calibrate its thresholds at it."""
     from rich.table import Table
@@ -292,8 +293,14 @@ def model_tune_lexical(
         weights = [float(w) for w in grid.split(",") if w.strip()]
     except ValueError as exc:
         raise CallbotError(f"--grid {grid!r}: give numbers separated by commas, e.g. 0,0.02,0.05") from exc
+    try:
+        gates = [int(g) for g in min_chars.split(",") if g.strip()]
+    except ValueError as exc:
+        raise CallbotError(f"--min-chars {min_chars!r}: give whole numbers separated by commas, e.g. 0,2,3") from exc
+    if any(g < 0 for g in gates):
+        raise CallbotError(f"--min-chars {min_chars!r}: character counts are 0 or more.")
     choice = tune_model(path, get_store(), s.cache_dir / "vectors" / "devcheck", s.nlu.intent_head_weight, weights,
-                        progress=lambda msg: out.print(f"  {msg}"))
+                        progress=lambda msg: out.print(f"  {msg}"), min_chars=gates)
     columns = ("caller_replies_open_accuracy", "caller_replies_call_accuracy", "call_facts_call_accuracy",
                "faq_questions_open_accuracy", "chatter_rejected")
     table = Table("weight", "pooled", "callers open", "callers in call", "call facts", "FAQ", "chatter rejected",
@@ -302,7 +309,14 @@ def model_tune_lexical(
         table.add_row(f"{w:g}{' ←' if w == choice.weight else ''}", str(row["pooled_accuracy"]),
                       *(str(row.get(k, "")) for k in columns), "yes" if choice.eligible(w) else "no")
     out.print(table)
-    out.print(f"Saved weight {choice.weight:g} and its thresholds in {path / 'thresholds.json'} (chatter floor "
+    if choice.gate_rows:
+        gates_table = Table("head reads replies of", "pooled", "callers open", "callers in call", "call facts", "FAQ",
+                            "chatter rejected", title=f"at weight {choice.weight:g}: the shortest reply the head reads")
+        for g, row in choice.gate_rows.items():
+            gates_table.add_row(f"{g}+ characters{' ←' if g == choice.min_chars else ''}" if g else f"all{' ←' if g == choice.min_chars else ''}",
+                                str(row["pooled_accuracy"]), *(str(row.get(k, "")) for k in columns))
+        out.print(gates_table)
+    out.print(f"Saved weight {choice.weight:g} (head on replies of {choice.min_chars or 'any'}+ characters) and its thresholds in {path / 'thresholds.json'} (chatter floor "
               f"{choice.chatter_floor}). Its verified figures were measured at another weight: measure it again, once, "
               f"with `callbot model verify {name}`.")
     if s.nlu.lexical_head_weight is not None and s.nlu.lexical_head_weight != choice.weight:

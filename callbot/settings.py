@@ -37,12 +37,12 @@ class NluSettings(BaseModel):
     def heads(self, model_dir: Path | None = None) -> dict[str, float]:
         """The matcher's head weights as served for the model at ``model_dir``: what every measuring path builds
         its matcher with. An unset lexical weight is the one the model's thresholds were calibrated with."""
-        lexical = self.lexical_head_weight
-        if lexical is None:
-            from nlu.matcher import Thresholds
+        from nlu.matcher import Thresholds
 
-            lexical = Thresholds.for_model(model_dir).lexical_head_weight if model_dir else 0.0
-        return {"intent_head_weight": self.intent_head_weight, "lexical_head_weight": lexical}
+        stored = Thresholds.for_model(model_dir) if model_dir else Thresholds()
+        lexical = stored.lexical_head_weight if self.lexical_head_weight is None else self.lexical_head_weight
+        min_chars = stored.lexical_min_chars if self.lexical_min_chars is None else self.lexical_min_chars
+        return {"intent_head_weight": self.intent_head_weight, "lexical_head_weight": lexical, "lexical_min_chars": min_chars}
 
     model: str = "auto"  # auto = best ALBERT-sim in the cache, else e5-small
     exact_index_limit: int = 50_000  # above this many questions use an approximate FAISS index
@@ -60,6 +60,9 @@ class NluSettings(BaseModel):
     # Unset (the default): the weight stored in the model's thresholds.json, chosen per model on the dev split by
     # `callbot model tune-lexical` (0 for a model never tuned); a number overrides it for every model.
     lexical_head_weight: float | None = None
+    # The head reads replies of at least this many characters only (shorter ones: cosine alone). Unset: the model's
+    # stored value, chosen with the weight; a number overrides it.
+    lexical_min_chars: int | None = None
     # int8 = dynamic int8 weights for the matching encoder: ALBERT-sim per sentence 1.3–1.7× faster in most
     # runs, vectors at cosine ≥ 0.995 to float32, no measurable loss for the pair-trained students; e5-small
     # loses 2.8 KB points (benchmarks/latency.py; `callbot model verify --quantize int8`). auto = int8 only for

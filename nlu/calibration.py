@@ -85,7 +85,7 @@ def _leave_one_out(matcher: Matcher, max_queries: int, only: Callable[[QuestionE
                 key = f"{other.scenario}/{other.intent}"
                 best[key] = max(best.get(key, -1.0), float(s))
                 top_kind[key] = kind_of(other)
-        if folds:  # scored as served, by a lexical head that never saw this question
+        if folds and matcher.lexical_reads(e.text):  # scored as served, by a lexical head that never saw this question
             bonus = matcher.lexical_bonus(e.text, [k.split("/", 1)[1] for k in best], head=folds[_fold(e.text)])
             best = {k: v + bonus[k.split("/", 1)[1]] for k, v in best.items()}
         ranked = sorted(best.items(), key=lambda kv: -kv[1])
@@ -255,12 +255,12 @@ def calibrate(matcher: Matcher, max_queries: int = CALIBRATION_QUERIES, ood_coun
             best_tau, best_nll = tau, float(np.mean(nll))
 
     th = Thresholds(fallback=best_t, ambiguous_margin=best_m, temperature=best_tau, fallback_dialogue=fallback_dialogue,
-                    lexical_head_weight=matcher.lexical_head_weight)
+                    lexical_head_weight=matcher.lexical_head_weight, lexical_min_chars=matcher.lexical_min_chars)
     accepted = top1 >= fallback_of
     ood_fallback_of = np.where(out_kinds == "dialogue", fallback_dialogue if fallback_dialogue is not None else best_t, best_t)
     report = {
         "model": matcher.encoder.name, "kb_version": matcher.kb_version, "thresholds": asdict(th),
-        "lexical_head_weight": matcher.lexical_head_weight,
+        "lexical_head_weight": matcher.lexical_head_weight, "lexical_min_chars": matcher.lexical_min_chars,
         "in_domain_queries": len(ind), "out_of_domain_queries": len(ood_top),
         "dev_in_domain_queries": len(dev_in), "dev_out_of_domain_queries": len(dev_ood),
         "leave_one_out_top1": round(float(correct.mean()), 4),
@@ -283,7 +283,8 @@ def save_thresholds(model_dir: Path, th: Thresholds, report: dict[str, Any]) -> 
 
     path = model_dir / "thresholds.json"
     before = tuned_choice(model_dir)  # a recalibration at the tuned weight keeps the record of how it was chosen
-    if before and "lexical_weight_choice" not in report and before.get("chosen") == th.lexical_head_weight:
+    if before and "lexical_weight_choice" not in report and before.get("chosen") == th.lexical_head_weight \
+            and before.get("min_chars", 0) == th.lexical_min_chars:
         report = {**report, "lexical_weight_choice": before}
     path.write_text(json.dumps({**asdict(th), "calibration": report}, ensure_ascii=False, indent=2))
     return path

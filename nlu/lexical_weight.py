@@ -10,6 +10,9 @@ more callers but rejected 5 points less chatter). So each model gets its own wei
 - a weight is eligible when its out-of-fold chatter rejection is at most one standard error below the head-off
   figure ("the fallback rate on out-of-domain chatter kept where it is");
 - among those, the highest pooled in-domain accuracy wins (the smaller weight on a tie);
+- then, at that weight, the shortest reply the head may read (``lexical_min_chars``: 0 = every reply, else 2–5
+  characters) is chosen by the same rule (the fewest characters on a tie): split 20's one-to-four-character replies
+  were understood less often with the head than without it;
 - the thresholds are then calibrated on the whole of dev at that weight and saved with it in thresholds.json,
   where the service reads it (nlu.lexical_head_weight unset).
 """
@@ -27,6 +30,7 @@ from nlu import heldout
 from nlu.matcher import Matcher, Thresholds
 
 GRID = (0.0, 0.02, 0.05, 0.08)
+MIN_CHARS = (0, 2, 3, 4, 5)
 
 
 @dataclass(frozen=True)
@@ -34,10 +38,26 @@ class WeightChoice:
     weight: float
     rows: dict[float, dict[str, Any]]  # weight → cross-fitted dev figures (nlu.devcheck.pooled)
     chatter_floor: float  # the least chatter rejection an eligible weight may have
+    min_chars: int = 0
+    gate_rows: dict[int, dict[str, Any]] | None = None  # min_chars → cross-fitted dev figures at the chosen weight
 
     def eligible(self, weight: float) -> bool:
-        chatter = self.rows[weight].get("chatter_rejected")
+        return self._keeps_chatter(self.rows[weight])
+
+    def _keeps_chatter(self, row: dict[str, Any]) -> bool:
+        chatter = row.get("chatter_rejected")
         return chatter is None or chatter >= self.chatter_floor - 1e-9
+
+    def with_gate(self, gate_rows: dict[int, dict[str, Any]]) -> WeightChoice:
+        """The same weight with the fewest-characters rule of the module's docstring over ``gate_rows``."""
+        best = max((g for g in gate_rows if self._keeps_chatter(gate_rows[g])),
+                   key=lambda g: (gate_rows[g]["pooled_accuracy"], -g), default=0)
+        return WeightChoice(self.weight, self.rows, self.chatter_floor, best, gate_rows)
+
+    def record(self) -> dict[str, Any]:
+        return {"grid": {str(w): r for w, r in self.rows.items()}, "chatter_floor": self.chatter_floor,
+                "chosen": self.weight, "min_chars": self.min_chars,
+                "min_chars_grid": {str(g): r for g, r in (self.gate_rows or {}).items()}}
 
 
 def set_weight(matcher: Matcher, weight: float) -> None:
@@ -74,19 +94,40 @@ def pick(rows: dict[float, dict[str, Any]], n_chatter: int) -> WeightChoice:
 
 
 def tune(matcher: Matcher, dev: list[heldout.HeldoutUtterance], grid: Iterable[float] = GRID,
-         progress: Callable[[str], None] | None = None) -> tuple[WeightChoice, Thresholds, dict[str, Any]]:
+         progress: Callable[[str], None] | None = None, min_chars: Iterable[int] = MIN_CHARS,
+         ) -> tuple[WeightChoice, Thresholds, dict[str, Any]]:
     """Choose the weight (see the module's docstring), then calibrate the thresholds on the whole of dev at it.
     Returns (choice, thresholds, calibration report); the caller saves them (nlu.calibration.save_thresholds)."""
     from nlu.calibration import calibrate
     from nlu.data.kb_split import is_clean_query
 
+    say = progress or (lambda _msg: None)
     choice = choose(matcher, dev, grid, progress)
     set_weight(matcher, choice.weight)
-    (progress or (lambda _msg: None))(f"weight {choice.weight:g} chosen: calibrating on the whole dev split")
+    if choice.weight > 0 and min_chars:
+        choice = choice.with_gate(choose_min_chars(matcher, dev, choice, min_chars, say))
+    matcher.lexical_min_chars = choice.min_chars
+    say(f"weight {choice.weight:g}, replies of {choice.min_chars} characters or more: calibrating on the whole dev split")
     thresholds, report = calibrate(matcher, only=lambda e: is_clean_query(e.text), dev=dev)
-    report["lexical_weight_choice"] = {"grid": {str(w): r for w, r in choice.rows.items()},
-                                       "chatter_floor": choice.chatter_floor, "chosen": choice.weight}
+    report["lexical_weight_choice"] = choice.record()
     return choice, thresholds, report
+
+
+def choose_min_chars(matcher: Matcher, dev: list[heldout.HeldoutUtterance], choice: WeightChoice,
+                     options: Iterable[int], say: Callable[[str], None]) -> dict[int, dict[str, Any]]:
+    """Cross-fitted dev figures at the chosen weight for each shortest reply the head may read (0 = row of the weight)."""
+    from nlu.devcheck import crossfit, pooled
+
+    rows: dict[int, dict[str, Any]] = {0: choice.rows[choice.weight]}
+    for n in sorted({int(g) for g in options} - {0}):
+        if n < 0:
+            raise ValueError(f"lexical_min_chars must be ≥ 0, got {n}")
+        matcher.lexical_min_chars = n
+        rows[n] = pooled(crossfit(matcher, dev))
+        say(f"weight {choice.weight:g}, head on replies of {n}+ characters: pooled {rows[n]['pooled_accuracy']}, "
+            f"chatter rejected {rows[n]['chatter_rejected']}")
+    matcher.lexical_min_chars = 0
+    return rows
 
 
 def tuned_choice(model_dir: Any) -> dict[str, Any] | None:
@@ -99,7 +140,7 @@ def tuned_choice(model_dir: Any) -> dict[str, Any] | None:
 
 
 def tune_model(model_dir: Any, store: Any, cache_dir: Any, intent_head_weight: float = 0.0, grid: Iterable[float] = GRID,
-               progress: Callable[[str], None] | None = None) -> WeightChoice:
+               progress: Callable[[str], None] | None = None, min_chars: Iterable[int] = MIN_CHARS) -> WeightChoice:
     """Tune the model at ``model_dir`` on today's dev split and save the weight with its thresholds."""
     from nlu.calibration import save_thresholds
     from nlu.encoders.memo import MemoEncoder
@@ -107,6 +148,6 @@ def tune_model(model_dir: Any, store: Any, cache_dir: Any, intent_head_weight: f
 
     matcher = Matcher(store, MemoEncoder(SentenceEncoder(Path(model_dir))), Path(cache_dir),
                       intent_head_weight=intent_head_weight)
-    choice, thresholds, report = tune(matcher, heldout.load("dev"), grid, progress)
+    choice, thresholds, report = tune(matcher, heldout.load("dev"), grid, progress, min_chars)
     save_thresholds(Path(model_dir), thresholds, report)
     return choice

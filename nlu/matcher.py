@@ -74,6 +74,10 @@ class Thresholds:
     # The lexical head's weight the thresholds were calibrated with (nlu.lexical_weight chooses it per model on
     # dev): the head moves every judged score, so a model's thresholds only hold at this weight. 0 = head off.
     lexical_head_weight: float = 0.0
+    # The head reads only replies of at least this many characters (letters, digits, Chinese characters; 0 = all).
+    # Split 20: on replies of one to four characters the head lost more than it won (会的 / 我是 / 蛮好 went to greet,
+    # fallback or deny), while it helped the longer ones. Chosen with the weight on dev (nlu.lexical_weight).
+    lexical_min_chars: int = 0
 
     def fallback_for(self, kind: str) -> float:
         return self.fallback_dialogue if kind == "dialogue" and self.fallback_dialogue is not None else self.fallback
@@ -85,6 +89,8 @@ class Thresholds:
             data = json.loads(path.read_text())
             values: dict[str, Any] = {k: float(v) for k, v in data.items() if k in cls.__dataclass_fields__
                                       and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if "lexical_min_chars" in values:
+                values["lexical_min_chars"] = int(values["lexical_min_chars"])
             values.setdefault("fallback_dialogue", None)  # calibrated without one: not e5-small's default
             return cls(**values)
         if model_dir and (model_dir / "callbot_encoder.json").is_file() \
@@ -181,7 +187,7 @@ class Matcher:
     def __init__(self, store: Store, encoder: Encoder, cache_dir: Path, thresholds: Thresholds | None = None,
                  exact_index_limit: int = 50_000, refresh_interval_s: float = 0.5,
                  scope_encoders: dict[str, Encoder] | None = None, search_threads: int | None = 1,
-                 intent_head_weight: float = 0.0, lexical_head_weight: float = 0.0):
+                 intent_head_weight: float = 0.0, lexical_head_weight: float = 0.0, lexical_min_chars: int = 0):
         # Threads for each FAISS search (see NluSettings.search_threads for why one); None = leave as is.
         self.search_threads = search_threads
         self.store = store
@@ -208,6 +214,7 @@ class Matcher:
         # Adds weight × log p(intent) of a character n-gram classifier (nlu.lexical_head) to each candidate's
         # cosine; the sum is the score the thresholds judge. 0 = off.
         self.lexical_head_weight = lexical_head_weight
+        self.lexical_min_chars = lexical_min_chars  # shorter replies are judged on their cosine alone (Thresholds)
         self._lexical: tuple[int, LexicalHead] | None = None
         self.head_ready = threading.Event()
 
@@ -420,7 +427,7 @@ class Matcher:
         # for wordings the KB lacks; left on, a one-character reply (好, an affirm wording) went to greet (你好).
         if any(r.question == text or normalise(r.question) == text for r in best.values()):
             return sorted(best.values(), key=lambda r: -r.score)[:k]
-        if not own_encoder and best:
+        if not own_encoder and best and self.lexical_reads(text):
             bonus = self.lexical_bonus(text, [r.intent for r in best.values()])
             if bonus:
                 best = {key: replace(r, score=r.score + bonus[r.intent], cosine=r.score) for key, r in best.items()}
@@ -431,6 +438,10 @@ class Matcher:
             floor = min(lp.values(), default=0.0)  # an intent the head does not know yet ranks as its least likely
             return sorted(best.values(), key=lambda r: -(r.score + self.intent_head_weight * lp.get(r.intent, floor)))[:k]
         return sorted(best.values(), key=lambda r: -r.score)[:k]
+
+    def lexical_reads(self, text: str) -> bool:
+        """Whether the lexical head judges ``text``: long enough (``lexical_min_chars``, punctuation not counted)."""
+        return self.lexical_min_chars <= 0 or sum(1 for c in text if c.isalnum()) >= self.lexical_min_chars
 
     def lexical_bonus(self, text: str, intents: list[str], head: LexicalHead | None = None) -> dict[str, float]:
         """weight × log p(intent | characters) for each of ``intents`` (normalised over them; an intent the head

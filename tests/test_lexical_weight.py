@@ -29,6 +29,19 @@ def test_the_weight_with_most_understood_wins_unless_it_gives_up_chatter() -> No
                  0.05: {"pooled_accuracy": 0.89, "chatter_rejected": 0.95}}, 1000).weight == 0.0
 
 
+def test_the_shortest_reply_the_head_reads_is_chosen_by_the_same_rule() -> None:
+    choice = pick({0.0: {"pooled_accuracy": 0.90, "chatter_rejected": 0.95},
+                   0.05: {"pooled_accuracy": 0.93, "chatter_rejected": 0.95}}, n_chatter=1000)
+    gates = {0: choice.rows[0.05],
+             2: {"pooled_accuracy": 0.94, "chatter_rejected": 0.951},
+             3: {"pooled_accuracy": 0.94, "chatter_rejected": 0.952},   # ties 2: the fewer characters win
+             4: {"pooled_accuracy": 0.97, "chatter_rejected": 0.90}}    # understands more, lets chatter through
+    gated = choice.with_gate(gates)
+    assert (gated.weight, gated.min_chars) == (0.05, 2)
+    assert gated.record()["min_chars"] == 2 and set(gated.record()["min_chars_grid"]) == {"0", "2", "3", "4"}
+    assert choice.with_gate({0: choice.rows[0.05], 3: {"pooled_accuracy": 0.92, "chatter_rejected": 0.95}}).min_chars == 0
+
+
 def test_thresholds_carry_their_weight_and_the_settings_serve_it(tmp_path: Path) -> None:
     model = tmp_path / "albert-sim-x"
     model.mkdir()
@@ -38,6 +51,12 @@ def test_thresholds_carry_their_weight_and_the_settings_serve_it(tmp_path: Path)
     assert Thresholds.for_model(model).lexical_head_weight == 0.05
     assert NluSettings().heads(model)["lexical_head_weight"] == 0.05, "unset: the model's own weight"
     assert NluSettings(lexical_head_weight=0.0).heads(model)["lexical_head_weight"] == 0.0, "a number overrides it"
+    assert NluSettings().heads(model)["lexical_min_chars"] == 0, "calibrated with the head on every reply"
+    data = json.loads((model / "thresholds.json").read_text())
+    (model / "thresholds.json").write_text(json.dumps({**data, "lexical_min_chars": 3}))
+    assert Thresholds.for_model(model).lexical_min_chars == 3 and isinstance(Thresholds.for_model(model).lexical_min_chars, int)
+    assert NluSettings().heads(model)["lexical_min_chars"] == 3
+    assert NluSettings(lexical_min_chars=0).heads(model)["lexical_min_chars"] == 0
 
 
 @pytest.mark.timeout(1500)
@@ -53,7 +72,7 @@ def test_tune_cross_fits_each_weight_and_calibrates_at_the_chosen_one(kb: Knowle
 
     matcher = Matcher(kb.store, MemoEncoder(SentenceEncoder(e5_model_dir)), tmp_path / "vectors", refresh_interval_s=0.0)
     said: list[str] = []
-    choice, thresholds, report = tune(matcher, dev, grid=(0.05,), progress=said.append)
+    choice, thresholds, report = tune(matcher, dev, grid=(0.05,), progress=said.append, min_chars=(0, 3))
     assert set(choice.rows) == {0.0, 0.05} and choice.weight in choice.rows and choice.eligible(choice.weight)
     off, on = choice.rows[0.0], choice.rows[0.05]
     assert on != off, "the head moved the cross-fitted judgements"
@@ -61,6 +80,12 @@ def test_tune_cross_fits_each_weight_and_calibrates_at_the_chosen_one(kb: Knowle
     assert thresholds.lexical_head_weight == choice.weight == matcher.lexical_head_weight
     assert report["lexical_head_weight"] == choice.weight and report["lexical_weight_choice"]["chosen"] == choice.weight
     assert any("cross-fitting" in s for s in said)
+    # At a chosen weight the shortest reply the head reads is tried too; the thresholds are calibrated with it.
+    assert thresholds.lexical_min_chars == choice.min_chars == matcher.lexical_min_chars
+    if choice.weight > 0:
+        assert set(choice.gate_rows or {}) == {0, 3} and report["lexical_weight_choice"]["min_chars"] == choice.min_chars
+    else:
+        assert choice.gate_rows is None and choice.min_chars == 0
 
 
 def test_the_memo_encoder_encodes_each_sentence_once_and_returns_the_same_rows() -> None:

@@ -331,6 +331,11 @@ def test_lexical_head_moves_the_judged_score_and_is_cached_by_the_kb_texts(kb: K
     assert heavy.lexical_bonus("好", ["affirm", "greet"])["greet"] > heavy.lexical_bonus("好", ["affirm", "greet"])["affirm"]
     assert heavy.match("好", "ipo_allotment_notice").ranking[0].intent == "affirm"
     assert heavy.match("好", None).ranking[0].cosine is None, "no head on an exact wording"
+    # With a shortest reply for the head, shorter replies are judged on their cosine alone; punctuation is not counted.
+    heavy.lexical_min_chars = 3
+    assert heavy.lexical_reads("不用了") and not heavy.lexical_reads("会的！") and not heavy.lexical_reads("嗯")
+    assert heavy.match("会的！", "ipo_allotment_notice").ranking[0].cosine is None
+    assert heavy.match("会的会的我记着呢", "ipo_allotment_notice").ranking[0].cosine is not None
     # A restart on the same KB loads the head instead of fitting it; an edit fits a new one and replaces the file.
     texts, labels = lexical.head_training_set()
     assert load_or_fit(folder, texts, labels).classes == lexical._lexical[1].classes
