@@ -174,6 +174,19 @@ async def direct(product: dict[str, Any], contacts: int, prefix: str) -> tuple[C
     return out, wall
 
 
+def conversations_started(db_url: str, campaign_id: int) -> list[Any]:
+    """When each of the campaign's conversations began (Rasa ran the call's first action): the dialer claims a batch
+    of contacts at once but starts their calls one request after another."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT started_at FROM conversation WHERE external_id LIKE :p ORDER BY started_at"),
+                            {"p": f"camp{campaign_id}-%"}).all()
+    engine.dispose()
+    return [r[0] for r in rows]
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU of one process so far (the dialer: not among the product's pid files)."""
     try:
@@ -238,6 +251,7 @@ def run(console: Any) -> None:
             dialer.wait(timeout=60)
         cpu = product_cpu_seconds(product["home"]) - cpu0
         rows = attempts(product["db_url"], campaign_id)
+        began = [placed_at(t) - wall_start for t in conversations_started(product["db_url"], campaign_id)]
         report = subprocess.run([callbot, "campaign", "report", str(campaign_id)], cwd=ROOT, env=env, capture_output=True, text=True)
     placed = sorted(placed_at(r[2]) - wall_start for r in rows if r[2] is not None)
     kinds = {phone_of(i): kind_of(i) for i in range(contacts)}
@@ -245,6 +259,7 @@ def run(console: Any) -> None:
     wrong = [(kinds[r[1]], r[3]) for r in rows if r[3] != KINDS[kinds[r[1]]][1]]
     data = {"contacts": contacts, "answer_timeout_s": answer_timeout, "attempts": len(rows),
             "placed_first_s": round(placed[0], 2) if placed else None, "placed_last_s": round(placed[-1], 2) if placed else None,
+            "started_first_s": round(began[0], 2) if began else None, "started_last_s": round(began[-1], 2) if began else None,
             "turn_ms": percentiles(out.turn_ms) if out.turn_ms else None, "errors": len(out.errors), "error_examples": out.errors[:3],
             "answered_done_s": round(answered_s, 1), "all_settled_s": round(settled_s, 1),
             "cpu_s_per_turn": round(cpu / len(out.turn_ms), 4) if out.turn_ms else None, "dialer_cpu_s": round(dialer_cpu, 1),
@@ -253,7 +268,8 @@ def run(console: Any) -> None:
             "direct": {"wall_s": round(base_s, 1), "turn_ms": percentiles(base.turn_ms) if base.turn_ms else None,
                        "errors": len(base.errors)},
             "dialer_vs_direct": round(answered_s / base_s, 2) if base_s else None}
-    console.print(f"dialer: {len(rows)} calls placed {data['placed_first_s']}–{data['placed_last_s']} s after start; answered calls "
+    console.print(f"dialer: {len(rows)} calls claimed {data['placed_first_s']}–{data['placed_last_s']} s after start, their "
+                  f"conversations begun {data['started_first_s']}–{data['started_last_s']} s; answered calls "
                   f"done in {data['answered_done_s']} s (direct {data['direct']['wall_s']} s: ×{data['dialer_vs_direct']}); "
                   f"all settled in {data['all_settled_s']} s; turn p50/p95 {data['turn_ms']}; errors {data['errors']}; "
                   f"CPU {data['cpu_s_per_turn']} s/turn, the dialer {data['dialer_cpu_s']} s in all")
