@@ -87,7 +87,7 @@ measured it twice (lexical head off and on), so the twenty-fifth moved it into d
 ``nlu.writer_brief`` only; two for caller replies, one each for call facts, FAQ and chatter) wrote the current test
 split 19, with a sixth writer for less common greetings (428 caller replies, 147 call facts, 218 FAQ, 180 chatter).
 The twenty-fifth session measured split 19 once, so the twenty-sixth moved it into dev and five new writers (the same
-brief) wrote the current test split (split 20), one of them only short replies of one to four characters, the answers
+brief) wrote split 20, one of them only short replies of one to four characters, the answers
 callers give most, and two more for the intents the first ones left under 25 lines: 531 caller replies (180 of
 five characters or fewer; short ones equal to a KB wording are dropped), 159 call-fact questions (25 ``dispute``), 179 FAQ questions over all 55 FAQ intents and 177 chatter lines (88 overheard
 during a call, 30 short shouts), after dropping lines equal to a dev or KB text. The same session measured split 20
