@@ -425,7 +425,8 @@ class Matcher:
         own_encoder = any(n in self.scope_encoders for n in scope_names)  # a fine-tuned scenario model: its calibration
         # A reply that is word for word a KB question is that question's intent: staff wrote it there. The heads are
         # for wordings the KB lacks; left on, a one-character reply (好, an affirm wording) went to greet (你好).
-        if any(r.question == text or normalise(r.question) == text for r in best.values()):
+        # (A wording's own vector scores ≈ 1; only those candidates pay for normalising their text.)
+        if any(r.score >= 0.98 and (r.question == text or normalise(r.question) == text) for r in best.values()):
             return sorted(best.values(), key=lambda r: -r.score)[:k]
         if not own_encoder and best and self.lexical_reads(text):
             bonus = self.lexical_bonus(text, [r.intent for r in best.values()])
