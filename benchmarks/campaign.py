@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -70,15 +71,21 @@ class Customers:
     state: dict[str, tuple[bool, bool]] = field(default_factory=dict)
 
 
-def conversation_states(db_url: str, prefix: str) -> dict[str, tuple[bool, bool]]:
-    from sqlalchemy import create_engine, text
+@lru_cache(maxsize=4)
+def engine_for(db_url: str) -> Any:
+    """One engine per database for the benchmark's polling (every half second), not one per poll."""
+    from sqlalchemy import create_engine
 
-    engine = create_engine(db_url)
-    with engine.connect() as conn:
+    return create_engine(db_url)
+
+
+def conversation_states(db_url: str, prefix: str) -> dict[str, tuple[bool, bool]]:
+    from sqlalchemy import text
+
+    with engine_for(db_url).connect() as conn:
         rows = conn.execute(text("SELECT c.external_id, c.ended_at IS NOT NULL, EXISTS (SELECT 1 FROM conversation_turn t "
                                  "WHERE t.conversation_id = c.id AND t.speaker = 'bot') FROM conversation c "
                                  "WHERE c.external_id LIKE :p"), {"p": f"{prefix}%"}).all()
-    engine.dispose()
     return {r[0]: (bool(r[2]), bool(r[1])) for r in rows}
 
 
@@ -116,14 +123,12 @@ async def play(client: httpx.AsyncClient, rasa: str, call_id: str, kind: str, ou
 
 def attempts(db_url: str, campaign_id: int) -> list[tuple[str, str, Any, str | None]]:
     """(call id, phone, started_at, outcome) of every attempt of the campaign."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
 
-    engine = create_engine(db_url)
-    with engine.connect() as conn:
+    with engine_for(db_url).connect() as conn:
         rows = conn.execute(text("SELECT a.call_id, c.phone, a.started_at, a.outcome FROM call_attempt a "
                                  "JOIN campaign_contact c ON c.id = a.contact_id WHERE a.campaign_id = :c ORDER BY a.id"),
                             {"c": campaign_id}).all()
-    engine.dispose()
     return [tuple(r) for r in rows]
 
 
@@ -177,13 +182,11 @@ async def direct(product: dict[str, Any], contacts: int, prefix: str) -> tuple[C
 def conversations_started(db_url: str, campaign_id: int) -> list[Any]:
     """When each of the campaign's conversations began (Rasa ran the call's first action): the dialer claims a batch
     of contacts at once but starts their calls one request after another."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
 
-    engine = create_engine(db_url)
-    with engine.connect() as conn:
+    with engine_for(db_url).connect() as conn:
         rows = conn.execute(text("SELECT started_at FROM conversation WHERE external_id LIKE :p ORDER BY started_at"),
                             {"p": f"camp{campaign_id}-%"}).all()
-    engine.dispose()
     return [r[0] for r in rows]
 
 
