@@ -279,6 +279,7 @@ def model_tune_lexical(
     name: Annotated[str, typer.Argument(help="Model directory name in the cache, e.g. albert-sim-release or e5-small-v1.")],
     grid: Annotated[str, typer.Option(help="Lexical head weights to try, comma-separated (0 is always tried).")] = "0,0.02,0.05,0.08",
     min_chars: Annotated[str, typer.Option(help="Shortest replies the head may read, tried at the chosen weight (0 = all).")] = "0,2,3,4,5",
+    sound: Annotated[bool, typer.Option("--sound/--no-sound", help="Also try the head reading folded pinyin (homophones) at the chosen weight.")] = True,
 ) -> None:
     """Choose the model's lexical head weight on the dev split (cross-fitted) and calibrate its thresholds at it."""
     from rich.table import Table
@@ -300,7 +301,7 @@ def model_tune_lexical(
     if any(g < 0 for g in gates):
         raise CallbotError(f"--min-chars {min_chars!r}: character counts are 0 or more.")
     choice = tune_model(path, get_store(), s.cache_dir / "vectors" / "devcheck", s.nlu.intent_head_weight, weights,
-                        progress=lambda msg: out.print(f"  {msg}"), min_chars=gates)
+                        progress=lambda msg: out.print(f"  {msg}"), min_chars=gates, sound=sound)
     columns = ("caller_replies_open_accuracy", "caller_replies_call_accuracy", "call_facts_call_accuracy",
                "faq_questions_open_accuracy", "chatter_rejected")
     table = Table("weight", "pooled", "callers open", "callers in call", "call facts", "FAQ", "chatter rejected",
@@ -308,6 +309,9 @@ def model_tune_lexical(
     for w, row in choice.rows.items():
         table.add_row(f"{w:g}{' ←' if w == choice.weight else ''}", str(row["pooled_accuracy"]),
                       *(str(row.get(k, "")) for k in columns), "yes" if choice.eligible(w) else "no")
+    if choice.sound_row:
+        table.add_row(f"{choice.weight:g} + sound{' ←' if choice.sound else ''}", str(choice.sound_row["pooled_accuracy"]),
+                      *(str(choice.sound_row.get(k, "")) for k in columns), "yes" if choice.keeps_chatter(choice.sound_row) else "no")
     out.print(table)
     if choice.gate_rows:
         gates_table = Table("head reads replies of", "pooled", "callers open", "callers in call", "call facts", "FAQ",
@@ -316,7 +320,7 @@ def model_tune_lexical(
             gates_table.add_row(f"{g}+ characters{' ←' if g == choice.min_chars else ''}" if g else f"all{' ←' if g == choice.min_chars else ''}",
                                 str(row["pooled_accuracy"]), *(str(row.get(k, "")) for k in columns))
         out.print(gates_table)
-    out.print(f"Saved weight {choice.weight:g} (head on replies of {choice.min_chars or 'any'}+ characters) and its thresholds in {path / 'thresholds.json'} (chatter floor "
+    out.print(f"Saved weight {choice.weight:g}{' with sound grams' if choice.sound else ''} (head on replies of {choice.min_chars or 'any'}+ characters) and its thresholds in {path / 'thresholds.json'} (chatter floor "
               f"{choice.chatter_floor}). Its verified figures were measured at another weight: measure it again, once, "
               f"with `callbot model verify {name}`.")
     if s.nlu.lexical_head_weight is not None and s.nlu.lexical_head_weight != choice.weight:

@@ -42,7 +42,9 @@ class NluSettings(BaseModel):
         stored = Thresholds.for_model(model_dir) if model_dir else Thresholds()
         lexical = stored.lexical_head_weight if self.lexical_head_weight is None else self.lexical_head_weight
         min_chars = stored.lexical_min_chars if self.lexical_min_chars is None else self.lexical_min_chars
-        return {"intent_head_weight": self.intent_head_weight, "lexical_head_weight": lexical, "lexical_min_chars": min_chars}
+        sound = stored.lexical_sound if self.lexical_sound is None else self.lexical_sound
+        return {"intent_head_weight": self.intent_head_weight, "lexical_head_weight": lexical, "lexical_min_chars": min_chars,
+                "lexical_sound": sound}
 
     model: str = "auto"  # auto = best ALBERT-sim in the cache, else e5-small
     exact_index_limit: int = 50_000  # above this many questions use an approximate FAISS index
@@ -63,6 +65,8 @@ class NluSettings(BaseModel):
     # The head reads replies of at least this many characters only (shorter ones: cosine alone). Unset: the model's
     # stored value, chosen with the weight; a number overrides it.
     lexical_min_chars: int | None = None
+    # The head reads folded pinyin beside the characters (homophones: 轻楚 ~ 清楚). Unset: the model's stored choice.
+    lexical_sound: bool | None = None
     # int8 = dynamic int8 weights for the matching encoder: ALBERT-sim per sentence 1.3–1.7× faster in most
     # runs, vectors at cosine ≥ 0.995 to float32, no measurable loss for the pair-trained students; e5-small
     # loses 2.8 KB points (benchmarks/latency.py; `callbot model verify --quantize int8`). auto = int8 only for

@@ -255,12 +255,14 @@ def calibrate(matcher: Matcher, max_queries: int = CALIBRATION_QUERIES, ood_coun
             best_tau, best_nll = tau, float(np.mean(nll))
 
     th = Thresholds(fallback=best_t, ambiguous_margin=best_m, temperature=best_tau, fallback_dialogue=fallback_dialogue,
-                    lexical_head_weight=matcher.lexical_head_weight, lexical_min_chars=matcher.lexical_min_chars)
+                    lexical_head_weight=matcher.lexical_head_weight, lexical_min_chars=matcher.lexical_min_chars,
+                    lexical_sound=matcher.lexical_sound)
     accepted = top1 >= fallback_of
     ood_fallback_of = np.where(out_kinds == "dialogue", fallback_dialogue if fallback_dialogue is not None else best_t, best_t)
     report = {
         "model": matcher.encoder.name, "kb_version": matcher.kb_version, "thresholds": asdict(th),
         "lexical_head_weight": matcher.lexical_head_weight, "lexical_min_chars": matcher.lexical_min_chars,
+        "lexical_sound": matcher.lexical_sound,
         "in_domain_queries": len(ind), "out_of_domain_queries": len(ood_top),
         "dev_in_domain_queries": len(dev_in), "dev_out_of_domain_queries": len(dev_ood),
         "leave_one_out_top1": round(float(correct.mean()), 4),
@@ -284,7 +286,7 @@ def save_thresholds(model_dir: Path, th: Thresholds, report: dict[str, Any]) -> 
     path = model_dir / "thresholds.json"
     before = tuned_choice(model_dir)  # a recalibration at the tuned weight keeps the record of how it was chosen
     if before and "lexical_weight_choice" not in report and before.get("chosen") == th.lexical_head_weight \
-            and before.get("min_chars", 0) == th.lexical_min_chars:
+            and before.get("min_chars", 0) == th.lexical_min_chars and before.get("sound", False) == th.lexical_sound:
         report = {**report, "lexical_weight_choice": before}
     path.write_text(json.dumps({**asdict(th), "calibration": report}, ensure_ascii=False, indent=2))
     return path

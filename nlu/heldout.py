@@ -103,6 +103,12 @@ call scripts, the FAQ topics; never an extension question).
 When the knowledge base grows an intent, a record may carry ``"also": [intent, …]``: intents that count as right
 besides its own. The fifth session added ``stop_calling`` (do not call me again) and marked the six complaint
 lines of dev and test that ask exactly that (别再打了！); their gold stays ``complain``.
+
+**Accepting an offered transfer** (twenty-seventh session, before split 22 was measured): at a step where the bot
+offers a person (需要为您转接人工客服吗？) and the script sends ``affirm`` and ``request_human`` to the same next step,
+"转一下" written as ``affirm`` and matched as ``request_human`` (or the other way round) makes the call do exactly the
+same thing. ``load`` adds the other of the two to ``also`` for replies said at such a step (read from the demo
+scenarios' transitions); ``summarise`` counts how many judgements were right only that way (``right_by_same_turn``).
 """
 
 from __future__ import annotations
@@ -114,6 +120,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from knowledge_base.errors import CallbotError
 from knowledge_base.jsonl import records
@@ -121,6 +128,8 @@ from nlu.matcher import kind_of
 from nlu.text import normalise
 
 EVAL_DIR = Path(__file__).with_name("eval_sets")
+SCENARIOS_DIR = Path(__file__).resolve().parents[1] / "knowledge_base" / "demo" / "scenarios"
+TRANSFER_PAIR = ("affirm", "request_human")
 SETS = ("caller_replies", "call_facts", "faq_questions", "out_of_domain")
 SPLITS = ("dev", "test")
 
@@ -135,6 +144,8 @@ class HeldoutUtterance:
     # Other intents that also count as right: added when the KB's taxonomy grew an intent that a sentence's writer
     # could not choose ("别再打了！" was written as a complaint before `stop_calling` existed).
     also: tuple[str, ...] = ()
+    step: str | None = None
+    same_turn: str | None = None  # the intent `also` got from the step (transfer offers), not from the record
 
     def accepts(self, intent: str | None) -> bool:
         return intent is not None and (intent == self.intent or intent in self.also)
@@ -144,11 +155,25 @@ def _key(text: str) -> str:
     return normalise(text).rstrip("。？！?!.，, ").lower()
 
 
+def transfer_offer_steps(scenarios_dir: Path = SCENARIOS_DIR) -> set[tuple[str, str]]:
+    """(scenario, step) pairs where ``affirm`` and ``request_human`` lead to the same next step: the bot offered a
+    person, and yes or 转人工 both take it."""
+    steps: set[tuple[str, str]] = set()
+    for path in sorted(scenarios_dir.glob("*.yml")):
+        scenario = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for step in scenario.get("steps") or []:
+            moves = step.get("transitions") or {}
+            if moves.get(TRANSFER_PAIR[0]) is not None and moves.get(TRANSFER_PAIR[0]) == moves.get(TRANSFER_PAIR[1]):
+                steps.add((str(scenario.get("code")), str(step.get("code"))))
+    return steps
+
+
 def load(split: str, sets: Iterable[str] = SETS, eval_dir: Path = EVAL_DIR) -> list[HeldoutUtterance]:
     """The utterances of one split; a malformed line is an error naming the file and line."""
     if split not in SPLITS:
         raise CallbotError(f"Unknown held-out split {split!r}: use one of {', '.join(SPLITS)}.")
     out: list[HeldoutUtterance] = []
+    offers = transfer_offer_steps()
     for name in sets:
         path = eval_dir / f"{name}.{split}.jsonl"
         if not path.is_file():
@@ -157,8 +182,13 @@ def load(split: str, sets: Iterable[str] = SETS, eval_dir: Path = EVAL_DIR) -> l
             text = str(row["text"]).strip()
             if not text:
                 raise CallbotError(f"{path}:{n}: empty text.")
-            out.append(HeldoutUtterance(text, row.get("intent") or None, row.get("scenario") or None, name, row.get("style") or "",
-                                        tuple(row.get("also") or ())))
+            intent, scenario, step = row.get("intent") or None, row.get("scenario") or None, row.get("step") or None
+            also = tuple(row.get("also") or ())
+            same_turn = None
+            if intent in TRANSFER_PAIR and (scenario, step) in offers:
+                same_turn = TRANSFER_PAIR[1 - TRANSFER_PAIR.index(intent)]
+                also = (*also, same_turn) if same_turn not in also else also
+            out.append(HeldoutUtterance(text, intent, scenario, name, row.get("style") or "", also, step, same_turn))
     return out
 
 
@@ -257,6 +287,9 @@ def summarise(judged: list[Judged], in_kb: int = 0) -> dict[str, Any]:
     report["per_intent"] = {k: {"accuracy": _share(v), "n": len(v)} for k, v in sorted(per_intent.items())}
     misses = Counter((j.utterance.intent, j.predicted or "nlu_fallback") for j in ind if not j.correct)
     report["confusions"] = [{"gold": g, "predicted": p, "count": c} for (g, p), c in misses.most_common(15)]
+    # Right only because the step took either answer the same way (an offered transfer; see the module docstring).
+    report["right_by_same_turn"] = sum(1 for j in ind if j.correct and j.utterance.same_turn is not None
+                                       and j.predicted == j.utterance.same_turn)
     return report
 
 

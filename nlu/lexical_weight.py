@@ -10,7 +10,9 @@ more callers but rejected 5 points less chatter). So each model gets its own wei
 - a weight is eligible when its out-of-fold chatter rejection is at most one standard error below the head-off
   figure ("the fallback rate on out-of-domain chatter kept where it is");
 - among those, the highest pooled in-domain accuracy wins (the smaller weight on a tie);
-- then, at that weight, the shortest reply the head may read (``lexical_min_chars``: 0 = every reply, else 2–5
+- then, at that weight, whether the head also reads sound (folded pinyin grams, nlu.lexical_head): kept only when
+  it is eligible and raises pooled accuracy;
+- then the shortest reply the head may read (``lexical_min_chars``: 0 = every reply, else 2–5
   characters) is chosen by the same rule (the fewest characters on a tie): split 20's one-to-four-character replies
   were understood less often with the head than without it;
 - the thresholds are then calibrated on the whole of dev at that weight and saved with it in thresholds.json,
@@ -22,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,29 +42,40 @@ class WeightChoice:
     chatter_floor: float  # the least chatter rejection an eligible weight may have
     min_chars: int = 0
     gate_rows: dict[int, dict[str, Any]] | None = None  # min_chars → cross-fitted dev figures at the chosen weight
+    sound: bool = False
+    sound_row: dict[str, Any] | None = None  # cross-fitted dev figures at the chosen weight with sound grams read
 
     def eligible(self, weight: float) -> bool:
-        return self._keeps_chatter(self.rows[weight])
+        return self.keeps_chatter(self.rows[weight])
 
-    def _keeps_chatter(self, row: dict[str, Any]) -> bool:
+    def keeps_chatter(self, row: dict[str, Any]) -> bool:
         chatter = row.get("chatter_rejected")
         return chatter is None or chatter >= self.chatter_floor - 1e-9
 
     def with_gate(self, gate_rows: dict[int, dict[str, Any]]) -> WeightChoice:
         """The same weight with the fewest-characters rule of the module's docstring over ``gate_rows``."""
-        best = max((g for g in gate_rows if self._keeps_chatter(gate_rows[g])),
+        best = max((g for g in gate_rows if self.keeps_chatter(gate_rows[g])),
                    key=lambda g: (gate_rows[g]["pooled_accuracy"], -g), default=0)
-        return WeightChoice(self.weight, self.rows, self.chatter_floor, best, gate_rows)
+        return replace(self, min_chars=best, gate_rows=gate_rows)
+
+    def with_sound(self, row: dict[str, Any]) -> WeightChoice:
+        """Sound grams kept when ``row`` (the chosen weight, sound on) keeps chatter and beats the weight's own row."""
+        better = self.keeps_chatter(row) and row["pooled_accuracy"] > self.rows[self.weight]["pooled_accuracy"]
+        return replace(self, sound=better, sound_row=row)
 
     def record(self) -> dict[str, Any]:
         return {"grid": {str(w): r for w, r in self.rows.items()}, "chatter_floor": self.chatter_floor,
-                "chosen": self.weight, "min_chars": self.min_chars,
+                "chosen": self.weight, "min_chars": self.min_chars, "sound": self.sound, "sound_row": self.sound_row,
                 "min_chars_grid": {str(g): r for g, r in (self.gate_rows or {}).items()}}
 
 
-def set_weight(matcher: Matcher, weight: float) -> None:
-    """Serve ``weight`` from now on, with the lexical head fitted (from its disk cache when it exists)."""
+def set_weight(matcher: Matcher, weight: float, sound: bool | None = None) -> None:
+    """Serve ``weight`` from now on (and the head reading sound grams or not), with the lexical head fitted (from its
+    disk cache when it exists)."""
     matcher.lexical_head_weight = weight
+    if sound is not None and sound != matcher.lexical_sound:
+        matcher.lexical_sound = sound
+        matcher._lexical = None  # the other variant's head must not serve while the new one is fitted
     matcher.refresh(force=True)
     matcher.wait_for_intent_head()
 
@@ -78,7 +91,7 @@ def choose(matcher: Matcher, dev: list[heldout.HeldoutUtterance], grid: Iterable
     rows: dict[float, dict[str, Any]] = {}
     for w in weights:
         say(f"weight {w:g}: cross-fitting on dev")
-        set_weight(matcher, w)
+        set_weight(matcher, w, sound=False)
         rows[w] = pooled(crossfit(matcher, dev))
         say(f"weight {w:g}: pooled {rows[w]['pooled_accuracy']}, chatter rejected {rows[w]['chatter_rejected']}")
     return pick(rows, n_chatter=sum(1 for u in dev if u.intent is None))
@@ -94,16 +107,22 @@ def pick(rows: dict[float, dict[str, Any]], n_chatter: int) -> WeightChoice:
 
 
 def tune(matcher: Matcher, dev: list[heldout.HeldoutUtterance], grid: Iterable[float] = GRID,
-         progress: Callable[[str], None] | None = None, min_chars: Iterable[int] = MIN_CHARS,
+         progress: Callable[[str], None] | None = None, min_chars: Iterable[int] = MIN_CHARS, sound: bool = True,
          ) -> tuple[WeightChoice, Thresholds, dict[str, Any]]:
     """Choose the weight (see the module's docstring), then calibrate the thresholds on the whole of dev at it.
     Returns (choice, thresholds, calibration report); the caller saves them (nlu.calibration.save_thresholds)."""
     from nlu.calibration import calibrate
     from nlu.data.kb_split import is_clean_query
+    from nlu.devcheck import crossfit, pooled
 
     say = progress or (lambda _msg: None)
     choice = choose(matcher, dev, grid, progress)
-    set_weight(matcher, choice.weight)
+    if choice.weight > 0 and sound:
+        set_weight(matcher, choice.weight, sound=True)
+        choice = choice.with_sound(pooled(crossfit(matcher, dev)))
+        say(f"weight {choice.weight:g} with sound grams: pooled {choice.sound_row['pooled_accuracy']}, chatter rejected "
+            f"{choice.sound_row['chatter_rejected']} → {'kept' if choice.sound else 'not kept'}")
+    set_weight(matcher, choice.weight, sound=choice.sound)
     if choice.weight > 0 and min_chars:
         choice = choice.with_gate(choose_min_chars(matcher, dev, choice, min_chars, say))
     matcher.lexical_min_chars = choice.min_chars
@@ -140,7 +159,8 @@ def tuned_choice(model_dir: Any) -> dict[str, Any] | None:
 
 
 def tune_model(model_dir: Any, store: Any, cache_dir: Any, intent_head_weight: float = 0.0, grid: Iterable[float] = GRID,
-               progress: Callable[[str], None] | None = None, min_chars: Iterable[int] = MIN_CHARS) -> WeightChoice:
+               progress: Callable[[str], None] | None = None, min_chars: Iterable[int] = MIN_CHARS,
+               sound: bool = True) -> WeightChoice:
     """Tune the model at ``model_dir`` on today's dev split and save the weight with its thresholds."""
     from nlu.calibration import save_thresholds
     from nlu.encoders.memo import MemoEncoder
@@ -148,6 +168,6 @@ def tune_model(model_dir: Any, store: Any, cache_dir: Any, intent_head_weight: f
 
     matcher = Matcher(store, MemoEncoder(SentenceEncoder(Path(model_dir))), Path(cache_dir),
                       intent_head_weight=intent_head_weight)
-    choice, thresholds, report = tune(matcher, heldout.load("dev"), grid, progress, min_chars)
+    choice, thresholds, report = tune(matcher, heldout.load("dev"), grid, progress, min_chars, sound)
     save_thresholds(Path(model_dir), thresholds, report)
     return choice

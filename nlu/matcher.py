@@ -78,6 +78,9 @@ class Thresholds:
     # Split 20: on replies of one to four characters the head lost more than it won (会的 / 我是 / 蛮好 went to greet,
     # fallback or deny), while it helped the longer ones. Chosen with the weight on dev (nlu.lexical_weight).
     lexical_min_chars: int = 0
+    # The head reads sound grams (folded pinyin) beside the characters: chosen with the weight on dev. Thresholds
+    # calibrated before it existed were calibrated without it.
+    lexical_sound: bool = False
 
     def fallback_for(self, kind: str) -> float:
         return self.fallback_dialogue if kind == "dialogue" and self.fallback_dialogue is not None else self.fallback
@@ -91,6 +94,7 @@ class Thresholds:
                                       and isinstance(v, (int, float)) and not isinstance(v, bool)}
             if "lexical_min_chars" in values:
                 values["lexical_min_chars"] = int(values["lexical_min_chars"])
+            values["lexical_sound"] = data.get("lexical_sound") is True
             values.setdefault("fallback_dialogue", None)  # calibrated without one: not e5-small's default
             return cls(**values)
         if model_dir and (model_dir / "callbot_encoder.json").is_file() \
@@ -187,7 +191,8 @@ class Matcher:
     def __init__(self, store: Store, encoder: Encoder, cache_dir: Path, thresholds: Thresholds | None = None,
                  exact_index_limit: int = 50_000, refresh_interval_s: float = 0.5,
                  scope_encoders: dict[str, Encoder] | None = None, search_threads: int | None = 1,
-                 intent_head_weight: float = 0.0, lexical_head_weight: float = 0.0, lexical_min_chars: int = 0):
+                 intent_head_weight: float = 0.0, lexical_head_weight: float = 0.0, lexical_min_chars: int = 0,
+                 lexical_sound: bool = False):
         # Threads for each FAISS search (see NluSettings.search_threads for why one); None = leave as is.
         self.search_threads = search_threads
         self.store = store
@@ -215,6 +220,7 @@ class Matcher:
         # cosine; the sum is the score the thresholds judge. 0 = off.
         self.lexical_head_weight = lexical_head_weight
         self.lexical_min_chars = lexical_min_chars  # shorter replies are judged on their cosine alone (Thresholds)
+        self.lexical_sound = lexical_sound  # the head reads folded pinyin too (Thresholds)
         self._lexical: tuple[int, LexicalHead] | None = None
         self.head_ready = threading.Event()
 
@@ -291,7 +297,7 @@ class Matcher:
         vectors = cache.matrix(texts)
         if self.lexical_head_weight > 0 and self._lexical is None:
             try:
-                self._lexical = (version, load_or_fit(self.cache_dir / "lexical", texts, labels))
+                self._lexical = (version, load_or_fit(self.cache_dir / "lexical", texts, labels, sound=self.lexical_sound))
             except ValueError as exc:
                 log.warning("lexical head not fitted", extra={"fields": {"reason": str(exc)}})
 
@@ -299,7 +305,7 @@ class Matcher:
             started = time.monotonic()
             try:
                 if self.lexical_head_weight > 0 and (self._lexical is None or self._lexical[0] != version):
-                    lexical = load_or_fit(self.cache_dir / "lexical", texts, labels)
+                    lexical = load_or_fit(self.cache_dir / "lexical", texts, labels, sound=self.lexical_sound)
                     if self._version == version:
                         self._lexical = (version, lexical)
                 if self.intent_head_weight > 0:

@@ -180,3 +180,22 @@ def test_the_asr_number_set_carries_digits_and_names_real_intents(demo_file: Pat
     kb = {heldout._key(t) for t in _demo_texts(demo_file)}
     assert len(kb) > 1000, "the demo KB's questions were read"
     assert not [r["text"] for r in rows if heldout._key(r["text"]) in kb], "held out: none is a KB question"
+
+
+def test_accepting_an_offered_transfer_counts_either_way_and_is_counted(tmp_path: Path) -> None:
+    offers = heldout.transfer_offer_steps()
+    # complaint_ack asks 需要为您转接人工客服吗？ in every scenario; identity_check offers no one.
+    assert {("ipo_allotment_notice", "complaint_ack"), ("risk_assessment_expiry", "suitability_explain")} <= offers
+    assert ("ipo_allotment_notice", "identity_check") not in offers
+    rows = [{"text": "转一下吧", "intent": "affirm", "scenario": "ipo_allotment_notice", "step": "complaint_ack"},
+            {"text": "是我", "intent": "affirm", "scenario": "ipo_allotment_notice", "step": "identity_check"},
+            {"text": "找个人工", "intent": "request_human", "scenario": "service_followup", "step": "risk_explain"}]
+    (tmp_path / "caller_replies.dev.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    offered, plain, asked = heldout.load("dev", ("caller_replies",), tmp_path)
+    assert offered.also == ("request_human",) and offered.same_turn == "request_human" and offered.step == "complaint_ack"
+    assert plain.also == () and plain.same_turn is None
+    assert asked.accepts("affirm") and asked.accepts("request_human") and not asked.accepts("complain")
+    j = lambda utt, predicted: heldout.Judged(utt, "call", predicted, predicted, "dialogue", None, "match", 0.9, 0.1)  # noqa: E731
+    report = heldout.summarise([j(offered, "request_human"), j(plain, "request_human"), j(asked, "request_human")])
+    assert report["caller_replies_call_accuracy"] == pytest.approx(2 / 3, abs=1e-3)
+    assert report["right_by_same_turn"] == 1, "only the reply right through the step's equivalence"

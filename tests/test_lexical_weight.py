@@ -126,3 +126,41 @@ def test_a_recalibration_at_the_tuned_weight_keeps_the_record_of_the_choice(tmp_
     assert tuned_choice(tmp_path) == choice and Thresholds.for_model(tmp_path).fallback == 0.7
     save_thresholds(tmp_path, Thresholds(lexical_head_weight=0.0), {"model": "x"})  # calibrated at another weight
     assert tuned_choice(tmp_path) is None, "the record no longer describes what is served"
+
+
+def test_sound_grams_match_homophones_and_fold_accents() -> None:
+    from nlu.lexical_head import LexicalHead, char_and_sound_grams, fold_syllable
+
+    assert [fold_syllable(s) for s in ("zhi", "chang", "shi", "neng", "qing", "kong", "nv")] == \
+        ["zi", "can", "si", "len", "qin", "kong", "nv"]
+    # A misheard reply shares one character with the wording and every sound gram.
+    heard, meant = char_and_sound_grams("轻楚"), char_and_sound_grams("清楚了")
+    assert {g for g in heard if not g.startswith("§")} & {g for g in meant if not g.startswith("§")} == {"楚"}
+    assert {"§qin", "§cu", "§qin_cu"} <= set(heard) & set(meant)
+    assert "§ok" not in char_and_sound_grams("OK好的") and "ok" in char_and_sound_grams("OK好的")
+    texts = ["清楚了", "知道了", "收到", "满意", "不清楚", "不知道", "没收到", "不满意", "别打了", "不要再打了"]
+    labels = ["affirm"] * 4 + ["deny"] * 4 + ["stop_calling"] * 2
+    plain, sound = LexicalHead.fit(texts, labels), LexicalHead.fit(texts, labels, sound=True)
+    names = ["affirm", "deny", "stop_calling"]
+    for said, meant_intent in (("轻楚了", "affirm"), ("慢意", "affirm"), ("憋大了", "stop_calling")):
+        p_sound = sound.log_proba(said, names)
+        assert max(p_sound, key=p_sound.get) == meant_intent, (said, p_sound)
+        assert p_sound[meant_intent] > plain.log_proba(said, names)[meant_intent], said
+
+
+def test_sound_is_kept_only_when_it_understands_more_and_is_stored_with_the_thresholds(tmp_path: Path) -> None:
+    choice = pick({0.0: {"pooled_accuracy": 0.90, "chatter_rejected": 0.95},
+                   0.05: {"pooled_accuracy": 0.93, "chatter_rejected": 0.95}}, n_chatter=1000)
+    assert choice.with_sound({"pooled_accuracy": 0.94, "chatter_rejected": 0.95}).sound
+    assert not choice.with_sound({"pooled_accuracy": 0.93, "chatter_rejected": 0.95}).sound, "a tie keeps characters only"
+    assert not choice.with_sound({"pooled_accuracy": 0.97, "chatter_rejected": 0.90}).sound, "gives up chatter"
+    kept = choice.with_sound({"pooled_accuracy": 0.94, "chatter_rejected": 0.95})
+    assert kept.with_gate({0: kept.rows[0.05], 3: {"pooled_accuracy": 0.95, "chatter_rejected": 0.95}}).sound, \
+        "choosing the gate keeps the sound choice"
+    assert kept.record()["sound"] is True and kept.record()["sound_row"]["pooled_accuracy"] == 0.94
+    from nlu.calibration import save_thresholds
+
+    assert not Thresholds.for_model(tmp_path).lexical_sound and not NluSettings().heads(tmp_path)["lexical_sound"]
+    save_thresholds(tmp_path, Thresholds(lexical_head_weight=0.05, lexical_sound=True), {"model": "x"})
+    assert Thresholds.for_model(tmp_path).lexical_sound is True and NluSettings().heads(tmp_path)["lexical_sound"] is True
+    assert NluSettings(lexical_sound=False).heads(tmp_path)["lexical_sound"] is False, "a setting overrides it"
