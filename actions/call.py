@@ -64,6 +64,12 @@ class ActionScriptTurn(Action):
         recorder = ConversationRecorder(tracker.sender_id, "outbound", scenario)
         parse = tracker.latest_message
         recorder.user(parse.get("text") or "", parse)
+        if engine is None and raw:  # the scenario was deleted while this call was on: end it, recorded
+            log.warning("call's scenario was deleted mid-call", extra={"fields": {"scenario": scenario}})
+            box = Outbox(domain)
+            box.say(Say(response="utter_scenario_withdrawn"))
+            box.finish("dropped", {"reason": f"scenario {scenario} was deleted during the call"})
+            return box.events()
         if engine is None or not raw:
             box = Outbox(domain)
             box.say(Say(response="utter_default"))

@@ -17,7 +17,7 @@ def load_engine(scenario: str) -> ScriptEngine | None:
     if key in _cache:
         return _cache[key]
     with store.session() as s:
-        sc = s.scalar(select(Scenario).where(Scenario.code == scenario))
+        sc = s.scalar(select(Scenario).where(Scenario.code == scenario, Scenario.live()))
         if sc is None or not sc.steps:
             return None
         steps = [Step(st.code, st.kind.value, st.prompt, st.reprompt, dict(st.transitions), st.terminal, st.outcome)
@@ -31,5 +31,5 @@ def load_engine(scenario: str) -> ScriptEngine | None:
 
 def scenario_variables(scenario: str) -> list[str]:
     with get_store().session() as s:
-        sc = s.scalar(select(Scenario).where(Scenario.code == scenario))
+        sc = s.scalar(select(Scenario).where(Scenario.code == scenario, Scenario.live()))
         return list(sc.variables) if sc else []

@@ -106,6 +106,22 @@ def kb_scenarios() -> None:
     out.print(table)
 
 
+@kb_app.command("delete-scenario")
+def kb_delete_scenario(
+    code: Annotated[str, typer.Argument(help="The outbound scenario's code (`callbot kb scenarios` lists them).")],
+    yes: Annotated[bool, typer.Option("--yes", help="Really delete it: its running campaigns stop.")] = False,
+    actor: Annotated[str, typer.Option(help="Who deletes it (audit log).")] = "cli",
+) -> None:
+    """Delete an outbound scenario. Its script and recorded calls are kept; it is no longer matched, called, listed or
+    exported, and every campaign still using it stops (calls in flight end politely). Importing it again restores it."""
+    get_store().migrate()
+    if not yes:
+        raise CallbotError(f"Deleting {code!r} stops every campaign that calls with it; run again with --yes to do it.")
+    done = get_kb().delete_scenario(code, actor)
+    stopped = ", ".join(str(i) for i in done["stopped_campaigns"]) or "none"
+    out.print(f"Scenario {code} deleted (kept as a record; `callbot kb import` of it restores it). Campaigns stopped: {stopped}.")
+
+
 # ------------------------------------------------------------------------ model
 @model_app.command("base")
 def model_base(force: Annotated[bool, typer.Option(help="Rebuild even if a verified copy exists.")] = False) -> None:

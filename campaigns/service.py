@@ -35,6 +35,7 @@ from knowledge_base.models import (
     Scenario,
     utcnow,
 )
+from knowledge_base.service import scenario_deleted_note
 
 # Outcomes after which the customer is called again (with back-off) while attempts remain.
 RETRY_OUTCOMES = frozenset({"no_answer", "busy", "dropped", "answering_machine"})
@@ -112,9 +113,9 @@ class Campaigns:
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise CallbotError(f"--timezone {timezone!r}: not a time zone name (e.g. Asia/Shanghai).") from exc
         with self.store.session(actor) as s:
-            sc = s.scalar(select(Scenario).where(Scenario.code == scenario))
+            sc = s.scalar(select(Scenario).where(Scenario.code == scenario, Scenario.live()))
             if sc is None:
-                known = ", ".join(s.scalars(select(Scenario.code)).all())
+                known = ", ".join(s.scalars(select(Scenario.code).where(Scenario.live())).all())
                 raise CallbotError(f"Unknown scenario {scenario!r}; the knowledge base has: {known or 'none'}.")
             blocked = set(s.scalars(select(DoNotCall.phone)).all())
             campaign = Campaign(name=name or f"{sc.name} {utcnow():%Y-%m-%d %H:%M}", scenario_id=sc.id,
@@ -151,7 +152,8 @@ class Campaigns:
             if campaign is None:
                 raise CallbotError(f"No campaign {campaign_id}; `callbot campaign status` lists them.")
             if campaign.status not in allowed:
-                raise CallbotError(f"Campaign {campaign_id} is {campaign.status}; it cannot {action} "
+                why = f": {campaign.status_note}" if campaign.status == "stopped" and campaign.status_note else ""
+                raise CallbotError(f"Campaign {campaign_id} is {campaign.status}{why}; it cannot {action} "
                                    f"(only when {' or '.join(sorted(allowed))}).")
             campaign.status = target
             return target
@@ -183,10 +185,10 @@ class Campaigns:
         claims: list[Claim] = []
         with self.store.session("campaigns") as s:
             scenario = s.get(Scenario, campaign.scenario_id)
-            if scenario is None:
+            if scenario is None or scenario.deleted_at is not None:  # deleted since the dialer read the campaign
                 c = s.get(Campaign, campaign.id)
-                if c is not None:
-                    c.status, c.status_note = "stopped", "its scenario was deleted from the knowledge base"
+                if c is not None and c.status == "running":
+                    c.status, c.status_note = "stopped", scenario_deleted_note(scenario)
                 return []
             postgres = s.bind is not None and s.bind.dialect.name == "postgresql"
             if postgres:  # one claimer per campaign at a time: the concurrency count below stays true

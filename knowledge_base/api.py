@@ -165,6 +165,12 @@ async def delete_question(request: Request, question_id: int) -> HTTPResponse:
     return json({"deleted": question_id})
 
 
+@bp.delete("/scenarios/<code:str>")
+async def delete_scenario(request: Request, code: str) -> HTTPResponse:
+    """Delete an outbound scenario: kept as a record, no longer matched or called; its campaigns stop (status note)."""
+    return json(get_kb().delete_scenario(code, _actor(request)))
+
+
 @bp.get("/questions")
 async def search_questions(request: Request) -> HTTPResponse:
     """Extension questions across intents: ``?q=words&scenario=&status=pending|approved|rejected&source=&limit=&offset=``."""

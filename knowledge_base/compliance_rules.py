@@ -117,11 +117,12 @@ def _affected(s: Session, rule: ComplianceRule) -> dict[str, Any] | None:
         return None
     pattern = rule.compiled()
     found: list[dict[str, str]] = []
-    for code, name, answer in s.execute(select(Scenario.code, Intent.name, Intent.answer).join(Intent.scenario)):
+    for code, name, answer in s.execute(select(Scenario.code, Intent.name, Intent.answer).join(Intent.scenario).where(Scenario.live())):
         if answer and (m := pattern.search(answer)):
             found.append({"where": f"{code}/{name} answer", "match": m.group(0), "text": answer})
     for code, step, prompt, reprompt in s.execute(
-            select(Scenario.code, ScriptStep.code, ScriptStep.prompt, ScriptStep.reprompt).join(ScriptStep.scenario)):
+            select(Scenario.code, ScriptStep.code, ScriptStep.prompt, ScriptStep.reprompt).join(ScriptStep.scenario)
+            .where(Scenario.live())):
         for field, text in (("prompt", prompt), ("reprompt", reprompt)):
             if text and (m := pattern.search(text)):
                 found.append({"where": f"{code}/{step} {field}", "match": m.group(0), "text": text})

@@ -132,7 +132,8 @@ class Store:
 
         try:
             with self.engine.connect() as conn:
-                rows = conn.execute(select(Scenario.code, Intent.name).join(Intent, Intent.scenario_id == Scenario.id)).all()
+                rows = conn.execute(select(Scenario.code, Intent.name).join(Intent, Intent.scenario_id == Scenario.id)
+                                    .where(Scenario.live())).all()
         except OperationalError as exc:
             raise describe_db_error(exc, self.url) from exc
         return sorted(f"{code}/{name}" for code, name in rows)

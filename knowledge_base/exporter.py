@@ -19,7 +19,7 @@ FORMATS = ("json", "yaml", "csv")
 
 
 def export_document(session: Session, scenario: str | None = None, status: ReviewStatus | None = None) -> dict[str, Any]:
-    query = select(Scenario).order_by(Scenario.id).options(
+    query = select(Scenario).where(Scenario.live()).order_by(Scenario.id).options(
         selectinload(Scenario.steps), selectinload(Scenario.intents).selectinload(Intent.extension_questions)
     )
     if scenario:

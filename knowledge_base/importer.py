@@ -396,7 +396,8 @@ def apply_batch(session: Session, batch: ImportBatch, actor: str) -> ImportRepor
             scenarios[doc.code] = scenario
         include_faq = doc.include_faq if doc.include_faq is not None else doc.kind == ScenarioKind.outbound
         _set(scenario, report, "scenarios", created, name=doc.name, kind=doc.kind, description=doc.description,
-             language=doc.language, include_faq=include_faq, variables=list(doc.variables))
+             language=doc.language, include_faq=include_faq, variables=list(doc.variables),
+             deleted_at=None, deleted_by=None)  # importing a deleted scenario's code restores it
         steps = {s.code: s for s in scenario.steps}
         for pos, sd in enumerate(doc.steps):
             step = steps.get(sd.code)
@@ -445,7 +446,7 @@ def published_texts(batch: ImportBatch) -> list[tuple[str, str]]:
 
 def existing_intents(session: Session) -> dict[str, set[str]]:
     out: dict[str, set[str]] = defaultdict(set)
-    for code, name in session.execute(select(Scenario.code, Intent.name).join(Intent, isouter=True)):
+    for code, name in session.execute(select(Scenario.code, Intent.name).join(Intent, isouter=True).where(Scenario.live())):
         out[code]
         if name:
             out[code].add(name)

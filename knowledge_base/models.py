@@ -145,6 +145,16 @@ class Scenario(Timestamped, Base):
     language: Mapped[str] = mapped_column(String(8), default="zh")
     include_faq: Mapped[bool] = mapped_column(Boolean, default=True)
     variables: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Deleting a scenario keeps its row, script and intents: recorded calls and campaigns refer to them and a
+    # regulator may ask what a call said. A deleted scenario is no longer matched, called, listed or exported;
+    # importing its code again restores it.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    deleted_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    @classmethod
+    def live(cls) -> Any:
+        """The WHERE clause of scenarios that are not deleted."""
+        return cls.deleted_at.is_(None)
 
     steps: Mapped[list[ScriptStep]] = relationship(
         back_populates="scenario", cascade="all, delete-orphan", order_by="ScriptStep.position"

@@ -16,6 +16,7 @@ from knowledge_base.errors import CallbotError, ImportRejected, NotFound
 from knowledge_base.exporter import export_document, render
 from knowledge_base.importer import ImportReport, apply_batch, existing_intents, published_texts, validate_files
 from knowledge_base.models import (
+    Campaign,
     ComplaintLabel,
     ComplianceRule,
     ExtensionQuestion,
@@ -23,6 +24,7 @@ from knowledge_base.models import (
     QuestionSource,
     ReviewStatus,
     Scenario,
+    ScenarioKind,
     ScriptStep,
     utcnow,
 )
@@ -78,7 +80,7 @@ class KnowledgeBase:
 
     def export(self, fmt: str, scenario: str | None = None, status: ReviewStatus | None = None) -> str:
         with self.store.session() as session:
-            if scenario and session.scalar(select(Scenario.id).where(Scenario.code == scenario)) is None:
+            if scenario and session.scalar(select(Scenario.id).where(Scenario.code == scenario, Scenario.live())) is None:
                 raise NotFound(f"Scenario {scenario!r} does not exist; `callbot kb scenarios` lists them.")
             return render(export_document(session, scenario, status), fmt)
 
@@ -99,7 +101,8 @@ class KnowledgeBase:
     def scenarios(self) -> list[dict[str, Any]]:
         with self.store.session() as s:
             rows = s.execute(
-                select(Scenario, func.count(Intent.id)).join(Intent, isouter=True).group_by(Scenario.id).order_by(Scenario.id)
+                select(Scenario, func.count(Intent.id)).join(Intent, isouter=True).where(Scenario.live())
+                .group_by(Scenario.id).order_by(Scenario.id)
             ).all()
             return [{"code": sc.code, "name": sc.name, "kind": sc.kind.value, "include_faq": sc.include_faq,
                      "variables": sc.variables, "intents": n} for sc, n in rows]
@@ -145,6 +148,22 @@ class KnowledgeBase:
             if q is None:
                 raise NotFound(f"Extension question {question_id} does not exist.")
             s.delete(q)
+
+    def delete_scenario(self, code: str, actor: str) -> dict[str, Any]:
+        """Delete an outbound scenario (kept as a record, see Scenario.deleted_at) and, in the same transaction, stop
+        every campaign that would still call with it: the dialer then claims nothing more, calls in flight end on
+        their own (the call's next turn finds no script and says so), and every recorded outcome stays."""
+        with self.store.session(actor) as s:
+            sc = self._scenario(s, code)
+            if sc.kind != ScenarioKind.outbound:
+                raise CallbotError(f"Scenario {code!r} is the inbound FAQ domain; delete its intents instead of the scenario.")
+            sc.deleted_at, sc.deleted_by = utcnow(), actor
+            stopped = []
+            for campaign in s.scalars(select(Campaign).where(Campaign.scenario_id == sc.id,
+                                                             Campaign.status.in_(("draft", "running", "paused")))):
+                campaign.status, campaign.status_note = "stopped", scenario_deleted_note(sc)
+                stopped.append(campaign.id)
+            return {"scenario": code, "deleted_at": sc.deleted_at.isoformat(), "deleted_by": actor, "stopped_campaigns": stopped}
 
     # -- scripts and answers (staff edits pass the compliance guard, like an import) --
     def steps(self, scenario: str) -> list[dict[str, Any]]:
@@ -210,7 +229,7 @@ class KnowledgeBase:
                          source: QuestionSource | None = None, limit: int = 200, offset: int = 0) -> dict[str, Any]:
         """Extension questions across intents, filtered by words, scenario, review status and source (the console's list)."""
         q = (select(ExtensionQuestion, Intent.name, Scenario.code).join(Intent, ExtensionQuestion.intent_id == Intent.id)
-             .join(Scenario, Intent.scenario_id == Scenario.id))
+             .join(Scenario, Intent.scenario_id == Scenario.id).where(Scenario.live()))
         if query.strip():
             q = q.where(ExtensionQuestion.text.contains(query.strip()[:100], autoescape=True))
         if scenario:
@@ -256,8 +275,11 @@ class KnowledgeBase:
     @staticmethod
     def _scenario(s: Session, code: str) -> Scenario:
         sc = s.scalar(select(Scenario).where(Scenario.code == code))
+        if sc is not None and sc.deleted_at is not None:
+            raise NotFound(f"Scenario {code!r} was deleted on {sc.deleted_at:%Y-%m-%d %H:%M} UTC by {sc.deleted_by}; "
+                           "importing it again restores it.")
         if sc is None:
-            known = ", ".join(s.scalars(select(Scenario.code)))
+            known = ", ".join(s.scalars(select(Scenario.code).where(Scenario.live())))
             raise NotFound(f"Scenario {code!r} does not exist. Known scenarios: {known or '(none — run `callbot kb demo`)'}.")
         return sc
 
@@ -281,3 +303,13 @@ class KnowledgeBase:
         if with_questions:
             out["extension_questions"] = [self._question_dict(q) for q in it.extension_questions]
         return out
+
+
+def scenario_deleted_note(scenario: Scenario | None) -> str:
+    """A stopped campaign's status note: which scenario went, when and by whom (None: a row removed outright)."""
+    if scenario is None or scenario.deleted_at is None:
+        return "its scenario was deleted from the knowledge base"
+    return (f"its scenario {scenario.code} was deleted from the knowledge base on {scenario.deleted_at:%Y-%m-%d %H:%M} UTC "
+            f"by {scenario.deleted_by}; contacts not yet called stay pending, and importing the scenario again does not "
+            "restart the campaign (create a new one)")
+

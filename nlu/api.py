@@ -61,7 +61,8 @@ async def parse(request: Request) -> HTTPResponse:
 
 
 def conversation_scenario(sender_id: str) -> str | None:
-    """The scenario of an outbound call in progress for this sender, if any."""
+    """The scenario of an outbound call in progress for this sender, if any (a scenario deleted during the call is
+    none: the reply is matched like a chat turn, and the call's script action ends the call)."""
     from sqlalchemy import select
 
     from callbot.context import get_store
@@ -69,7 +70,7 @@ def conversation_scenario(sender_id: str) -> str | None:
 
     with get_store().session() as s:
         return s.scalar(select(Scenario.code).join(Conversation, Conversation.scenario_id == Scenario.id)
-                        .where(Conversation.external_id == sender_id[:128], Conversation.ended_at.is_(None)))
+                        .where(Conversation.external_id == sender_id[:128], Conversation.ended_at.is_(None), Scenario.live()))
 
 
 @bp.get("/status")

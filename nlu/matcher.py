@@ -349,15 +349,17 @@ class Matcher:
 
     def _load_entries(self) -> tuple[list[QuestionEntry], dict[str, bool]]:
         with self.store.session() as s:
-            scenarios = {sc.id: sc for sc in s.scalars(select(Scenario))}
-            intents = {it.id: it for it in s.scalars(select(Intent))}
+            scenarios = {sc.id: sc for sc in s.scalars(select(Scenario).where(Scenario.live()))}
+            intents = {it.id: it for it in s.scalars(select(Intent).where(Intent.scenario_id.in_(list(scenarios))))}
             entries: list[QuestionEntry] = []
             for it in intents.values():
                 sc = scenarios[it.scenario_id]
                 entries.append(QuestionEntry(it.id, it.name, it.kind.value, sc.code, it.standard_question, it.standard_question, True))
             rows = s.execute(select(ExtensionQuestion.intent_id, ExtensionQuestion.text).where(ExtensionQuestion.status == ReviewStatus.approved))
             for intent_id, text in rows:
-                it = intents[intent_id]
+                it = intents.get(intent_id)
+                if it is None:  # an intent of a deleted scenario
+                    continue
                 entries.append(QuestionEntry(it.id, it.name, it.kind.value, scenarios[it.scenario_id].code, text, it.standard_question, False))
             return entries, {sc.code: sc.include_faq for sc in scenarios.values()}
 

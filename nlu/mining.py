@@ -88,7 +88,7 @@ def caller_utterances(store: Store, since: datetime | None = None, scenario: str
                       limit: int = 50_000) -> list[CallerUtterance]:
     """The callers' turns, newest first, with their conversation's scenario."""
     with store.session() as s:
-        if scenario is not None and s.scalar(select(Scenario.id).where(Scenario.code == scenario)) is None:
+        if scenario is not None and s.scalar(select(Scenario.id).where(Scenario.code == scenario, Scenario.live())) is None:
             raise CallbotError(f"Scenario {scenario!r} does not exist; `callbot kb scenarios` lists them.")
         q = (select(ConversationTurn.text, Scenario.code, ConversationTurn.conversation_id, ConversationTurn.at)
              .join(Conversation, ConversationTurn.conversation_id == Conversation.id)

@@ -129,3 +129,48 @@ def test_a_customer_who_says_do_not_call_me_is_put_on_the_list(dialogue_product:
     again = subprocess.run([CALLBOT, "campaign", "create", "--scenario", "ipo_allotment_notice", "--customers", str(customers)],
                            env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and "line 2: the number is on the do-not-call list" in again.stderr, again.stderr
+
+
+def test_a_scenario_deleted_during_a_call_ends_it_politely_and_stops_the_campaign(dialogue_product: dict[str, Any],
+                                                                                  tmp_path: Path) -> None:
+    """An editor deletes the scenario while the dialer has a call on: the campaign stops at once with a note that
+    says why, the customer's next words get a closing line instead of a script that no longer exists, the attempt
+    is recorded, and the second customer is never called."""
+    product, env = dialogue_product, dialogue_product["env"]
+    customers = tmp_path / "customers.csv"
+    customers.write_text("name,phone,stock_name,stock_code,allotted_shares,amount,pay_deadline\n"
+                         "吴先生,13700006666,华源科技,688001,500,16350.00,12月3日\n"
+                         "郑女士,13700007777,华源科技,688001,300,9810.00,12月3日\n", encoding="utf-8")
+    made = subprocess.run([CALLBOT, "campaign", "create", "--scenario", "ipo_allotment_notice", "--customers", str(customers),
+                           "--window", "00:00-24:00", "--concurrency", "1"], env=env, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    campaign_id = made.stdout.split("campaign ")[1].split(" ")[0]
+    assert subprocess.run([CALLBOT, "campaign", "start", campaign_id], env=env, capture_output=True, timeout=60).returncode == 0
+    dialer = subprocess.Popen([CALLBOT, "campaign", "dial", "--driver", "text", "--worker", "delete-dialer", "--until-idle"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        call = wait_for_calls(product, campaign_id, 1)[0]
+        wait_until_started(product, call)
+        refused = subprocess.run([CALLBOT, "kb", "delete-scenario", "ipo_allotment_notice"], env=env, capture_output=True,
+                                 text=True, timeout=60)
+        assert refused.returncode == 1 and "--yes" in refused.stderr, "a destructive command asks to be meant"
+        deleted = subprocess.run([CALLBOT, "kb", "delete-scenario", "ipo_allotment_notice", "--yes", "--actor", "editor-li"],
+                                 env=env, capture_output=True, text=True, timeout=60)
+        assert deleted.returncode == 0 and f"Campaigns stopped: {campaign_id}" in deleted.stdout, deleted.stdout + deleted.stderr
+        said = " ".join(say(product, call, "好的"))
+        assert "取消" in said, said
+        _out, err = dialer.communicate(timeout=90)
+        assert dialer.returncode == 0, err
+    finally:
+        if dialer.poll() is None:
+            os.killpg(dialer.pid, signal.SIGKILL)
+        restored = subprocess.run([CALLBOT, "kb", "demo"], env=env, capture_output=True, text=True, timeout=300)
+        assert restored.returncode == 0, restored.stderr
+    assert started_calls(product, campaign_id) == [call], "the second customer is never called"
+    with sqlite3.connect(product["db"]) as db:
+        assert db.execute("SELECT outcome FROM call_attempt WHERE call_id = ?", (call,)).fetchone() == ("dropped",)
+        assert db.execute("SELECT outcome FROM conversation WHERE external_id = ?", (call,)).fetchone() == ("dropped",)
+        status, note = db.execute("SELECT status, status_note FROM campaign WHERE id = ?", (campaign_id,)).fetchone()
+    assert status == "stopped" and "ipo_allotment_notice" in note and "editor-li" in note
+    resumed = subprocess.run([CALLBOT, "campaign", "resume", campaign_id], env=env, capture_output=True, text=True, timeout=60)
+    assert resumed.returncode == 1 and "was deleted from the knowledge base" in resumed.stderr, resumed.stderr

@@ -312,3 +312,65 @@ def test_the_text_driver_times_out_silence_not_a_conversation_still_going(campai
     with campaigns.store.session() as s:
         s.scalar(select(Conversation).where(Conversation.external_id == "text-talking")).outcome = Outcome.confirmed
     assert gone.outcome(claim("text-talking")) == "confirmed"
+
+
+def test_a_scenario_deleted_while_its_campaign_runs_stops_it_and_keeps_every_record(
+        campaigns: Campaigns, kb, demo_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from knowledge_base.errors import NotFound
+
+    path = tmp_path / "c.csv"
+    path.write_text(IPO_HEADER + ipo_row("张三", "13800001111") + ipo_row("李四", "13800002222") + ipo_row("王五", "13800003333"))
+    running = campaigns.create("ipo_allotment_notice", path, concurrency=1)
+    paused = campaigns.create("ipo_allotment_notice", path)
+    other = campaigns.create("risk_assessment_expiry", _risk_file(tmp_path))
+    for made in (running, paused, other):
+        campaigns.change(made["id"], "start")
+    campaigns.change(paused["id"], "pause")
+    calls = ScriptedCalls({"13800001111": ["dropped"], "13800002222": [], "13800003333": [], "13800004444": ["confirmed"]})
+    dialer = Dialer(campaigns, calls, "w1")
+    noon = datetime(2026, 12, 2, 4, 0)
+    dialer.tick(noon)
+    in_flight = [c for c in calls.placed if c.campaign_id == running["id"]]
+    assert len(in_flight) == 1, "one call of the running campaign is on when the scenario goes"
+    with campaigns.store.session() as s:  # the call recorded itself under its scenario
+        s.add(Conversation(external_id=in_flight[0].call_id, channel="outbound",
+                           scenario_id=s.scalar(select(Campaign.scenario_id).where(Campaign.id == running["id"]))))
+
+    done = kb.delete_scenario("ipo_allotment_notice", "editor-wang")
+    assert sorted(done["stopped_campaigns"]) == sorted([running["id"], paused["id"]])
+    for made in (running, paused):
+        status = campaigns.status(made["id"])[0]
+        assert status["status"] == "stopped" and "ipo_allotment_notice" in status["note"] and "editor-wang" in status["note"]
+    assert campaigns.status(other["id"])[0]["status"] == "running", "another scenario's campaign goes on"
+
+    dialer.tick(noon + timedelta(seconds=1))  # the call in flight ends and is recorded; nothing new is placed
+    placed = [c for c in calls.placed if c.campaign_id == running["id"]]
+    assert placed == in_flight
+    with campaigns.store.session() as s:
+        assert s.scalar(select(CallAttempt.outcome).where(CallAttempt.call_id == in_flight[0].call_id)) == "dropped"
+        conv = s.scalar(select(Conversation).where(Conversation.external_id == in_flight[0].call_id))
+        assert conv is not None and conv.scenario_id is not None, "the recorded call keeps its scenario"
+    assert campaigns.report(running["id"])["attempts"] == 1
+    with pytest.raises(CallbotError, match="stopped: its scenario ipo_allotment_notice was deleted"):
+        campaigns.change(running["id"], "resume")
+    with pytest.raises(CallbotError, match="Unknown scenario 'ipo_allotment_notice'"):
+        campaigns.create("ipo_allotment_notice", path)
+    assert "ipo_allotment_notice" not in {sc["code"] for sc in kb.scenarios()}
+    assert "ipo_allotment_notice" not in kb.export("yaml")
+    with pytest.raises(NotFound, match="was deleted on .* by editor-wang"):
+        kb.intents("ipo_allotment_notice")
+    with pytest.raises(NotFound):
+        kb.delete_scenario("ipo_allotment_notice", "editor-wang")
+    with pytest.raises(CallbotError, match="inbound FAQ domain"):
+        kb.delete_scenario(next(sc["code"] for sc in kb.scenarios() if sc["kind"] == "inbound"), "editor-wang")
+
+    kb.import_files([demo_file])  # importing it again restores the scenario, not the stopped campaign
+    assert "ipo_allotment_notice" in {sc["code"] for sc in kb.scenarios()}
+    assert campaigns.status(running["id"])[0]["status"] == "stopped"
+    assert campaigns.create("ipo_allotment_notice", path)["contacts"] == 3
+
+
+def _risk_file(tmp_path: Path) -> Path:
+    path = tmp_path / "risk.csv"
+    path.write_text("name,phone,expiry_date,risk_level\n赵六,13800004444,12月31日,C3\n", encoding="utf-8")
+    return path

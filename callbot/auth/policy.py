@@ -55,7 +55,7 @@ ROUTES: dict[str, str] = {
     # knowledge base
     "callbot.kb.version": P.kb_read, "callbot.kb.stats": P.kb_read, "callbot.kb.scenarios": P.kb_read,
     "callbot.kb.scenario_intents": P.kb_read, "callbot.kb.intent": P.kb_read, "callbot.kb.search_questions": P.kb_read,
-    "callbot.kb.add_question": P.kb_edit, "callbot.kb.delete_question": P.kb_edit, "callbot.kb.import_file": P.kb_edit,
+    "callbot.kb.add_question": P.kb_edit, "callbot.kb.delete_question": P.kb_edit, "callbot.kb.delete_scenario": P.kb_edit, "callbot.kb.import_file": P.kb_edit,
     "callbot.kb.edit_question": P.kb_review, "callbot.kb.bulk_questions": P.kb_review,
     "callbot.kb.expand_intent": P.kb_review, "callbot.kb.mine_questions": P.kb_review,
     "callbot.kb.export": P.kb_export,

@@ -279,7 +279,7 @@ def scenario_questions(store: Store, scenario: str) -> dict[str, list[str]]:
     from knowledge_base.models import Scenario
 
     with store.session() as s:
-        sc = s.scalar(select(Scenario).where(Scenario.code == scenario))
+        sc = s.scalar(select(Scenario).where(Scenario.code == scenario, Scenario.live()))
         if sc is None:
             raise CallbotError(f"Scenario {scenario!r} does not exist; `callbot kb scenarios` lists them.")
         out: dict[str, list[str]] = {}
