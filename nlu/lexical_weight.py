@@ -137,7 +137,8 @@ def choose_min_chars(matcher: Matcher, dev: list[heldout.HeldoutUtterance], choi
     """Cross-fitted dev figures at the chosen weight for each shortest reply the head may read (0 = row of the weight)."""
     from nlu.devcheck import crossfit, pooled
 
-    rows: dict[int, dict[str, Any]] = {0: choice.rows[choice.weight]}
+    # Every reply read: the row measured with what is served at this weight (sound grams or not).
+    rows: dict[int, dict[str, Any]] = {0: choice.sound_row if choice.sound and choice.sound_row else choice.rows[choice.weight]}
     for n in sorted({int(g) for g in options} - {0}):
         if n < 0:
             raise ValueError(f"lexical_min_chars must be ≥ 0, got {n}")
