@@ -6,6 +6,7 @@ import hashlib
 import logging
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from callbot.context import get_store
 from callbot.settings import get_settings
@@ -43,21 +44,25 @@ def get_matcher(model: str | None = None) -> Matcher:
     matcher = Matcher(get_store(), encoder, vector_dir(settings.db_url), Thresholds.for_model(Path(path)),
                       exact_index_limit=settings.nlu.exact_index_limit, scope_encoders=scope_encoders,
                       search_threads=settings.nlu.search_threads, **heads)
-    _warn_if_calibrated_otherwise(Path(path), matcher.thresholds, heads["lexical_head_weight"])
+    _warn_if_calibrated_otherwise(Path(path), matcher.thresholds, heads)
     matcher.refresh(force=True)
     return matcher
 
 
-def _warn_if_calibrated_otherwise(model_dir: Path, thresholds: Thresholds, weight: float) -> None:
-    """The lexical head moves the scores the thresholds judge: thresholds calibrated with another weight reject
-    or accept the wrong share of messages. Say so, and how to fix it."""
+def _warn_if_calibrated_otherwise(model_dir: Path, thresholds: Thresholds, heads: dict[str, Any]) -> None:
+    """The lexical head moves the scores the thresholds judge: thresholds calibrated with another weight, another
+    shortest reply it reads or without its sound grams reject or accept the wrong share of messages. Say so, and how
+    to fix it."""
     if not (model_dir / "thresholds.json").is_file():
         return  # no thresholds: Thresholds.for_model has said so
-    calibrated = thresholds.lexical_head_weight
-    if abs(calibrated - weight) > 1e-9:
-        log.warning("thresholds were calibrated with another lexical head weight",
-                    extra={"fields": {"model": model_dir.name, "calibrated": calibrated, "served": weight,
-                                      "fix": f"callbot model verify {model_dir.name} (or set nlu.lexical_head_weight to {calibrated})"}})
+    calibrated = {"lexical_head_weight": thresholds.lexical_head_weight, "lexical_min_chars": thresholds.lexical_min_chars,
+                  "lexical_sound": thresholds.lexical_sound}
+    differ = {k: {"calibrated": v, "served": heads.get(k)} for k, v in calibrated.items()
+              if heads.get(k) is not None and (abs(float(v) - float(heads[k])) > 1e-9)}
+    if differ:
+        log.warning("thresholds were calibrated with another lexical head setting",
+                    extra={"fields": {"model": model_dir.name, "settings": differ,
+                                      "fix": f"callbot model tune-lexical {model_dir.name} (or unset nlu.lexical_* to serve the calibrated ones)"}})
 
 
 @lru_cache(maxsize=1)

@@ -164,3 +164,21 @@ def test_sound_is_kept_only_when_it_understands_more_and_is_stored_with_the_thre
     save_thresholds(tmp_path, Thresholds(lexical_head_weight=0.05, lexical_sound=True), {"model": "x"})
     assert Thresholds.for_model(tmp_path).lexical_sound is True and NluSettings().heads(tmp_path)["lexical_sound"] is True
     assert NluSettings(lexical_sound=False).heads(tmp_path)["lexical_sound"] is False, "a setting overrides it"
+
+
+def test_the_service_warns_when_the_served_head_is_not_the_calibrated_one(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    from nlu.service import _warn_if_calibrated_otherwise
+
+    (tmp_path / "thresholds.json").write_text(json.dumps({"fallback": 0.5, "lexical_head_weight": 0.08,
+                                                          "lexical_min_chars": 3, "lexical_sound": True}))
+    th = Thresholds.for_model(tmp_path)
+    served = {"intent_head_weight": 0.0, "lexical_head_weight": 0.08, "lexical_min_chars": 3, "lexical_sound": True}
+    with caplog.at_level("WARNING"):
+        _warn_if_calibrated_otherwise(tmp_path, th, served)
+    assert not caplog.records, "served as calibrated: nothing to say"
+    for key, value in (("lexical_min_chars", 0), ("lexical_sound", False), ("lexical_head_weight", 0.05)):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            _warn_if_calibrated_otherwise(tmp_path, th, {**served, key: value})
+        assert len(caplog.records) == 1 and key in caplog.records[0].__dict__["fields"]["settings"], key
