@@ -487,7 +487,12 @@ class Matcher:
             confidences = []
         runner_up = next((r for r in ranking[1:] if r.intent != OUT_OF_SCOPE), None)  # never a button
         extra: dict[str, Any] = {}
-        if ranking and ranking[0].intent == OUT_OF_SCOPE:
+        if not any(c.isalnum() for c in text):
+            # Emoji, punctuation, symbols only (😀😀😀, ？？？, ...): no word to understand. Their vectors sit near the
+            # KB's one-character wordings (系, 恁好), which once matched them as affirm or greet.
+            decision = "fallback"
+            extra["no_words"] = True
+        elif ranking and ranking[0].intent == OUT_OF_SCOPE:
             decision = "fallback"
             extra["out_of_scope"] = True
         elif not ranking or ranking[0].score < t.fallback_for(ranking[0].kind):

@@ -55,16 +55,23 @@ def say(product: dict[str, Any], sender: str, text: str) -> list[str]:
     return [m.get("text", "") for m in reply]
 
 
-def test_text_dialer_survives_kill_9_without_losing_or_repeating_a_call(dialogue_product: dict[str, Any], tmp_path: Path) -> None:
-    product, env = dialogue_product, dialogue_product["env"]
+def started_campaign(env: dict[str, str], tmp_path: Path, scenario: str, customers_csv: str, *options: str) -> str:
+    """Create a campaign from ``customers_csv`` through the CLI and start it; its id."""
     customers = tmp_path / "customers.csv"
-    customers.write_text("name,phone,risk_level,expiry_date\n张先生,13800007777,稳健型,12月15日\n"
-                         "李女士,13900008888,积极型,12月20日\n", encoding="utf-8")
-    made = subprocess.run([CALLBOT, "campaign", "create", "--scenario", "risk_assessment_expiry", "--customers", str(customers),
-                           "--concurrency", "1", "--window", "00:00-24:00"], env=env, capture_output=True, text=True, timeout=60)
+    customers.write_text(customers_csv, encoding="utf-8")
+    made = subprocess.run([CALLBOT, "campaign", "create", "--scenario", scenario, "--customers", str(customers), *options],
+                          env=env, capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stderr
     campaign_id = made.stdout.split("campaign ")[1].split(" ")[0]
     assert subprocess.run([CALLBOT, "campaign", "start", campaign_id], env=env, capture_output=True, timeout=60).returncode == 0
+    return campaign_id
+
+
+def test_text_dialer_survives_kill_9_without_losing_or_repeating_a_call(dialogue_product: dict[str, Any], tmp_path: Path) -> None:
+    product, env = dialogue_product, dialogue_product["env"]
+    campaign_id = started_campaign(env, tmp_path, "risk_assessment_expiry", "name,phone,risk_level,expiry_date\n"
+                                   "张先生,13800007777,稳健型,12月15日\n李女士,13900008888,积极型,12月20日\n",
+                                   "--concurrency", "1", "--window", "00:00-24:00")
     args = [CALLBOT, "campaign", "dial", "--driver", "text", "--worker", "text-dialer"]
     dialer = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -102,14 +109,10 @@ def test_a_customer_who_says_do_not_call_me_is_put_on_the_list(dialogue_product:
     """Said in the customer's own words (understood by the NLU, not sent as an intent): the call closes politely with
     the one fact it must deliver, the attempt ends as do_not_call, and the number is refused by the next campaign."""
     product, env = dialogue_product, dialogue_product["env"]
+    campaign_id = started_campaign(env, tmp_path, "ipo_allotment_notice",
+                                   "name,phone,stock_name,stock_code,allotted_shares,amount,pay_deadline\n"
+                                   "周先生,13700005555,华源科技,688001,500,16350.00,12月3日\n", "--window", "00:00-24:00")
     customers = tmp_path / "customers.csv"
-    customers.write_text("name,phone,stock_name,stock_code,allotted_shares,amount,pay_deadline\n"
-                         "周先生,13700005555,华源科技,688001,500,16350.00,12月3日\n", encoding="utf-8")
-    made = subprocess.run([CALLBOT, "campaign", "create", "--scenario", "ipo_allotment_notice", "--customers", str(customers),
-                           "--window", "00:00-24:00"], env=env, capture_output=True, text=True, timeout=60)
-    assert made.returncode == 0, made.stderr
-    campaign_id = made.stdout.split("campaign ")[1].split(" ")[0]
-    assert subprocess.run([CALLBOT, "campaign", "start", campaign_id], env=env, capture_output=True, timeout=60).returncode == 0
     dialer = subprocess.Popen([CALLBOT, "campaign", "dial", "--driver", "text", "--worker", "dnc-dialer", "--until-idle"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -137,15 +140,11 @@ def test_a_scenario_deleted_during_a_call_ends_it_politely_and_stops_the_campaig
     says why, the customer's next words get a closing line instead of a script that no longer exists, the attempt
     is recorded, and the second customer is never called."""
     product, env = dialogue_product, dialogue_product["env"]
-    customers = tmp_path / "customers.csv"
-    customers.write_text("name,phone,stock_name,stock_code,allotted_shares,amount,pay_deadline\n"
-                         "吴先生,13700006666,华源科技,688001,500,16350.00,12月3日\n"
-                         "郑女士,13700007777,华源科技,688001,300,9810.00,12月3日\n", encoding="utf-8")
-    made = subprocess.run([CALLBOT, "campaign", "create", "--scenario", "ipo_allotment_notice", "--customers", str(customers),
-                           "--window", "00:00-24:00", "--concurrency", "1"], env=env, capture_output=True, text=True, timeout=60)
-    assert made.returncode == 0, made.stderr
-    campaign_id = made.stdout.split("campaign ")[1].split(" ")[0]
-    assert subprocess.run([CALLBOT, "campaign", "start", campaign_id], env=env, capture_output=True, timeout=60).returncode == 0
+    campaign_id = started_campaign(env, tmp_path, "ipo_allotment_notice",
+                                   "name,phone,stock_name,stock_code,allotted_shares,amount,pay_deadline\n"
+                                   "吴先生,13700006666,华源科技,688001,500,16350.00,12月3日\n"
+                                   "郑女士,13700007777,华源科技,688001,300,9810.00,12月3日\n",
+                                   "--window", "00:00-24:00", "--concurrency", "1")
     dialer = subprocess.Popen([CALLBOT, "campaign", "dial", "--driver", "text", "--worker", "delete-dialer", "--until-idle"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

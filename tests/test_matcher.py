@@ -100,7 +100,11 @@ def test_bad_input(matcher: Matcher) -> None:
         matcher.match("嗯", "nope")
     long = matcher.match("开户" * 5000, "faq")
     assert long.extra["normalised_text"] and len(long.text) == 512
-    assert matcher.match("😀😀😀", "faq").decision in ("match", "ambiguous", "fallback")
+    matcher.thresholds = Thresholds(fallback=0.0, fallback_dialogue=None, ambiguous_margin=0.0)  # would take anything
+    for wordless in ("😀😀😀", "？？？", "...", "👍🙏"):
+        r = matcher.match(wordless, "ipo_allotment_notice")
+        assert r.decision == "fallback" and r.extra.get("no_words"), (wordless, r.decision)
+    assert matcher.match("好的👍", "ipo_allotment_notice").decision == "match", "a word beside an emoji is read"
 
 
 def test_decision_rule(matcher: Matcher) -> None:
