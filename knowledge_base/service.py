@@ -86,13 +86,16 @@ class KnowledgeBase:
 
     # -- reads -------------------------------------------------------------
     def counts(self) -> KnowledgeBaseCounts:
+        """What is served: a deleted scenario's intents and questions are kept as records, not counted."""
+        live_intents = select(Intent.id).join(Scenario, Intent.scenario_id == Scenario.id).where(Scenario.live())
+        questions = select(func.count(ExtensionQuestion.id)).where(ExtensionQuestion.intent_id.in_(live_intents))
         with self.store.session() as s:
             return KnowledgeBaseCounts(
-                scenarios=s.scalar(select(func.count(Scenario.id))) or 0,
-                intents=s.scalar(select(func.count(Intent.id))) or 0,
-                faq_intents=s.scalar(select(func.count(Intent.id)).where(Intent.kind == "faq")) or 0,
-                extension_questions=s.scalar(select(func.count(ExtensionQuestion.id))) or 0,
-                approved_questions=s.scalar(select(func.count(ExtensionQuestion.id)).where(ExtensionQuestion.status == ReviewStatus.approved)) or 0,
+                scenarios=s.scalar(select(func.count(Scenario.id)).where(Scenario.live())) or 0,
+                intents=s.scalar(select(func.count(Intent.id)).where(Intent.id.in_(live_intents))) or 0,
+                faq_intents=s.scalar(select(func.count(Intent.id)).where(Intent.kind == "faq", Intent.id.in_(live_intents))) or 0,
+                extension_questions=s.scalar(questions) or 0,
+                approved_questions=s.scalar(questions.where(ExtensionQuestion.status == ReviewStatus.approved)) or 0,
                 compliance_rules=s.scalar(select(func.count(ComplianceRule.id))) or 0,
                 complaint_labels=s.scalar(select(func.count(ComplaintLabel.id))) or 0,
                 version=self.store.kb_version(),

@@ -336,7 +336,11 @@ def test_a_scenario_deleted_while_its_campaign_runs_stops_it_and_keeps_every_rec
         s.add(Conversation(external_id=in_flight[0].call_id, channel="outbound",
                            scenario_id=s.scalar(select(Campaign.scenario_id).where(Campaign.id == running["id"]))))
 
+    before = kb.counts()
     done = kb.delete_scenario("ipo_allotment_notice", "editor-wang")
+    after = kb.counts()
+    assert after.scenarios == before.scenarios - 1 and after.intents < before.intents
+    assert after.extension_questions < before.extension_questions and after.faq_intents == before.faq_intents
     assert sorted(done["stopped_campaigns"]) == sorted([running["id"], paused["id"]])
     for made in (running, paused):
         status = campaigns.status(made["id"])[0]
@@ -365,7 +369,7 @@ def test_a_scenario_deleted_while_its_campaign_runs_stops_it_and_keeps_every_rec
         kb.delete_scenario(next(sc["code"] for sc in kb.scenarios() if sc["kind"] == "inbound"), "editor-wang")
 
     kb.import_files([demo_file])  # importing it again restores the scenario, not the stopped campaign
-    assert "ipo_allotment_notice" in {sc["code"] for sc in kb.scenarios()}
+    assert "ipo_allotment_notice" in {sc["code"] for sc in kb.scenarios()} and kb.counts().intents == before.intents
     assert campaigns.status(running["id"])[0]["status"] == "stopped"
     assert campaigns.create("ipo_allotment_notice", path)["contacts"] == 3
 
