@@ -127,6 +127,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +167,8 @@ def _key(text: str) -> str:
     return normalise(text).rstrip("。？！?!.，, ").lower()
 
 
-def transfer_offer_steps(scenarios_dir: Path = SCENARIOS_DIR) -> set[tuple[str, str]]:
+@lru_cache(maxsize=4)  # read once per process: the tune and the measures load the splits many times
+def transfer_offer_steps(scenarios_dir: Path = SCENARIOS_DIR) -> frozenset[tuple[str, str]]:
     """(scenario, step) pairs where ``affirm`` and ``request_human`` lead to the same next step: the bot offered a
     person, and yes or 转人工 both take it."""
     steps: set[tuple[str, str]] = set()
@@ -176,7 +178,7 @@ def transfer_offer_steps(scenarios_dir: Path = SCENARIOS_DIR) -> set[tuple[str, 
             moves = step.get("transitions") or {}
             if moves.get(TRANSFER_PAIR[0]) is not None and moves.get(TRANSFER_PAIR[0]) == moves.get(TRANSFER_PAIR[1]):
                 steps.add((str(scenario.get("code")), str(step.get("code"))))
-    return steps
+    return frozenset(steps)
 
 
 def load(split: str, sets: Iterable[str] = SETS, eval_dir: Path = EVAL_DIR) -> list[HeldoutUtterance]:
