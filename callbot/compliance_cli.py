@@ -20,6 +20,7 @@ compliance_app = typer.Typer(help="The compliance guard: rule lexicon + classifi
                              no_args_is_help=True)
 app.add_typer(compliance_app, name="compliance")
 BATCH = 256
+ADAPT_POOL = 6000  # unlabelled sentences (KB answers and prompts, then package news) beside the labelled ones
 
 
 def _pool_texts() -> list[str]:
@@ -53,6 +54,7 @@ def compliance_train(
             raise CallbotError(f"{p}: no such training file.")
     examples = load_examples(paths)
     cfg = HeadConfig(epochs=epochs)
+    _adapt_encoder([e.text for e in examples], cfg.seed)
     encoder = compliance_encoder(settings.models_dir)
     stamp = _stamp(paths, cfg, pseudo, encoder.cache_id)
     meta_file = head_dir(settings.cache_dir) / "compliance_head.json"
@@ -75,6 +77,31 @@ def compliance_train(
               + f"; the guard's cross-validated F1 {m['cv_f1']:.3f} (precision {m['cv_precision']:.3f}, recall "
               f"{m['cv_recall']:.3f}{'' if m.get('recall_floor_met', True) else ', below the recall floor ' + str(m.get('recall_floor'))}) "
               f"at threshold {trained.threshold}, lexicon overruled below {m['override_below']}; {m['seconds']} s.")
+
+
+def _adapt_encoder(labelled: list[str], seed: int) -> None:
+    """Masked-LM adaptation of the compliance encoder (compliance.adapt_steps > 0), unless the adapted encoder in the
+    cache was built from the same base, settings and sentences: the labelled sentences' text and the unlabelled pool."""
+    from nlu.compliance.adapt import AdaptConfig, adapt_encoder, texts_sha256, unique_texts
+    from nlu.compliance.classifier import unlabelled_pool
+    from nlu.compliance.service import adapted_dir, adapted_is_current, base_encoder_path, wanted_adaptation
+
+    settings = get_settings()
+    base = base_encoder_path(settings.models_dir)
+    wanted = wanted_adaptation(base)
+    if wanted is None:
+        if settings.compliance.adapt_steps > 0:
+            err.print(f"note: {base.name} has no masked-LM head; the compliance head is trained on it as released.")
+        return
+    texts = unique_texts(labelled + unlabelled_pool(_pool_texts(), ADAPT_POOL, seed))
+    target = adapted_dir(settings.cache_dir)
+    if adapted_is_current(target, {**wanted, "texts_sha256": texts_sha256(texts)}):
+        return
+    err.print(f"  adapting {base.name} to sales talk: {wanted['steps']} masked-LM steps on {len(texts)} sentences")
+    figures = adapt_encoder(base, target, texts, AdaptConfig(steps=wanted["steps"], keep_weight=wanted["keep_weight"]),
+                            key={**wanted, "texts_sha256": texts_sha256(texts)}, progress=True)
+    err.print(f"  masked-LM loss {figures['mlm_loss_first']} → {figures['mlm_loss_last']}, vectors kept to "
+              f"1 − cos = {figures['keep_loss_last']}; {figures['seconds']} s")
 
 
 def _stamp(paths: list[Path], cfg: Any, pseudo: bool, encoder_id: str) -> str:

@@ -152,6 +152,11 @@ class ComplianceSettings(BaseModel):
     # (pooled F1 0.926 vs 0.939), and NLU serves that release in float32 too.
     encoder: str = "albert-sim-release"
     quantize: Literal["none", "int8"] = "none"
+    # Masked-LM steps that adapt that encoder to sales talk before the head is trained, keeping its sentence vectors
+    # (nlu/compliance/adapt.py; built by `callbot compliance train` into cache_dir/compliance/encoder). 0 = the
+    # encoder as released. Only an ALBERT-sim can be adapted (its masked-LM head ships with it).
+    adapt_steps: int = Field(600, ge=0)
+    adapt_keep_weight: float = Field(1.0, ge=0)
 
 
 class CampaignSettings(BaseModel):

@@ -4,9 +4,12 @@ when no release is installed) and the classifier head trained on it into ``cache
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 from knowledge_base.db import Store
 from nlu.compliance.guard import ComplianceGuard
@@ -21,23 +24,71 @@ def head_dir(cache_dir: Path) -> Path:
     return cache_dir / "compliance"
 
 
-def compliance_encoder(models_dir: Path):  # type: ignore[no-untyped-def]
-    """The configured encoder, float32 by default (the head is trained on the same vectors it is served with)."""
+def base_encoder_path(models_dir: Path) -> Path:
+    """The checkpoint named by ``compliance.encoder`` (e5-small when it is not installed)."""
     from callbot.settings import get_settings
-    from nlu.encoders.sentence_encoder import shared_encoder
     from nlu.model_cache import ModelNotBuilt, resolve_model
 
     cfg = get_settings().compliance
     try:
-        path = resolve_model(models_dir, cfg.encoder)
+        return resolve_model(models_dir, cfg.encoder)
     except ModelNotBuilt:
         if cfg.encoder == FALLBACK_ENCODER:
             raise
         log.warning("compliance encoder not installed; e5-small judges instead (retrain the head with "
                     "`callbot compliance train`)", extra={"fields": {"encoder": cfg.encoder}})
-        path = resolve_model(models_dir, FALLBACK_ENCODER)
+        return resolve_model(models_dir, FALLBACK_ENCODER)
+
+
+def wanted_adaptation(base: Path) -> dict[str, Any] | None:
+    """What the adapted encoder must have been built from and with, or None when the settings ask for none (or the
+    base cannot be adapted: only an ALBERT-sim carries a masked-LM head)."""
+    from callbot.settings import get_settings
+    from nlu.compliance.adapt import adaptable
+
+    cfg = get_settings().compliance
+    if cfg.adapt_steps <= 0 or not adaptable(base):
+        return None
+    return {"parent_sha256": weights_sha256(base), "steps": cfg.adapt_steps, "keep_weight": cfg.adapt_keep_weight}
+
+
+def weights_sha256(model_dir: Path) -> str:
+    digest = hashlib.sha256()
+    with (model_dir / "model.safetensors").open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def adapted_dir(cache_dir: Path) -> Path:
+    return head_dir(cache_dir) / "encoder"
+
+
+def adapted_is_current(directory: Path, wanted: dict[str, Any]) -> bool:
+    meta_file = directory / "callbot_encoder.json"
+    if not (directory / "model.safetensors").is_file() or not meta_file.is_file():
+        return False
+    made = json.loads(meta_file.read_text()).get("compliance_adaptation") or {}
+    return all(made.get("key", {}).get(k) == v for k, v in wanted.items())
+
+
+def compliance_encoder(models_dir: Path):  # type: ignore[no-untyped-def]
+    """The configured encoder, float32 by default (the head is trained on the same vectors it is served with):
+    the adapted one when the settings ask for it and `callbot compliance train` has built it from this base."""
+    from callbot.settings import get_settings
+    from nlu.encoders.sentence_encoder import shared_encoder
+
+    settings = get_settings()
+    path = base_encoder_path(models_dir)
+    wanted = wanted_adaptation(path)
+    if wanted is not None:
+        if adapted_is_current(adapted_dir(settings.cache_dir), wanted):
+            path = adapted_dir(settings.cache_dir)
+        else:
+            log.warning("compliance encoder not adapted to sales talk yet; the released one serves (run "
+                        "`callbot compliance train`)", extra={"fields": {"base": path.name}})
     # No thread setting: the process's torch setting stays as the NLU service configured it.
-    return shared_encoder(path, cfg.quantize)
+    return shared_encoder(path, settings.compliance.quantize)
 
 
 def get_guard(store: Store, lexicon_only: bool = False) -> ComplianceGuard:
