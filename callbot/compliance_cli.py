@@ -43,7 +43,16 @@ def compliance_train(
     force: Annotated[bool, typer.Option(help="Train even if the classifier is current (same data, rules and settings).")] = False,
 ) -> None:
     """Train the classifier head on the frozen sentence encoder into the model cache (a few minutes: 5-fold cross-validation picks the thresholds)."""
-    from nlu.compliance.classifier import DATA_DIR, TRAIN_FILES, HeadConfig, load_examples, save_head, train_head, unlabelled_pool
+    from nlu.compliance.classifier import (
+        DATA_DIR,
+        TRAIN_FILES,
+        HeadConfig,
+        classifier_text,
+        load_examples,
+        save_head,
+        train_head,
+        unlabelled_pool,
+    )
     from nlu.compliance.service import compliance_encoder, head_dir
 
     settings = get_settings()
@@ -54,7 +63,7 @@ def compliance_train(
             raise CallbotError(f"{p}: no such training file.")
     examples = load_examples(paths)
     cfg = HeadConfig(epochs=epochs)
-    _adapt_encoder([e.text for e in examples], cfg.seed)
+    _adapt_encoder([classifier_text(e.text) for e in examples], cfg.seed)
     encoder = compliance_encoder(settings.models_dir)
     stamp = _stamp(paths, cfg, pseudo, encoder.cache_id)
     meta_file = head_dir(settings.cache_dir) / "compliance_head.json"
@@ -113,9 +122,9 @@ def _stamp(paths: list[Path], cfg: Any, pseudo: bool, encoder_id: str) -> str:
     from sqlalchemy import select
 
     from knowledge_base.models import ComplianceRule
-    from nlu.compliance.classifier import RECALL_FLOOR
+    from nlu.compliance.classifier import RECALL_FLOOR, TEXT_FORM
 
-    digest = hashlib.sha256(json.dumps([asdict(cfg), pseudo, encoder_id, RECALL_FLOOR]).encode())
+    digest = hashlib.sha256(json.dumps([asdict(cfg), pseudo, encoder_id, RECALL_FLOOR, TEXT_FORM]).encode())
     for p in paths:
         digest.update(p.read_bytes())
     with get_store().session() as s:

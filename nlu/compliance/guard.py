@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from knowledge_base.db import Store
-from nlu.compliance.classifier import CLASSES, VIOLATION, TrainedHead, load_head
+from nlu.compliance.classifier import CLASSES, VIOLATION, TrainedHead, classifier_text, load_head
 from nlu.compliance.clauses import split_clauses
 from nlu.compliance.lexicon import Hit, RuleLexicon
 from nlu.compliance.mention import mention_cue
@@ -160,8 +160,9 @@ class ComplianceGuard:
         with self._lock:  # one encoder, several threads (the web app's executor, the action server)
             missing = list(dict.fromkeys(s for s in sentences if s not in self._scores))
             if missing:
-                vectors = self.encoder.encode(missing).astype(np.float32)
-                probs, p_violation = self.head.score(vectors, missing)
+                read = [classifier_text(s) for s in missing]
+                vectors = self.encoder.encode(read).astype(np.float32)
+                probs, p_violation = self.head.score(vectors, read)
                 for s, p, v in zip(missing, probs, p_violation, strict=True):
                     self._scores[s] = (p, float(v))
             for s in sentences:

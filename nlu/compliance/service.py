@@ -1,6 +1,7 @@
 """The product's compliance guard, built once per process from the settings: the knowledge base's rules, the
-frozen sentence encoder of ``compliance.encoder`` (the released ALBERT-sim; e5-small, which every installation has,
-when no release is installed) and the classifier head trained on it into ``cache_dir/compliance``."""
+sentence encoder of ``compliance.encoder`` (the released ALBERT-sim, adapted to sales talk by masked-LM steps when
+``compliance.adapt_steps`` asks for it; e5-small, which every installation has, when no release is installed) and the
+classifier head trained on it into ``cache_dir/compliance``."""
 
 from __future__ import annotations
 
