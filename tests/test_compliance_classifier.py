@@ -196,9 +196,17 @@ def test_cli_check_and_eval(guard: ComplianceGuard, head_dir: Path, tmp_path: Pa
     home, cache = tmp_path / "home", tmp_path / "cache"
     (cache / "models").mkdir(parents=True)
     link_fresh_e5(cache / "models", e5_model_dir)
-    if guard.encoder.path.name != "e5-small-v1":
-        (cache / "models" / guard.encoder.path.name).symlink_to(guard.encoder.path)
-    (cache / "compliance").symlink_to(head_dir)
+    from callbot.settings import get_settings
+    from nlu.compliance.service import base_encoder_path
+
+    base = base_encoder_path(get_settings().models_dir)
+    if base.name != "e5-small-v1":
+        (cache / "models" / base.name).symlink_to(base)
+    (cache / "compliance").mkdir()
+    for f in head_dir.iterdir():
+        (cache / "compliance" / f.name).symlink_to(f)
+    if guard.encoder.path != base:  # the encoder adapted to sales talk, built from that base
+        (cache / "compliance" / "encoder").symlink_to(guard.encoder.path)
     env = {**os.environ, "CALLBOT_HOME": str(home), "CALLBOT_CACHE_DIR": str(cache), "COLUMNS": "300"}
     assert subprocess.run([CALLBOT, "kb", "demo"], cwd=ROOT, env=env, capture_output=True).returncode == 0
     lines = tmp_path / "lines.txt"

@@ -54,12 +54,15 @@ DATA_DIR = Path(__file__).with_name("data")
 # violation class — queues and real time limits near false urgency, caring and helping near cover_loss, directions near
 # disparage, internal procedures near inside_info, help with forms near misconduct, certainty about service facts — in
 # dialect or ASR-like wording, by a writer who saw no held-out set) answer the false positives of sets q–s: casual or
-# dialect service talk placed on a violation class.
+# dialect service talk placed on a violation class. train_more8 (650 lines by a writer who saw only a brief of set v's
+# false positives: warnings that quote a promise, honest risk remarks, urgent or caring service talk, 79 % dialect;
+# 150 violations in the same dialects so dialect signals neither side) answers the false positives of sets u and v.
 TRAIN_FILES = ("train_violations.jsonl", "train_compliant.jsonl", "train_more.jsonl", "train_more2.jsonl",
                "train_more3.jsonl", "train_more4.jsonl", "heldout_g.jsonl", "heldout_h.jsonl", "heldout_i.jsonl",
                "heldout_j.jsonl", "heldout_k.jsonl", "heldout_l.jsonl", "heldout_m.jsonl", "train_more5.jsonl",
                "heldout_n.jsonl", "heldout_o.jsonl", "train_more6.jsonl", "heldout_p.jsonl", "heldout_q.jsonl",
-               "heldout_r.jsonl", "heldout_s.jsonl", "train_more7.jsonl", "heldout_u.jsonl")
+               "heldout_r.jsonl", "heldout_s.jsonl", "train_more7.jsonl", "heldout_u.jsonl", "heldout_v.jsonl",
+               "train_more8.jsonl")
 # The classifier may overrule a lexicon hit only below this score, and only where the sentence has a mention cue
 # (nlu/compliance/mention.py). The ceiling was 0.40 while degenerate text (保本 × 20,000) had no other guard; with
 # the cue rule, cross-validation may go higher (it picks 0.55: CV F1 0.877 against 0.867 at 0.40; on the fresh set
