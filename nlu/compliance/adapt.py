@@ -60,7 +60,20 @@ def texts_sha256(texts: list[str]) -> str:
 def adapt_encoder(src: Path, out: Path, texts: list[str], cfg: AdaptConfig, key: dict[str, Any] | None = None,
                   progress: bool = True) -> dict[str, Any]:
     """Masked-LM steps on ``texts`` from the checkpoint ``src`` into ``out``; returns the run's figures. ``key`` is
-    stored with them: what the caller checks later to know the adapted encoder is still the one it wants."""
+    stored with them: what the caller checks later to know the adapted encoder is still the one it wants. Torch's
+    thread count is the process's: it is set for the run and restored after (other work in the process keeps its own)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _adapt(src, out, texts, cfg, key, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _adapt(src: Path, out: Path, texts: list[str], cfg: AdaptConfig, key: dict[str, Any] | None,
+           progress: bool) -> dict[str, Any]:
     import torch
     from transformers import AlbertForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling
     from transformers.utils import logging as hf_logging
@@ -75,7 +88,6 @@ def adapt_encoder(src: Path, out: Path, texts: list[str], cfg: AdaptConfig, key:
     if len(texts) < cfg.batch_size:
         raise CallbotError(f"Masked-LM adaptation needs at least {cfg.batch_size} sentences; got {len(texts)}.")
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
 
     anchors = torch.from_numpy(SentenceEncoder(src).encode(texts, progress=progress))  # the vectors to keep
