@@ -104,11 +104,12 @@ def _adapt_encoder(labelled: list[str], seed: int) -> None:
         return
     texts = unique_texts(labelled + unlabelled_pool(_pool_texts(), ADAPT_POOL, seed))
     target = adapted_dir(settings.cache_dir)
-    if adapted_is_current(target, {**wanted, "texts_sha256": texts_sha256(texts)}):
+    key = {**wanted, "texts_sha256": texts_sha256(texts)}
+    if adapted_is_current(target, key):
         return
     err.print(f"  adapting {base.name} to sales talk: {wanted['steps']} masked-LM steps on {len(texts)} sentences")
     figures = adapt_encoder(base, target, texts, AdaptConfig(steps=wanted["steps"], keep_weight=wanted["keep_weight"]),
-                            key={**wanted, "texts_sha256": texts_sha256(texts)}, progress=True)
+                            key=key, progress=True)
     err.print(f"  masked-LM loss {figures['mlm_loss_first']} → {figures['mlm_loss_last']}, vectors kept to "
               f"1 − cos = {figures['keep_loss_last']}; {figures['seconds']} s")
 

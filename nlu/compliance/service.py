@@ -5,7 +5,6 @@ classifier head trained on it into ``cache_dir/compliance``."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -54,11 +53,9 @@ def wanted_adaptation(base: Path) -> dict[str, Any] | None:
 
 
 def weights_sha256(model_dir: Path) -> str:
-    digest = hashlib.sha256()
-    with (model_dir / "model.safetensors").open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from nlu.release import sha256
+
+    return sha256(model_dir / "model.safetensors")
 
 
 def adapted_dir(cache_dir: Path) -> Path:
